@@ -1,0 +1,74 @@
+// Package cli is k1s's command line: commands, flags, the config file and K1S_* environment
+// variables. It turns them into the completed configs of the other packages and runs them.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/k1s-io/k1s/internal/version"
+)
+
+// Run runs the k1s command line and returns the process exit code. Errors are printed as one
+// line: they are meant for a person, who needs the cause and the fix, not a trace.
+func Run(argv []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	if err := app.Run(argv); err != nil {
+		var exit cli.ExitCoder
+		if errors.As(err, &exit) && exit.Error() == "" {
+			return exit.ExitCode()
+		}
+		fmt.Fprintf(stderr, "k1s: %v\n", err)
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	cli.VersionPrinter = func(c *cli.Context) { fmt.Fprint(c.App.Writer, version.String()) }
+	return &cli.App{
+		Name:                 "k1s",
+		Usage:                "Kubernetes in one small binary",
+		Version:              version.Version,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: false,
+		HideHelpCommand:      true,
+		OnUsageError:         usageError,
+		Commands: []*cli.Command{
+			serverCommand(),
+			kubectlCommand(),
+		},
+	}
+}
+
+// usageError replaces urfave's usage dump with one line that says where help is.
+func usageError(c *cli.Context, err error, _ bool) error {
+	return fmt.Errorf("%w (see '%s --help')", err, c.Command.HelpName)
+}
+
+// signalContext is the process's one signal handler: SIGINT or SIGTERM cancels the context.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-ch
+		cancel(fmt.Errorf("received %v", sig))
+		// A second signal while stopping means the user wants out now.
+		sig = <-ch
+		fmt.Fprintf(os.Stderr, "k1s: received %v again; exiting without a clean stop\n", sig)
+		os.Exit(1)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel(context.Canceled) }
+}

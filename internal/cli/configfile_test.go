@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+// runWithConfig runs a command with the server's config-file handling and returns the values
+// the action saw.
+func runWithConfig(t *testing.T, file string, argv ...string) (map[string]any, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var seen map[string]any
+	app := &cli.App{
+		Name:      "k1s",
+		Writer:    io.Discard,
+		ErrWriter: io.Discard,
+		Commands: []*cli.Command{{
+			Name:   "server",
+			Before: applyConfigFile,
+			Flags: []cli.Flag{
+				configFlag(),
+				&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: "/var/lib/k1s"},
+				&cli.IntFlag{Name: "https-listen-port", Value: 6443},
+				&cli.BoolFlag{Name: "disable-agent"},
+				&cli.StringSliceFlag{Name: "tls-san"},
+			},
+			Action: func(c *cli.Context) error {
+				seen = map[string]any{
+					"data-dir":          c.String("data-dir"),
+					"https-listen-port": c.Int("https-listen-port"),
+					"disable-agent":     c.Bool("disable-agent"),
+					"tls-san":           c.StringSlice("tls-san"),
+				}
+				return nil
+			},
+		}},
+	}
+	err := app.Run(append([]string{"k1s", "server", "--config", path}, argv...))
+	return seen, err
+}
+
+func TestConfigFileSetsFlags(t *testing.T) {
+	got, err := runWithConfig(t, "data-dir: /srv/k1s\nhttps-listen-port: 7443\ndisable-agent: true\ntls-san:\n  - a.example\n  - 10.0.0.1\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"data-dir": "/srv/k1s", "https-listen-port": 7443, "disable-agent": true, "tls-san": []string{"a.example", "10.0.0.1"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+}
+
+func TestCommandLineWinsOverConfigFile(t *testing.T) {
+	got, err := runWithConfig(t, "data-dir: /srv/k1s\ntls-san: [a.example]\nhttps-listen-port: 7443\n",
+		"--data-dir", "/other", "--tls-san", "b.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["data-dir"] != "/other" || !reflect.DeepEqual(got["tls-san"], []string{"b.example"}) || got["https-listen-port"] != 7443 {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestScalarForListFlag(t *testing.T) {
+	got, err := runWithConfig(t, "tls-san: a.example\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got["tls-san"], []string{"a.example"}) {
+		t.Fatalf("a scalar for a list flag: got %v", got["tls-san"])
+	}
+}
+
+func TestConfigFileErrors(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"data-dri: /x\n", `unknown key "data-dri"`},
+		{"data-dir: [/a, /b]\n", `takes one value`},
+		{"data-dir: /x\n  bad: indent\n", "malformed"},
+		{"- just\n- a list\n", "malformed"},
+		{"tls-san:\n  nested: map\n", "not a mapping"},
+		{"https-listen-port: many\n", `https-listen-port`},
+	} {
+		_, err := runWithConfig(t, tc.file)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config %q: error %v, want one containing %q", tc.file, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("config %q: error is not one line: %q", tc.file, err)
+		}
+	}
+}
+
+func TestMissingDefaultConfigFileIsFine(t *testing.T) {
+	app := &cli.App{Name: "k1s", Commands: []*cli.Command{{
+		Name: "server", Before: applyConfigFile,
+		Flags:  []cli.Flag{&cli.StringFlag{Name: "config", Value: filepath.Join(t.TempDir(), "absent.yaml")}},
+		Action: func(*cli.Context) error { return nil },
+	}}}
+	if err := app.Run([]string{"k1s", "server"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Run([]string{"k1s", "server", "--config", filepath.Join(t.TempDir(), "absent.yaml")}); err == nil {
+		t.Fatal("an explicitly named config file that does not exist was accepted")
+	}
+}

@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/logging"
+	"github.com/k1s-io/k1s/internal/server"
+	"github.com/k1s-io/k1s/internal/version"
+)
+
+func serverCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "server",
+		Usage:        "Run a control plane (and, unless --disable-agent, a node)",
+		OnUsageError: usageError,
+		Before:       applyConfigFile,
+		Action:       runServer,
+		Flags: append(append([]cli.Flag{configFlag()}, logFlags()...),
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "directory for all state"},
+			&cli.StringFlag{Name: "node-name", EnvVars: []string{"K1S_NODE_NAME"}, Usage: "node name (default: host name)"},
+			&cli.StringFlag{Name: "node-ip", Usage: "this node's address (default: the address of the default route's interface)"},
+			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Usage: "address the apiserver listens on"},
+			&cli.IntFlag{Name: "https-listen-port", Value: server.DefaultHTTPSPort, Usage: "apiserver port"},
+			&cli.StringFlag{Name: "advertise-address", Usage: "apiserver address for other nodes and the kubernetes Service (default: node IP)"},
+			&cli.StringSliceFlag{Name: "tls-san", Usage: "extra host name or IP for the apiserver certificate (repeatable)"},
+			&cli.StringFlag{Name: "cluster-cidr", Value: server.DefaultClusterCIDR, Usage: "pod network; each node gets a /24 of it"},
+			&cli.StringFlag{Name: "service-cidr", Value: server.DefaultServiceCIDR, Usage: "service ClusterIP range"},
+			&cli.StringFlag{Name: "cluster-dns", Usage: "cluster DNS service address (default: the 10th address of --service-cidr)"},
+			&cli.StringFlag{Name: "cluster-domain", Value: server.DefaultClusterDomain, Usage: "cluster DNS domain"},
+			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: server.DefaultKubeconfigOutput, EnvVars: []string{"K1S_KUBECONFIG_OUTPUT"}, Usage: "where to write the admin kubeconfig"},
+			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", EnvVars: []string{"K1S_KUBECONFIG_MODE"}, Usage: "file mode of the admin kubeconfig (octal)"},
+			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "key=value for kube-apiserver (repeatable; replaces k1s's default)"},
+			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "key=value for kube-controller-manager (repeatable)"},
+			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "key=value for kube-scheduler (repeatable)"},
+			&cli.StringSliceFlag{Name: "etcd-arg", Usage: "key=value for etcd (repeatable)"},
+			&cli.BoolFlag{Name: "disable-agent", Usage: "run only the control plane, no node"},
+		),
+	}
+}
+
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "debug", EnvVars: []string{"K1S_DEBUG"}, Usage: "log debug lines, including upstream components' info lines"},
+		&cli.IntFlag{Name: "v", Usage: "upstream components' log verbosity (klog -v)"},
+	}
+}
+
+// serverConfig turns flags into a server.Config; Complete validates it.
+func serverConfig(c *cli.Context) (*server.Config, error) {
+	cfg := &server.Config{
+		DataDir:                    c.String("data-dir"),
+		NodeName:                   c.String("node-name"),
+		HTTPSPort:                  c.Int("https-listen-port"),
+		TLSSANs:                    c.StringSlice("tls-san"),
+		ClusterDomain:              c.String("cluster-domain"),
+		KubeconfigOutput:           c.String("write-kubeconfig"),
+		ExtraAPIServerArgs:         c.StringSlice("kube-apiserver-arg"),
+		ExtraControllerManagerArgs: c.StringSlice("kube-controller-manager-arg"),
+		ExtraSchedulerArgs:         c.StringSlice("kube-scheduler-arg"),
+		ExtraEtcdArgs:              c.StringSlice("etcd-arg"),
+	}
+	var err error
+	for _, ip := range []struct {
+		flag string
+		dst  *net.IP
+	}{{"node-ip", &cfg.NodeIP}, {"bind-address", &cfg.BindAddress}, {"advertise-address", &cfg.AdvertiseAddress}, {"cluster-dns", &cfg.ClusterDNS}} {
+		if v := c.String(ip.flag); v != "" {
+			if *ip.dst, err = server.ParseIP(ip.flag, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cfg.ClusterCIDR, err = server.ParseCIDR("cluster-cidr", c.String("cluster-cidr")); err != nil {
+		return nil, err
+	}
+	if cfg.ServiceCIDR, err = server.ParseCIDR("service-cidr", c.String("service-cidr")); err != nil {
+		return nil, err
+	}
+	mode, err := strconv.ParseUint(c.String("write-kubeconfig-mode"), 8, 32)
+	if err != nil || mode > 0o777 {
+		return nil, fmt.Errorf("--write-kubeconfig-mode %q is not a file mode (like 0600)", c.String("write-kubeconfig-mode"))
+	}
+	cfg.KubeconfigMode = os.FileMode(mode)
+	return cfg, nil
+}
+
+func runServer(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see 'k1s server --help')", c.Args().First())
+	}
+	cfg, err := serverConfig(c)
+	if err != nil {
+		return err
+	}
+	log, err := logging.Setup(logging.Options{Debug: c.Bool("debug"), Verbosity: c.Int("v"), Output: c.App.ErrWriter})
+	if err != nil {
+		return err
+	}
+	cfg.Log = log
+	if err := cfg.Complete(); err != nil {
+		return err
+	}
+	log.Infof("starting k1s %s server (kubernetes %s) on node %s (%s), data in %s", version.Version, version.Kubernetes(), cfg.NodeName, cfg.NodeIP, cfg.DataDir)
+
+	srv, err := server.Prepare(cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	components := srv.Components()
+	if !c.Bool("disable-agent") {
+		log.Warn("this build has no node components yet: running the control plane only (as with --disable-agent)")
+	}
+
+	ctx, stop := signalContext()
+	defer stop()
+	manager := &component.Manager{Log: log}
+	if err := manager.Run(ctx, components...); err != nil {
+		return err
+	}
+	log.Info("k1s stopped")
+	return nil
+}

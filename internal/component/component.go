@@ -1,0 +1,239 @@
+// Package component defines what every part of k1s that runs (etcd, the apiserver, the kubelet,
+// k1s's own controllers…) implements, and a manager that starts them in dependency order,
+// waits for each to be ready, and stops them in reverse.
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Component is one running part of k1s.
+type Component interface {
+	// Name is how logs and errors refer to the component.
+	Name() string
+	// Start launches the component and returns once it is running (not necessarily ready).
+	// The component runs until ctx ends or Stop is called.
+	Start(ctx context.Context) error
+	// Ready returns nil once the component serves; otherwise an error that says what it is
+	// still waiting for, in words a user can act on.
+	Ready(ctx context.Context) error
+	// Exited is closed when the component is no longer running, by itself or after Stop.
+	Exited() <-chan struct{}
+	// Stop ends the component and waits for it; it returns why the component ended if that
+	// was a failure.
+	Stop() error
+}
+
+// Func adapts a blocking run function (the shape of every upstream component's entry point:
+// run until the context ends) to a Component.
+type Func struct {
+	name  string
+	run   func(ctx context.Context) error
+	ready func(ctx context.Context) error
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	exited chan struct{}
+	err    error
+}
+
+// NewFunc returns a Component that runs run in a goroutine. ready may be nil when the
+// component is ready as soon as it runs.
+func NewFunc(name string, run, ready func(ctx context.Context) error) *Func {
+	return &Func{name: name, run: run, ready: ready, exited: make(chan struct{})}
+}
+
+func (f *Func) Name() string { return f.name }
+
+func (f *Func) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	f.mu.Lock()
+	f.cancel = cancel
+	f.mu.Unlock()
+	go func() {
+		err := f.run(ctx)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("exited unexpectedly")
+		}
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		f.mu.Lock()
+		f.err = err
+		f.mu.Unlock()
+		close(f.exited)
+	}()
+	return nil
+}
+
+func (f *Func) Ready(ctx context.Context) error {
+	select {
+	case <-f.exited:
+		return fmt.Errorf("%s has exited", f.name)
+	default:
+	}
+	if f.ready == nil {
+		return nil
+	}
+	return f.ready(ctx)
+}
+
+func (f *Func) Exited() <-chan struct{} { return f.exited }
+
+// Stop cancels the component's context and waits for its run function to return.
+func (f *Func) Stop() error {
+	f.mu.Lock()
+	cancel := f.cancel
+	f.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	<-f.exited
+	return f.Err()
+}
+
+// Err is why the component ended, or nil while it runs or when it was stopped cleanly.
+func (f *Func) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// Logger is what the manager needs to report progress.
+type Logger interface {
+	Infof(format string, args ...any)
+	Warnf(format string, args ...any)
+}
+
+// Manager starts components in order and stops them in reverse.
+type Manager struct {
+	// Log receives progress lines.
+	Log Logger
+	// PollInterval is how often readiness is checked.
+	PollInterval time.Duration
+	// ReportInterval is how often a component that is still not ready is reported.
+	ReportInterval time.Duration
+	// StopTimeout bounds how long one component may take to stop before the manager moves on.
+	StopTimeout time.Duration
+
+	started []Component
+}
+
+// Run starts components one after another, waiting for each to be ready, then waits until ctx
+// ends or a component exits on its own. It then stops every started component in reverse
+// order. It returns nil after a requested stop, or the cause of the failure.
+func (m *Manager) Run(ctx context.Context, components ...Component) error {
+	m.defaults()
+	err := m.startAll(ctx, components)
+	if err == nil {
+		m.Log.Infof("k1s is ready")
+		err = m.wait(ctx)
+	}
+	m.stopAll()
+	return err
+}
+
+func (m *Manager) defaults() {
+	if m.PollInterval == 0 {
+		m.PollInterval = 100 * time.Millisecond
+	}
+	if m.ReportInterval == 0 {
+		m.ReportInterval = 5 * time.Second
+	}
+	if m.StopTimeout == 0 {
+		m.StopTimeout = 5 * time.Second
+	}
+}
+
+func (m *Manager) startAll(ctx context.Context, components []Component) error {
+	for _, c := range components {
+		if ctx.Err() != nil {
+			return nil
+		}
+		begin := time.Now()
+		if err := c.Start(ctx); err != nil {
+			return fmt.Errorf("starting %s: %w", c.Name(), err)
+		}
+		m.started = append(m.started, c)
+		if err := m.waitReady(ctx, c, begin); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitReady polls c until it is ready, logging what it still waits for every ReportInterval.
+func (m *Manager) waitReady(ctx context.Context, c Component, begin time.Time) error {
+	poll := time.NewTicker(m.PollInterval)
+	defer poll.Stop()
+	lastReport := begin
+	for {
+		err := c.Ready(ctx)
+		if err == nil {
+			m.Log.Infof("%s is ready (%s)", c.Name(), time.Since(begin).Round(time.Millisecond))
+			return nil
+		}
+		if time.Since(lastReport) >= m.ReportInterval {
+			lastReport = time.Now()
+			m.Log.Infof("still waiting for %s after %s: %v", c.Name(), time.Since(begin).Round(time.Second), err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.Exited():
+			return exitError(c)
+		case <-poll.C:
+		}
+	}
+}
+
+func (m *Manager) wait(ctx context.Context) error {
+	cases := make(chan Component, len(m.started))
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, c := range m.started {
+		go func(c Component) {
+			select {
+			case <-c.Exited():
+				cases <- c
+			case <-stop:
+			}
+		}(c)
+	}
+	select {
+	case <-ctx.Done():
+		m.Log.Infof("stopping: %v", context.Cause(ctx))
+		return nil
+	case c := <-cases:
+		return exitError(c)
+	}
+}
+
+func exitError(c Component) error {
+	if err := c.Stop(); err != nil {
+		return fmt.Errorf("%s stopped: %w", c.Name(), err)
+	}
+	return fmt.Errorf("%s stopped unexpectedly", c.Name())
+}
+
+func (m *Manager) stopAll() {
+	for i := len(m.started) - 1; i >= 0; i-- {
+		c := m.started[i]
+		done := make(chan error, 1)
+		go func() { done <- c.Stop() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				m.Log.Warnf("%s stopped with error: %v", c.Name(), err)
+			}
+		case <-time.After(m.StopTimeout):
+			m.Log.Warnf("%s did not stop within %s; moving on", c.Name(), m.StopTimeout)
+		}
+	}
+	m.started = nil
+}

@@ -1,0 +1,245 @@
+//go:build e2e
+
+// Package e2e drives the built k1s binary as a user would: real clusters in private data
+// directories, on free ports, cleaned up afterwards. Run by `make test` as root.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+var k1sBinary = flag.String("k1s", "", "path of the k1s binary under test (built by make)")
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if *k1sBinary == "" {
+		fmt.Fprintln(os.Stderr, "e2e: -k1s is required: run these tests through `make test` or `make bench`")
+		os.Exit(2)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e: these tests start real clusters and must run as root")
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}
+
+// freePort returns a TCP port nothing listens on right now.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// server is one `k1s server` process under test.
+type server struct {
+	t          testing.TB
+	dataDir    string
+	kubeconfig string
+	port       int
+	args       []string
+
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	output []string
+	exited chan struct{}
+	err    error
+}
+
+// newServer prepares a control-plane-only server on a private data directory and free ports.
+func newServer(t testing.TB, extra ...string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	s := &server{t: t, dataDir: filepath.Join(dir, "data"), kubeconfig: filepath.Join(dir, "k1s.yaml"), port: freePort(t)}
+	s.args = append([]string{"server", "--disable-agent",
+		"--config", filepath.Join(dir, "no-config.yaml"),
+		"--data-dir", s.dataDir,
+		"--write-kubeconfig", s.kubeconfig,
+		"--https-listen-port", strconv.Itoa(s.port),
+		"--kube-controller-manager-arg", "secure-port=" + strconv.Itoa(freePort(t)),
+		"--kube-scheduler-arg", "secure-port=" + strconv.Itoa(freePort(t)),
+		"--etcd-arg", "listen-client-urls=https://127.0.0.1:" + strconv.Itoa(freePort(t)),
+		"--etcd-arg", "listen-peer-urls=http://127.0.0.1:" + strconv.Itoa(freePort(t)),
+	}, extra...)
+	// The default config file must not leak into tests; an explicit --config that does not
+	// exist is an error, so give an empty one.
+	if err := os.WriteFile(filepath.Join(dir, "no-config.yaml"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// start launches the server and registers its stop with the test's clean-up.
+func (s *server) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(*k1sBinary, s.args...)
+	s.cmd.Env = append(os.Environ(), "KUBECONFIG=")
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.cmd.Stdout = s.cmd.Stderr
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	s.exited = make(chan struct{})
+	s.mu.Lock()
+	s.output = nil
+	s.mu.Unlock()
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			s.mu.Lock()
+			s.output = append(s.output, sc.Text())
+			s.mu.Unlock()
+		}
+		s.err = s.cmd.Wait()
+		close(s.exited)
+	}()
+	s.t.Cleanup(s.kill)
+}
+
+// lines returns what the server has printed so far.
+func (s *server) lines() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.output...)
+}
+
+// stop sends SIGTERM and returns the exit error and how long the stop took.
+func (s *server) stop() (error, time.Duration) {
+	s.t.Helper()
+	begin := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err, 0
+	}
+	select {
+	case <-s.exited:
+		return s.err, time.Since(begin)
+	case <-time.After(30 * time.Second):
+		s.kill()
+		return errors.New("did not exit within 30 s of SIGTERM"), time.Since(begin)
+	}
+}
+
+// kill ends the server's whole process group if it still runs; it is the clean-up of last resort.
+func (s *server) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.exited
+}
+
+// waitReady waits until /readyz answers ok, failing early if the server exits.
+func (s *server) waitReady(timeout time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if out, err := s.kubectl("get", "--raw", "/readyz"); err == nil && strings.TrimSpace(out) == "ok" {
+			return
+		}
+		select {
+		case <-s.exited:
+			s.t.Fatalf("k1s server exited before ready (%v):\n%s", s.err, strings.Join(s.lines(), "\n"))
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("k1s server not ready after %s:\n%s", timeout, strings.Join(s.lines(), "\n"))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// kubectl runs `k1s kubectl` against this server.
+func (s *server) kubectl(args ...string) (string, error) {
+	return runK1s(append([]string{"kubectl", "--kubeconfig", s.kubeconfig}, args...)...)
+}
+
+// mustKubectl runs kubectl and fails the test on error.
+func (s *server) mustKubectl(args ...string) string {
+	s.t.Helper()
+	out, err := s.kubectl(args...)
+	if err != nil {
+		s.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// client is a client-go clientset for the server, for the benchmarks' fast polling.
+func (s *server) client() *kubernetes.Clientset {
+	s.t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", s.kubeconfig)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cfg.Timeout = 2 * time.Second
+	return kubernetes.NewForConfigOrDie(cfg)
+}
+
+func runK1s(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, *k1sBinary, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG=")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// eventually polls cond until it returns nil or timeout passes, logging the last reason.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s: %v", what, timeout, err)
+}
+
+// busyPort is a port something else listens on, on all addresses.
+type busyPort struct {
+	net.Listener
+	port string
+}
+
+func netListen() (*busyPort, error) {
+	l, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		return nil, err
+	}
+	return &busyPort{Listener: l, port: strconv.Itoa(l.Addr().(*net.TCPAddr).Port)}, nil
+}

@@ -1,0 +1,188 @@
+// Package etcd runs the embedded etcd server of a k1s server.
+package etcd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+	"go.etcd.io/etcd/pkg/v3/flags"
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/k1s-io/k1s/internal/args"
+	"github.com/k1s-io/k1s/internal/logging"
+)
+
+// Config is what a k1s server decides about its etcd.
+type Config struct {
+	// Name is the member name (the node name).
+	Name string
+	// DataDir is <data-dir>/server/db/etcd.
+	DataDir string
+	// ClientPort is the client port on 127.0.0.1; PeerPort the peer port on 127.0.0.1.
+	ClientPort, PeerPort int
+	// CAFile verifies clients; CertFile and KeyFile serve.
+	CAFile, CertFile, KeyFile string
+	// ExtraArgs are the user's --etcd-arg values, in etcd's own flag syntax.
+	ExtraArgs []string
+	Log       *logrus.Logger
+}
+
+// Server is the embedded etcd, as a component.Component.
+type Server struct {
+	cfg *embed.Config
+	log *logrus.Logger
+
+	mu     sync.Mutex
+	etcd   *embed.Etcd
+	cancel context.CancelFunc
+	exited chan struct{}
+	err    error
+}
+
+// New validates cfg and returns the etcd component. Nothing is started or written yet.
+func New(c Config) (*Server, error) {
+	ecfg := embed.NewConfig()
+	fs := flag.NewFlagSet("etcd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	ecfg.AddFlags(fs)
+
+	clientURL := fmt.Sprintf("https://127.0.0.1:%d", c.ClientPort)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", c.PeerPort)
+	defaults := map[string]string{
+		"name":                        c.Name,
+		"data-dir":                    c.DataDir,
+		"listen-client-urls":          clientURL,
+		"advertise-client-urls":       clientURL,
+		"listen-peer-urls":            peerURL,
+		"initial-advertise-peer-urls": peerURL,
+		"initial-cluster":             c.Name + "=" + peerURL,
+		"trusted-ca-file":             c.CAFile,
+		"cert-file":                   c.CertFile,
+		"key-file":                    c.KeyFile,
+		"client-cert-auth":            "true",
+		"listen-metrics-urls":         "",
+		// A small box: keep the database and its memory bounded.
+		"quota-backend-bytes":       "2147483648",
+		"auto-compaction-mode":      "periodic",
+		"auto-compaction-retention": "1h",
+		"snapshot-count":            "10000",
+		"log-level":                 "info",
+	}
+	// Moving a listener moves what is advertised with it, unless the user says otherwise.
+	user := map[string]string{}
+	for _, a := range c.ExtraArgs {
+		if k, v, err := args.Split(a); err == nil {
+			user[k] = v
+		}
+	}
+	for listen, advertised := range map[string][]string{
+		"listen-client-urls": {"advertise-client-urls"},
+		"listen-peer-urls":   {"initial-advertise-peer-urls", "initial-cluster"},
+	} {
+		urls, ok := user[listen]
+		if !ok {
+			continue
+		}
+		for _, key := range advertised {
+			if _, set := user[key]; set {
+				continue
+			}
+			defaults[key] = urls
+			if key == "initial-cluster" {
+				defaults[key] = c.Name + "=" + urls
+			}
+		}
+	}
+	merged, err := args.Merge(defaults, c.ExtraArgs)
+	if err != nil {
+		return nil, fmt.Errorf("--etcd-arg: %w", err)
+	}
+	if err := fs.Parse(merged); err != nil {
+		return nil, fmt.Errorf("--etcd-arg: %w (see etcd's flags for valid names)", err)
+	}
+	// embed.Config.AddFlags binds URL lists to flag values only; etcd's own main copies them
+	// into the config the same way.
+	ecfg.ListenPeerUrls = flags.UniqueURLsFromFlag(fs, "listen-peer-urls")
+	ecfg.AdvertisePeerUrls = flags.UniqueURLsFromFlag(fs, "initial-advertise-peer-urls")
+	ecfg.ListenClientUrls = flags.UniqueURLsFromFlag(fs, "listen-client-urls")
+	ecfg.AdvertiseClientUrls = flags.UniqueURLsFromFlag(fs, "advertise-client-urls")
+	ecfg.ListenMetricsUrls = flags.UniqueURLsFromFlag(fs, "listen-metrics-urls")
+
+	ecfg.Logger = "zap"
+	ecfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logging.NewZap(c.Log, "etcd"))
+	if err := ecfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid etcd configuration: %w", err)
+	}
+	return &Server{cfg: ecfg, log: c.Log, exited: make(chan struct{})}, nil
+}
+
+// ClientURL is the URL the apiserver reaches etcd at.
+func (s *Server) ClientURL() *url.URL {
+	u := s.cfg.ListenClientUrls[0]
+	return &u
+}
+
+func (s *Server) Name() string { return "etcd" }
+
+func (s *Server) Start(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("creating etcd data directory: %w", err)
+	}
+	e, err := embed.StartEtcd(s.cfg)
+	if err != nil {
+		return fmt.Errorf("starting etcd: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.etcd, s.cancel = e, cancel
+	s.mu.Unlock()
+	go func() {
+		var err error
+		select {
+		case err = <-e.Err():
+		case <-e.Server.StopNotify():
+			err = errors.New("etcd server stopped")
+		case <-ctx.Done():
+		}
+		e.Close()
+		s.mu.Lock()
+		if ctx.Err() == nil {
+			s.err = err
+		}
+		s.mu.Unlock()
+		close(s.exited)
+	}()
+	return nil
+}
+
+func (s *Server) Ready(context.Context) error {
+	select {
+	case <-s.etcd.Server.ReadyNotify():
+		return nil
+	default:
+		return errors.New("etcd has not yet joined its cluster and served clients")
+	}
+}
+
+func (s *Server) Exited() <-chan struct{} { return s.exited }
+
+func (s *Server) Stop() error {
+	s.mu.Lock()
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	<-s.exited
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}

@@ -1,0 +1,56 @@
+// Package logging routes every upstream logger (klog, etcd's zap) into one logrus logger, so
+// that k1s prints one stream with a `component` field on each line.
+package logging
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/sirupsen/logrus"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
+)
+
+// Options are the user's logging choices.
+type Options struct {
+	// Debug shows debug lines, including upstream info lines.
+	Debug bool
+	// Verbosity is klog's -v; above 0 upstream info lines are shown at info level.
+	Verbosity int
+	Output    io.Writer
+}
+
+// Setup configures the process-wide loggers and returns the root logrus logger. It must be
+// called once, before any upstream component is constructed: klog is a process-global.
+func Setup(opts Options) (*logrus.Logger, error) {
+	log := logrus.New()
+	if opts.Output != nil {
+		log.SetOutput(opts.Output)
+	}
+	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
+	log.SetLevel(logrus.InfoLevel)
+	if opts.Debug {
+		log.SetLevel(logrus.DebugLevel)
+	}
+
+	// Several upstream components apply their logging options; a second apply of the same
+	// options must not fail (field notes §2).
+	logsapi.ReapplyHandling = logsapi.ReapplyHandlingIgnoreUnchanged
+
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	if err := fs.Set("v", strconv.Itoa(opts.Verbosity)); err != nil {
+		return nil, fmt.Errorf("setting log verbosity %d: %w", opts.Verbosity, err)
+	}
+	// klog must not write its own files or stderr copy: everything goes through the sink.
+	for name, value := range map[string]string{"logtostderr": "false", "alsologtostderr": "false", "stderrthreshold": "FATAL"} {
+		if err := fs.Set(name, value); err != nil {
+			return nil, fmt.Errorf("configuring klog flag %s: %w", name, err)
+		}
+	}
+	klog.SetLogger(NewLogr(log, opts.Verbosity))
+	klog.SetOutput(io.Discard)
+	return log, nil
+}

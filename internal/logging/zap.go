@@ -1,0 +1,64 @@
+package logging
+
+import (
+	"github.com/sirupsen/logrus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// NewZap returns a zap logger (etcd's logger) that writes to log with the given component field.
+// Like klog's, zap's info lines are debug lines for k1s.
+func NewZap(log *logrus.Logger, component string) *zap.Logger {
+	return zap.New(&zapCore{log: log, fields: logrus.Fields{"component": component}})
+}
+
+type zapCore struct {
+	log    *logrus.Logger
+	fields logrus.Fields
+}
+
+func toLogrus(l zapcore.Level) logrus.Level {
+	switch {
+	case l <= zapcore.InfoLevel:
+		return logrus.DebugLevel
+	case l == zapcore.WarnLevel:
+		return logrus.WarnLevel
+	default:
+		return logrus.ErrorLevel
+	}
+}
+
+func (c *zapCore) Enabled(l zapcore.Level) bool { return c.log.IsLevelEnabled(toLogrus(l)) }
+
+func (c *zapCore) With(fields []zapcore.Field) zapcore.Core {
+	return &zapCore{log: c.log, fields: mergeZapFields(c.fields, fields)}
+}
+
+func (c *zapCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c *zapCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	c.log.WithFields(mergeZapFields(c.fields, fields)).Log(toLogrus(e.Level), e.Message)
+	return nil
+}
+
+func (c *zapCore) Sync() error { return nil }
+
+func mergeZapFields(base logrus.Fields, fields []zapcore.Field) logrus.Fields {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range fields {
+		f.AddTo(enc)
+	}
+	out := make(logrus.Fields, len(base)+len(enc.Fields))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range enc.Fields {
+		out[k] = v
+	}
+	return out
+}

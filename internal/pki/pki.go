@@ -1,0 +1,275 @@
+// Package pki creates and keeps the certificate authorities, certificates and kubeconfigs of a
+// k1s cluster. Everything is generated once and reused; a certificate is issued again only when
+// it no longer fits (a name or address was added, it is close to expiry, or its CA changed).
+package pki
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
+)
+
+const (
+	leafValidity = 365 * 24 * time.Hour
+	// renewBefore is how close to expiry a leaf certificate is issued again at start.
+	renewBefore = 90 * 24 * time.Hour
+)
+
+// CA is a certificate authority whose key is on disk.
+type CA struct {
+	Cert     *x509.Certificate
+	Key      crypto.Signer
+	CertFile string
+	KeyFile  string
+}
+
+// Pair names a certificate and its key on disk.
+type Pair struct {
+	CertFile string
+	KeyFile  string
+}
+
+// CertSpec describes a leaf certificate.
+type CertSpec struct {
+	CommonName   string
+	Organization []string
+	DNSNames     []string
+	IPs          []net.IP
+	Server       bool
+	Client       bool
+}
+
+// EnsureCA loads the CA stored as dir/name.crt and dir/name.key, or creates it.
+func EnsureCA(dir, name, commonName string) (*CA, error) {
+	ca := &CA{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
+	cert, key, err := loadPair(ca.CertFile, ca.KeyFile)
+	if err == nil {
+		ca.Cert, ca.Key = cert, key
+		return ca, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("CA %s is unreadable (%w); restore it from a backup or remove %s and its key to create a new cluster CA", name, err, ca.CertFile)
+	}
+	key, err = newKey()
+	if err != nil {
+		return nil, err
+	}
+	cert, err = certutil.NewSelfSignedCACert(certutil.Config{CommonName: fmt.Sprintf("%s@%d", commonName, time.Now().Unix())}, key)
+	if err != nil {
+		return nil, fmt.Errorf("creating CA %s: %w", name, err)
+	}
+	if err := writePair(ca.CertFile, ca.KeyFile, cert.Raw, key); err != nil {
+		return nil, err
+	}
+	ca.Cert, ca.Key = cert, key
+	return ca, nil
+}
+
+// Ensure loads the certificate stored as dir/name.crt and dir/name.key, and issues it again
+// (keeping the key) when it does not verify against ca, lacks a name or address of spec, or
+// expires soon. It reports whether it wrote a new certificate.
+func (ca *CA) Ensure(dir, name string, spec CertSpec) (Pair, bool, error) {
+	pair := Pair{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
+	cert, key, err := loadPair(pair.CertFile, pair.KeyFile)
+	switch {
+	case err == nil:
+		if ca.fits(cert, spec) {
+			return pair, false, nil
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		key = nil
+	default:
+		// A damaged leaf is reissued: it holds nothing that cannot be made again.
+		key = nil
+	}
+	if key == nil {
+		if key, err = newKey(); err != nil {
+			return pair, false, err
+		}
+	}
+	der, err := ca.sign(key.Public(), spec)
+	if err != nil {
+		return pair, false, fmt.Errorf("issuing certificate %s: %w", name, err)
+	}
+	if err := writePair(pair.CertFile, pair.KeyFile, der, key); err != nil {
+		return pair, false, err
+	}
+	return pair, true, nil
+}
+
+// fits reports whether cert was issued by ca for at least everything spec asks, and is not
+// about to expire.
+func (ca *CA) fits(cert *x509.Certificate, spec CertSpec) bool {
+	if cert.CheckSignatureFrom(ca.Cert) != nil {
+		return false
+	}
+	if time.Until(cert.NotAfter) < renewBefore {
+		return false
+	}
+	if cert.Subject.CommonName != spec.CommonName || !slices.Equal(cert.Subject.Organization, spec.Organization) {
+		return false
+	}
+	for _, name := range spec.DNSNames {
+		if !slices.Contains(cert.DNSNames, name) {
+			return false
+		}
+	}
+	for _, ip := range spec.IPs {
+		if !slices.ContainsFunc(cert.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
+}
+
+func (ca *CA) sign(pub crypto.PublicKey, spec CertSpec) ([]byte, error) {
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: spec.CommonName, Organization: spec.Organization},
+		DNSNames:     spec.DNSNames,
+		IPAddresses:  spec.IPs,
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(leafValidity),
+		KeyUsage:     x509.KeyUsageKeyEncipherment | x509.KeyUsageDigitalSignature,
+	}
+	if spec.Server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	if spec.Client {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+}
+
+// EnsureKey loads the private key at path, or creates it. It is the service-account signing key.
+func EnsureKey(path string) error {
+	if _, err := keyutil.PrivateKeyFromFile(path); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		if _, statErr := os.Stat(path); statErr == nil {
+			return fmt.Errorf("key %s is unreadable (%w); remove it to create a new one (existing service-account tokens stop working)", path, err)
+		}
+	}
+	key, err := newKey()
+	if err != nil {
+		return err
+	}
+	pemKey, err := keyutil.MarshalPrivateKeyToPEM(key)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, pemKey, 0o600)
+}
+
+func newKey() (crypto.Signer, error) {
+	// ECDSA P-256: fast to generate (cold start), small, and accepted by every component,
+	// including service-account token signing (ES256).
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating key: %w", err)
+	}
+	return key, nil
+}
+
+func newSerial() (*big.Int, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("generating serial number: %w", err)
+	}
+	return serial, nil
+}
+
+func loadPair(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
+	certs, err := certutil.CertsFromFile(certFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := keyutil.PrivateKeyFromFile(keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s holds no signing key", keyFile)
+	}
+	if !publicKeysEqual(certs[0].PublicKey, signer.Public()) {
+		return nil, nil, fmt.Errorf("%s does not belong to %s", keyFile, certFile)
+	}
+	return certs[0], signer, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ka, errA := x509.MarshalPKIXPublicKey(a)
+	kb, errB := x509.MarshalPKIXPublicKey(b)
+	return errA == nil && errB == nil && bytes.Equal(ka, kb)
+}
+
+// writePair writes the key first: a certificate on disk always has its key beside it.
+func writePair(certFile, keyFile string, certDER []byte, key crypto.Signer) error {
+	pemKey, err := keyutil.MarshalPrivateKeyToPEM(key)
+	if err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(keyFile, pemKey, 0o600); err != nil {
+		return err
+	}
+	pemCert, err := certutil.EncodeCertificates(&x509.Certificate{Raw: certDER})
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(certFile, pemCert, 0o644)
+}
+
+// WriteFileAtomic writes data to path through a temporary file and a rename, so that a reader
+// (or a crash) never sees a half-written file. Missing parent directories are created 0700.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating directory %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/x509"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
+	certutil "k8s.io/client-go/util/cert"
+)
+
+func testSpec(dir string) ControlPlaneSpec {
+	return ControlPlaneSpec{
+		Dir:            filepath.Join(dir, "tls"),
+		CredDir:        filepath.Join(dir, "cred"),
+		APIServerIPs:   []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.43.0.1"), net.ParseIP("192.0.2.7")},
+		APIServerNames: []string{"kubernetes", "kubernetes.default.svc.cluster.local", "node1"},
+		APIServerURL:   "https://127.0.0.1:6443",
+	}
+}
+
+func mustCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	certs, err := certutil.CertsFromFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs[0]
+}
+
+func TestControlPlaneCertificatesVerifyAndCoverSANs(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	cp, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving := mustCert(t, cp.APIServerServing.CertFile)
+	roots := x509.NewCertPool()
+	roots.AddCert(cp.ServerCA.Cert)
+	for _, name := range append(spec.APIServerNames, "127.0.0.1", "10.43.0.1", "192.0.2.7") {
+		if _, err := serving.Verify(x509.VerifyOptions{DNSName: name, Roots: roots}); err != nil {
+			t.Errorf("serving certificate does not verify for %s: %v", name, err)
+		}
+	}
+	if _, err := serving.Verify(x509.VerifyOptions{DNSName: "other.example", Roots: roots}); err == nil {
+		t.Error("serving certificate verifies for a name it was not issued for")
+	}
+
+	admin := mustCert(t, cp.Admin.CertFile)
+	clientRoots := x509.NewCertPool()
+	clientRoots.AddCert(cp.ClientCA.Cert)
+	if _, err := admin.Verify(x509.VerifyOptions{Roots: clientRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("admin certificate does not verify against the client CA: %v", err)
+	}
+	if !slices.Contains(admin.Subject.Organization, "system:masters") {
+		t.Errorf("admin certificate groups = %v", admin.Subject.Organization)
+	}
+	if _, err := admin.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Error("admin certificate verifies against the server CA")
+	}
+}
+
+func TestPrivateKeysAreOwnerOnly(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	if _, err := EnsureControlPlane(spec); err != nil {
+		t.Fatal(err)
+	}
+	keys := 0
+	err := filepath.Walk(filepath.Dir(spec.Dir), func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if filepath.Ext(path) == ".key" || filepath.Ext(path) == ".kubeconfig" {
+			keys++
+			if info.Mode().Perm() != 0o600 {
+				t.Errorf("%s has mode %v, want 0600", path, info.Mode().Perm())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys < 10 {
+		t.Fatalf("found only %d keys and kubeconfigs", keys)
+	}
+}
+
+func TestReusedOnRestart(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	first, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := readAll(t, spec.Dir)
+	second, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := readAll(t, spec.Dir)
+	for name, data := range before {
+		if !bytes.Equal(data, after[name]) {
+			t.Errorf("%s changed on restart", name)
+		}
+	}
+	if !first.ServerCA.Cert.Equal(second.ServerCA.Cert) {
+		t.Error("server CA changed on restart")
+	}
+}
+
+func TestServingCertificateReissuedForNewSAN(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	cp, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKey, _ := os.ReadFile(cp.APIServerServing.KeyFile)
+	oldCA, _ := os.ReadFile(cp.ServerCA.CertFile)
+	spec.APIServerNames = append(spec.APIServerNames, "api.example.test")
+	if cp, err = EnsureControlPlane(spec); err != nil {
+		t.Fatal(err)
+	}
+	serving := mustCert(t, cp.APIServerServing.CertFile)
+	if !slices.Contains(serving.DNSNames, "api.example.test") {
+		t.Fatalf("new SAN missing: %v", serving.DNSNames)
+	}
+	if newKey, _ := os.ReadFile(cp.APIServerServing.KeyFile); !bytes.Equal(oldKey, newKey) {
+		t.Error("reissuing the serving certificate replaced its key")
+	}
+	if newCA, _ := os.ReadFile(cp.ServerCA.CertFile); !bytes.Equal(oldCA, newCA) {
+		t.Error("reissuing the serving certificate replaced the CA")
+	}
+}
+
+func TestKubeconfigEmbedsCredentials(t *testing.T) {
+	dir := t.TempDir()
+	cp, err := EnsureControlPlane(testSpec(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "k1s.yaml")
+	if err := WriteKubeconfig(out, "https://127.0.0.1:7443", cp.ServerCA.CertFile, cp.Admin, true, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want 0640", info.Mode().Perm())
+	}
+	cfg, err := clientcmd.LoadFromFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster]
+	if cluster.Server != "https://127.0.0.1:7443" || len(cluster.CertificateAuthorityData) == 0 {
+		t.Errorf("cluster = %+v", cluster)
+	}
+	if len(cfg.AuthInfos["default"].ClientKeyData) == 0 {
+		t.Error("client key not embedded")
+	}
+}
+
+func TestDamagedCAIsNotReplaced(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	cp, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cp.ClientCA.KeyFile, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureControlPlane(spec); err == nil {
+		t.Fatal("a damaged CA key was silently replaced")
+	}
+	if data, _ := os.ReadFile(cp.ClientCA.KeyFile); string(data) != "garbage" {
+		t.Fatal("the damaged CA key was overwritten")
+	}
+}
+
+func readAll(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		files[path] = data
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}

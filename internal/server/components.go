@@ -1,0 +1,156 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	cliflag "k8s.io/component-base/cli/flag"
+	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+	cmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	cmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	schedulerapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+
+	"github.com/k1s-io/k1s/internal/component"
+)
+
+// parseUpstreamFlags parses a component's command line into its options, as its own cobra
+// command would, without running the command (which installs a process-wide signal handler).
+func parseUpstreamFlags(userFlag string, nfs cliflag.NamedFlagSets, argv []string) error {
+	fs := pflag.NewFlagSet(userFlag, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	for _, name := range nfs.Order {
+		fs.AddFlagSet(nfs.FlagSets[name])
+	}
+	if err := fs.Parse(argv); err != nil {
+		return fmt.Errorf("--%s: %w", userFlag, err)
+	}
+	return nil
+}
+
+// newAPIServer parses the apiserver's arguments now, so that a bad --kube-apiserver-arg stops
+// k1s before anything starts, and returns the component that completes and runs them.
+func newAPIServer(argv []string, client *kubernetes.Clientset) (component.Component, error) {
+	opts := apiserveroptions.NewServerRunOptions()
+	if err := parseUpstreamFlags("kube-apiserver-arg", opts.Flags(), argv); err != nil {
+		return nil, err
+	}
+	run := func(ctx context.Context) error {
+		if err := opts.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+			return err
+		}
+		// The apiserver's loopback clients would log the warnings the apiserver itself issues.
+		rest.SetDefaultWarningHandler(rest.NoWarnings{})
+		completed, err := opts.Complete(ctx)
+		if err != nil {
+			return err
+		}
+		if errs := completed.Validate(); len(errs) != 0 {
+			return utilerrors.NewAggregate(errs)
+		}
+		return apiserverapp.Run(ctx, completed)
+	}
+	ready := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "").DoRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("/readyz: %s", failedChecks(body, err))
+		}
+		return nil
+	}
+	return component.NewFunc("kube-apiserver", run, ready), nil
+}
+
+// failedChecks picks the failing checks out of a verbose health report.
+func failedChecks(body []byte, err error) string {
+	var failed []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "[-]") {
+			failed = append(failed, strings.TrimPrefix(strings.Fields(line)[0], "[-]"))
+		}
+	}
+	if len(failed) == 0 {
+		return err.Error()
+	}
+	return "not yet done: " + strings.Join(failed, ", ")
+}
+
+func newControllerManager(argv []string, port string) (component.Component, error) {
+	opts, err := cmoptions.NewKubeControllerManagerOptions()
+	if err != nil {
+		return nil, fmt.Errorf("kube-controller-manager options: %w", err)
+	}
+	nfs := opts.Flags(cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+	opts.ParsedFlags = &nfs
+	if err := parseUpstreamFlags("kube-controller-manager-arg", nfs, argv); err != nil {
+		return nil, err
+	}
+	run := func(ctx context.Context) error {
+		if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
+			return err
+		}
+		c, err := opts.Config(ctx, cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+		if err != nil {
+			return err
+		}
+		return cmapp.Run(ctx, c.Complete())
+	}
+	return component.NewFunc("kube-controller-manager", run, healthz(port)), nil
+}
+
+func newScheduler(argv []string, port string) (component.Component, error) {
+	opts := scheduleroptions.NewOptions()
+	if err := parseUpstreamFlags("kube-scheduler-arg", *opts.Flags, argv); err != nil {
+		return nil, err
+	}
+	run := func(ctx context.Context) error {
+		if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
+			return err
+		}
+		cc, sched, err := schedulerapp.Setup(ctx, opts)
+		if err != nil {
+			return err
+		}
+		return schedulerapp.Run(ctx, cc, sched)
+	}
+	return component.NewFunc("kube-scheduler", run, healthz(port)), nil
+}
+
+// healthz checks a component's /healthz on its local secure port. The port serves a
+// certificate the component made for itself in memory, so it is not verified: the probe
+// sends no credentials and only reads a health flag from this host.
+func healthz(port string) func(ctx context.Context) error {
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, //nolint:gosec // see above
+	}
+	url := "https://127.0.0.1:" + port + "/healthz"
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("%s: not serving yet", url)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", url, failedChecks(body, fmt.Errorf("HTTP %d", resp.StatusCode)))
+		}
+		return nil
+	}
+}

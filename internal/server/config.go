@@ -1,0 +1,213 @@
+// Package server assembles a k1s control plane: embedded etcd, kube-apiserver,
+// kube-controller-manager and kube-scheduler running as goroutines of one process, plus the
+// objects k1s bootstraps into the cluster.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/apimachinery/pkg/util/validation"
+	netutils "k8s.io/utils/net"
+)
+
+// Config is everything a k1s server is told. Fill it, call Complete once, then Run.
+type Config struct {
+	DataDir string
+	// NodeName defaults to the host name.
+	NodeName string
+	// NodeIP defaults to the address of the interface of the default route.
+	NodeIP net.IP
+	// BindAddress and HTTPSPort are where the apiserver listens.
+	BindAddress net.IP
+	HTTPSPort   int
+	// AdvertiseAddress is the apiserver address other nodes and the kubernetes Service use;
+	// defaults to NodeIP.
+	AdvertiseAddress net.IP
+	// TLSSANs are extra names or addresses for the apiserver's serving certificate.
+	TLSSANs []string
+
+	ClusterCIDR   *net.IPNet
+	ServiceCIDR   *net.IPNet
+	ClusterDNS    net.IP
+	ClusterDomain string
+
+	// KubeconfigOutput is where the admin kubeconfig is written, with KubeconfigMode.
+	KubeconfigOutput string
+	KubeconfigMode   os.FileMode
+
+	ExtraAPIServerArgs         []string
+	ExtraControllerManagerArgs []string
+	ExtraSchedulerArgs         []string
+	ExtraEtcdArgs              []string
+
+	Log *logrus.Logger
+}
+
+// Default values, as k3s users expect them.
+const (
+	DefaultDataDir          = "/var/lib/k1s"
+	DefaultHTTPSPort        = 6443
+	DefaultClusterCIDR      = "10.42.0.0/16"
+	DefaultServiceCIDR      = "10.43.0.0/16"
+	DefaultClusterDomain    = "cluster.local"
+	DefaultKubeconfigOutput = "/etc/k1s/k1s.yaml"
+	DefaultKubeconfigMode   = 0o600
+	// Fixed local ports, overridable through the pass-through arguments (secure-port,
+	// listen-client-urls, listen-peer-urls).
+	DefaultControllerManagerPort = 10257
+	DefaultSchedulerPort         = 10259
+	DefaultEtcdClientPort        = 2379
+	DefaultEtcdPeerPort          = 2380
+	// ServiceAccountIssuer is the issuer of service-account tokens.
+	ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
+)
+
+// ParseCIDR parses a CIDR flag, naming the flag in its error.
+func ParseCIDR(flag, value string) (*net.IPNet, error) {
+	ip, cidr, err := net.ParseCIDR(value)
+	if err != nil {
+		return nil, fmt.Errorf("--%s %q is not a CIDR (like %s)", flag, value, map[string]string{"cluster-cidr": DefaultClusterCIDR, "service-cidr": DefaultServiceCIDR}[flag])
+	}
+	if !ip.Equal(cidr.IP) {
+		return nil, fmt.Errorf("--%s %q has host bits set; did you mean %s?", flag, value, cidr)
+	}
+	return cidr, nil
+}
+
+// ParseIP parses an address flag, naming the flag in its error.
+func ParseIP(flag, value string) (net.IP, error) {
+	ip := netutils.ParseIPSloppy(value)
+	if ip == nil {
+		return nil, fmt.Errorf("--%s %q is not an IP address", flag, value)
+	}
+	return ip, nil
+}
+
+// Complete validates c and fills in the defaults that depend on the host. It writes nothing.
+func (c *Config) Complete() error {
+	if c.Log == nil {
+		return errors.New("server config: no logger")
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
+	}
+	c.DataDir = abs
+	if c.HTTPSPort <= 0 || c.HTTPSPort > 65535 {
+		return fmt.Errorf("--https-listen-port %d is not a port number (1-65535)", c.HTTPSPort)
+	}
+	if c.BindAddress == nil {
+		c.BindAddress = net.IPv4zero
+	}
+	if c.NodeName == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("cannot read the host name (%w); set --node-name", err)
+		}
+		c.NodeName = strings.ToLower(host)
+	}
+	if errs := validation.IsDNS1123Subdomain(c.NodeName); len(errs) > 0 {
+		return fmt.Errorf("node name %q is not valid (%s); set --node-name", c.NodeName, errs[0])
+	}
+	if c.NodeIP == nil {
+		ip, err := utilnet.ChooseHostInterface()
+		if err != nil {
+			return fmt.Errorf("cannot find this host's address (%w); set --node-ip", err)
+		}
+		c.NodeIP = ip
+	}
+	if c.AdvertiseAddress == nil {
+		c.AdvertiseAddress = c.NodeIP
+	}
+	if c.AdvertiseAddress.IsLoopback() || c.AdvertiseAddress.IsUnspecified() {
+		return fmt.Errorf("--advertise-address %s must be an address other hosts and pods can reach, not loopback or unspecified", c.AdvertiseAddress)
+	}
+	if c.ClusterCIDR == nil || c.ServiceCIDR == nil {
+		return errors.New("server config: cluster and service CIDRs must be set")
+	}
+	if c.ClusterCIDR.Contains(c.ServiceCIDR.IP) || c.ServiceCIDR.Contains(c.ClusterCIDR.IP) {
+		return fmt.Errorf("--cluster-cidr %s and --service-cidr %s overlap; choose ranges that do not", c.ClusterCIDR, c.ServiceCIDR)
+	}
+	if ones, bits := c.ClusterCIDR.Mask.Size(); bits == 32 && ones > 24 {
+		return fmt.Errorf("--cluster-cidr %s is too small: each node gets a /24, so use a /24 or larger", c.ClusterCIDR)
+	}
+	if c.ClusterDNS == nil {
+		ip, err := netutils.GetIndexedIP(c.ServiceCIDR, 10)
+		if err != nil {
+			return fmt.Errorf("--service-cidr %s is too small for the cluster DNS address: %w", c.ServiceCIDR, err)
+		}
+		c.ClusterDNS = ip
+	}
+	if !c.ServiceCIDR.Contains(c.ClusterDNS) {
+		return fmt.Errorf("--cluster-dns %s is not inside --service-cidr %s", c.ClusterDNS, c.ServiceCIDR)
+	}
+	if c.ClusterDomain == "" {
+		c.ClusterDomain = DefaultClusterDomain
+	}
+	if errs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(errs) > 0 {
+		return fmt.Errorf("--cluster-domain %q is not a DNS domain: %s", c.ClusterDomain, errs[0])
+	}
+	for _, san := range c.TLSSANs {
+		if netutils.ParseIPSloppy(san) != nil {
+			continue
+		}
+		if len(validation.IsDNS1123Subdomain(san)) > 0 && len(validation.IsWildcardDNS1123Subdomain(san)) > 0 {
+			return fmt.Errorf("--tls-san %q is neither an IP address nor a DNS name", san)
+		}
+	}
+	if c.KubeconfigOutput == "" {
+		c.KubeconfigOutput = DefaultKubeconfigOutput
+	}
+	if c.KubeconfigMode == 0 {
+		c.KubeconfigMode = DefaultKubeconfigMode
+	}
+	return nil
+}
+
+// Paths under the data directory.
+func (c *Config) serverDir() string { return filepath.Join(c.DataDir, "server") }
+func (c *Config) tlsDir() string    { return filepath.Join(c.serverDir(), "tls") }
+func (c *Config) credDir() string   { return filepath.Join(c.serverDir(), "cred") }
+func (c *Config) etcdDir() string   { return filepath.Join(c.serverDir(), "db", "etcd") }
+func (c *Config) lockFile() string  { return filepath.Join(c.DataDir, "k1s.lock") }
+func (c *Config) firstServiceIP() net.IP {
+	ip, _ := netutils.GetIndexedIP(c.ServiceCIDR, 1)
+	return ip
+}
+
+// localAPIServerURL is how processes on this host reach the apiserver.
+func (c *Config) localAPIServerURL() string {
+	host := "127.0.0.1"
+	if !c.BindAddress.IsUnspecified() && !c.BindAddress.IsLoopback() {
+		host = c.BindAddress.String()
+	}
+	return "https://" + net.JoinHostPort(host, fmt.Sprint(c.HTTPSPort))
+}
+
+// apiServerSANs are the names and addresses the apiserver's certificate covers.
+func (c *Config) apiServerSANs() ([]net.IP, []string) {
+	ips := []net.IP{net.ParseIP("127.0.0.1"), c.NodeIP, c.AdvertiseAddress, c.firstServiceIP()}
+	if !c.BindAddress.IsUnspecified() {
+		ips = append(ips, c.BindAddress)
+	}
+	names := []string{"localhost", c.NodeName, "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+		"kubernetes.default.svc." + c.ClusterDomain}
+	for _, san := range c.TLSSANs {
+		if ip := netutils.ParseIPSloppy(san); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, san)
+		}
+	}
+	return ips, names
+}

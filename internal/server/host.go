@@ -1,0 +1,81 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ensureWritableDir creates dir (0700) and proves that files can be created in it.
+func ensureWritableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory %s cannot be created (%w); fix it or choose another with --data-dir", dir, errors.Unwrap(err))
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("data directory %s is not writable (%w); fix it or choose another with --data-dir", dir, errors.Unwrap(err))
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
+// Lock is an exclusive lock on a data directory, held for the life of the process.
+type Lock struct{ f *os.File }
+
+// lockDataDir takes the data directory's lock, so that a second k1s on the same directory
+// stops before it touches anything.
+func lockDataDir(path, dataDir string) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening lock file %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid := strings.TrimSpace(string(holder))
+			if pid == "" {
+				pid = "unknown"
+			}
+			return nil, fmt.Errorf("another k1s (pid %s) is already running on data directory %s; stop it or choose another --data-dir", pid, dataDir)
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return &Lock{f: f}, nil
+}
+
+// Release gives the lock up.
+func (l *Lock) Release() {
+	if l != nil && l.f != nil {
+		l.f.Close()
+	}
+}
+
+// listenPort is a port the server is about to listen on, and the flag that sets it.
+type listenPort struct {
+	host, port, owner, flag string
+}
+
+// checkPortsFree fails with the first port that something else already listens on.
+func checkPortsFree(ports []listenPort) error {
+	for _, p := range ports {
+		l, err := net.Listen("tcp", net.JoinHostPort(p.host, p.port))
+		if err != nil {
+			if errors.Is(err, unix.EADDRINUSE) {
+				return fmt.Errorf("port %s (%s) is already in use on %s; stop what listens there or set another port with %s", p.port, p.owner, p.host, p.flag)
+			}
+			return fmt.Errorf("cannot listen on %s for %s (%w); check %s", net.JoinHostPort(p.host, p.port), p.owner, err, p.flag)
+		}
+		l.Close()
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/k1s-io/k1s/internal/args"
+	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/etcd"
+	"github.com/k1s-io/k1s/internal/pki"
+)
+
+// Server is a control plane that is ready to start: its host checked, its data directory
+// locked, its PKI on disk and its components built.
+type Server struct {
+	cfg        *Config
+	lock       *Lock
+	components []component.Component
+	// PKI is where the control plane's credentials are; the node half of a server uses them.
+	PKI *pki.ControlPlane
+}
+
+// Prepare turns a completed Config into a Server. The order matters for bad input: everything
+// that can be checked without writing is checked first, then the data directory is locked, and
+// only then is anything written to it.
+func Prepare(cfg *Config) (*Server, error) {
+	argv, err := buildArgs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	etcdServer, err := etcd.New(etcd.Config{
+		Name:       cfg.NodeName,
+		DataDir:    cfg.etcdDir(),
+		ClientPort: DefaultEtcdClientPort,
+		PeerPort:   DefaultEtcdPeerPort,
+		CAFile:     cfg.tlsDir() + "/etcd/server-ca.crt",
+		CertFile:   cfg.tlsDir() + "/etcd/server-client.crt",
+		KeyFile:    cfg.tlsDir() + "/etcd/server-client.key",
+		ExtraArgs:  cfg.ExtraEtcdArgs,
+		Log:        cfg.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	etcdURL := etcdServer.ClientURL()
+	argv.apiserver = append(argv.apiserver, "--etcd-servers="+etcdURL.String())
+
+	if err := ensureWritableDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	lock, err := lockDataDir(cfg.lockFile(), cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, lock: lock}
+	if err := s.prepare(argv, etcdServer); err != nil {
+		lock.Release()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) prepare(argv *componentArgs, etcdServer *etcd.Server) error {
+	cfg := s.cfg
+	etcdURL := etcdServer.ClientURL()
+	if err := checkPortsFree([]listenPort{
+		{cfg.BindAddress.String(), strconv.Itoa(cfg.HTTPSPort), "kube-apiserver", "--https-listen-port"},
+		{etcdURL.Hostname(), etcdURL.Port(), "etcd client", "--etcd-arg listen-client-urls=…"},
+		{argv.cmHost, argv.cmPort, "kube-controller-manager", "--kube-controller-manager-arg secure-port=…"},
+		{argv.schedulerHost, argv.schedulerPort, "kube-scheduler", "--kube-scheduler-arg secure-port=…"},
+	}); err != nil {
+		return err
+	}
+
+	ips, names := cfg.apiServerSANs()
+	cp, err := pki.EnsureControlPlane(pki.ControlPlaneSpec{
+		Dir:            cfg.tlsDir(),
+		CredDir:        cfg.credDir(),
+		APIServerIPs:   ips,
+		APIServerNames: names,
+		APIServerURL:   cfg.localAPIServerURL(),
+	})
+	if err != nil {
+		return fmt.Errorf("preparing certificates in %s: %w", cfg.tlsDir(), err)
+	}
+	s.PKI = cp
+	if err := pki.WriteKubeconfig(cfg.KubeconfigOutput, cfg.localAPIServerURL(), cp.ServerCA.CertFile, cp.Admin, true, cfg.KubeconfigMode); err != nil {
+		return fmt.Errorf("writing the admin kubeconfig (--write-kubeconfig): %w", err)
+	}
+
+	restConfig, err := clientcmd.BuildConfigFromFlags("", cp.AdminKubeconfig)
+	if err != nil {
+		return fmt.Errorf("loading %s: %w", cp.AdminKubeconfig, err)
+	}
+	restConfig.UserAgent = "k1s"
+	client, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return err
+	}
+
+	apiServer, err := newAPIServer(argv.apiserver, client)
+	if err != nil {
+		return err
+	}
+	controllerManager, err := newControllerManager(argv.controllerManager, argv.cmPort)
+	if err != nil {
+		return err
+	}
+	scheduler, err := newScheduler(argv.scheduler, argv.schedulerPort)
+	if err != nil {
+		return err
+	}
+	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, newBootstrap(client)}
+	return nil
+}
+
+// Components are the control plane's components in start order.
+func (s *Server) Components() []component.Component { return s.components }
+
+// Close releases the data directory.
+func (s *Server) Close() { s.lock.Release() }
+
+// componentArgs are the upstream components' command lines.
+type componentArgs struct {
+	apiserver, controllerManager, scheduler []string
+	cmHost, cmPort                          string
+	schedulerHost, schedulerPort            string
+}
+
+// buildArgs merges k1s's defaults for each component with the user's pass-through arguments.
+// Certificate paths are fixed by the data directory; the files are created later.
+func buildArgs(cfg *Config) (*componentArgs, error) {
+	tls, cred := cfg.tlsDir(), cfg.credDir()
+	apiserver := map[string]string{
+		"advertise-address":                  cfg.AdvertiseAddress.String(),
+		"allow-privileged":                   "true",
+		"anonymous-auth":                     "false",
+		"api-audiences":                      ServiceAccountIssuer,
+		"authorization-mode":                 "Node,RBAC",
+		"bind-address":                       cfg.BindAddress.String(),
+		"secure-port":                        strconv.Itoa(cfg.HTTPSPort),
+		"cert-dir":                           tls + "/temporary-certs",
+		"client-ca-file":                     tls + "/client-ca.crt",
+		"enable-admission-plugins":           "NodeRestriction",
+		"enable-bootstrap-token-auth":        "true",
+		"etcd-cafile":                        tls + "/etcd/server-ca.crt",
+		"etcd-certfile":                      tls + "/etcd/client.crt",
+		"etcd-keyfile":                       tls + "/etcd/client.key",
+		"kubelet-certificate-authority":      tls + "/server-ca.crt",
+		"kubelet-client-certificate":         tls + "/client-kube-apiserver.crt",
+		"kubelet-client-key":                 tls + "/client-kube-apiserver.key",
+		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
+		"profiling":                          "false",
+		"proxy-client-cert-file":             tls + "/client-auth-proxy.crt",
+		"proxy-client-key-file":              tls + "/client-auth-proxy.key",
+		"requestheader-allowed-names":        pki.AuthProxyUser,
+		"requestheader-client-ca-file":       tls + "/request-header-ca.crt",
+		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
+		"requestheader-group-headers":        "X-Remote-Group",
+		"requestheader-username-headers":     "X-Remote-User",
+		"service-account-issuer":             ServiceAccountIssuer,
+		"service-account-key-file":           tls + "/service.key",
+		"service-account-signing-key-file":   tls + "/service.key",
+		"service-cluster-ip-range":           cfg.ServiceCIDR.String(),
+		"service-node-port-range":            "30000-32767",
+		"storage-backend":                    "etcd3",
+		"tls-cert-file":                      tls + "/serving-kube-apiserver.crt",
+		"tls-private-key-file":               tls + "/serving-kube-apiserver.key",
+	}
+	controllerManager := map[string]string{
+		"allocate-node-cidrs":       "true",
+		"authentication-kubeconfig": cred + "/controller.kubeconfig",
+		"authorization-kubeconfig":  cred + "/controller.kubeconfig",
+		"bind-address":              "127.0.0.1",
+		"cluster-cidr":              cfg.ClusterCIDR.String(),
+		"cluster-signing-kube-apiserver-client-cert-file": tls + "/client-ca.crt",
+		"cluster-signing-kube-apiserver-client-key-file":  tls + "/client-ca.key",
+		"cluster-signing-kubelet-client-cert-file":        tls + "/client-ca.crt",
+		"cluster-signing-kubelet-client-key-file":         tls + "/client-ca.key",
+		"cluster-signing-kubelet-serving-cert-file":       tls + "/server-ca.crt",
+		"cluster-signing-kubelet-serving-key-file":        tls + "/server-ca.key",
+		"cluster-signing-legacy-unknown-cert-file":        tls + "/server-ca.crt",
+		"cluster-signing-legacy-unknown-key-file":         tls + "/server-ca.key",
+		"configure-cloud-routes":                          "false",
+		"controllers":                                     "*,bootstrapsigner,tokencleaner",
+		"kubeconfig":                                      cred + "/controller.kubeconfig",
+		"leader-elect":                                    "false",
+		"node-cidr-mask-size":                             "24",
+		"profiling":                                       "false",
+		"root-ca-file":                                    tls + "/server-ca.crt",
+		"secure-port":                                     strconv.Itoa(DefaultControllerManagerPort),
+		"service-account-private-key-file":                tls + "/service.key",
+		"service-cluster-ip-range":                        cfg.ServiceCIDR.String(),
+		"use-service-account-credentials":                 "true",
+	}
+	scheduler := map[string]string{
+		"authentication-kubeconfig": cred + "/scheduler.kubeconfig",
+		"authorization-kubeconfig":  cred + "/scheduler.kubeconfig",
+		"bind-address":              "127.0.0.1",
+		"kubeconfig":                cred + "/scheduler.kubeconfig",
+		"leader-elect":              "false",
+		"profiling":                 "false",
+		"secure-port":               strconv.Itoa(DefaultSchedulerPort),
+	}
+	out := &componentArgs{}
+	var err error
+	if out.apiserver, err = args.Merge(apiserver, cfg.ExtraAPIServerArgs); err != nil {
+		return nil, fmt.Errorf("--kube-apiserver-arg: %w", err)
+	}
+	if out.controllerManager, err = args.Merge(controllerManager, cfg.ExtraControllerManagerArgs); err != nil {
+		return nil, fmt.Errorf("--kube-controller-manager-arg: %w", err)
+	}
+	if out.scheduler, err = args.Merge(scheduler, cfg.ExtraSchedulerArgs); err != nil {
+		return nil, fmt.Errorf("--kube-scheduler-arg: %w", err)
+	}
+	if _, ok := args.Value(out.apiserver, "etcd-servers"); ok {
+		return nil, fmt.Errorf("--kube-apiserver-arg etcd-servers cannot be set: the apiserver uses the embedded etcd")
+	}
+	out.cmHost, out.cmPort = listenAddress(out.controllerManager)
+	out.schedulerHost, out.schedulerPort = listenAddress(out.scheduler)
+	return out, nil
+}
+
+// listenAddress is where a component with the generic secure-serving flags will listen.
+func listenAddress(argv []string) (host, port string) {
+	host, _ = args.Value(argv, "bind-address")
+	port, _ = args.Value(argv, "secure-port")
+	if ip := net.ParseIP(host); ip == nil || strings.TrimSpace(host) == "" {
+		host = "0.0.0.0"
+	}
+	return host, port
+}

@@ -1,0 +1,19 @@
+// Command k1s is Kubernetes in one binary. It is a multicall binary: called as kubectl it is
+// kubectl; otherwise it is the k1s command line.
+package main
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/k1s-io/k1s/internal/cli"
+)
+
+func main() {
+	switch filepath.Base(os.Args[0]) {
+	case "kubectl":
+		os.Exit(cli.RunKubectl(os.Args[1:]))
+	default:
+		os.Exit(cli.Run(os.Args, os.Stdout, os.Stderr))
+	}
+}
