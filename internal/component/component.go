@@ -56,11 +56,13 @@ func (f *Func) Start(ctx context.Context) error {
 	f.mu.Unlock()
 	go func() {
 		err := f.run(ctx)
-		if err == nil && ctx.Err() == nil {
-			err = errors.New("exited unexpectedly")
-		}
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		switch {
+		case ctx.Err() != nil:
+			// Stopped on request: upstream components report that in various ways
+			// (the scheduler returns "finished without leader elect"); none is a failure.
 			err = nil
+		case err == nil:
+			err = errors.New("exited unexpectedly")
 		}
 		f.mu.Lock()
 		f.err = err
@@ -156,7 +158,9 @@ func (m *Manager) startAll(ctx context.Context, components []Component) error {
 			return nil
 		}
 		begin := time.Now()
-		if err := c.Start(ctx); err != nil {
+		// Components run until Stop, not until ctx ends: the manager stops them one by one
+		// in reverse order, and a cancelled ctx would end them all at once.
+		if err := c.Start(context.WithoutCancel(ctx)); err != nil {
 			return fmt.Errorf("starting %s: %w", c.Name(), err)
 		}
 		m.started = append(m.started, c)

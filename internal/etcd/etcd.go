@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 	"go.etcd.io/etcd/pkg/v3/flags"
@@ -36,8 +37,9 @@ type Config struct {
 
 // Server is the embedded etcd, as a component.Component.
 type Server struct {
-	cfg *embed.Config
-	log *logrus.Logger
+	cfg      *embed.Config
+	log      *logrus.Logger
+	stopping *atomic.Bool
 
 	mu     sync.Mutex
 	etcd   *embed.Etcd
@@ -115,12 +117,13 @@ func New(c Config) (*Server, error) {
 	ecfg.AdvertiseClientUrls = flags.UniqueURLsFromFlag(fs, "advertise-client-urls")
 	ecfg.ListenMetricsUrls = flags.UniqueURLsFromFlag(fs, "listen-metrics-urls")
 
+	stopping := &atomic.Bool{}
 	ecfg.Logger = "zap"
-	ecfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logging.NewZap(c.Log, "etcd"))
+	ecfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logging.NewZap(c.Log, "etcd", stopping))
 	if err := ecfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid etcd configuration: %w", err)
 	}
-	return &Server{cfg: ecfg, log: c.Log, exited: make(chan struct{})}, nil
+	return &Server{cfg: ecfg, log: c.Log, stopping: stopping, exited: make(chan struct{})}, nil
 }
 
 // ClientURL is the URL the apiserver reaches etcd at.
@@ -180,6 +183,7 @@ func (s *Server) Stop() error {
 	if cancel == nil {
 		return nil
 	}
+	s.stopping.Store(true)
 	cancel()
 	<-s.exited
 	s.mu.Lock()

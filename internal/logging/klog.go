@@ -136,23 +136,28 @@ var loggingPackages = []string{
 	"runtime.",
 }
 
+// componentOfCaller walks the stack for the first frame of a known component. Shared
+// libraries (client-go, component-helpers) run inside every component, so a frame deeper down
+// usually says whose they are; a goroutine started by a library has no such frame.
 func componentOfCaller() string {
-	pcs := make([]uintptr, 32)
+	pcs := make([]uintptr, 64)
 	n := runtime.Callers(3, pcs)
 	frames := runtime.CallersFrames(pcs[:n])
+	fallback := "k8s"
 	for {
 		frame, more := frames.Next()
-		fn := frame.Function
-		if !isLoggingFrame(fn) {
+		if fn := frame.Function; !isLoggingFrame(fn) {
 			for _, p := range componentPrefixes {
 				if strings.HasPrefix(fn, p.prefix) {
-					return p.component
+					if p.component != "client-go" {
+						return p.component
+					}
+					fallback = p.component
 				}
 			}
-			return "k8s"
 		}
 		if !more {
-			return "k8s"
+			return fallback
 		}
 	}
 }

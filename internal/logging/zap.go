@@ -1,25 +1,29 @@
 package logging
 
 import (
+	"sync/atomic"
+
 	"github.com/sirupsen/logrus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
 // NewZap returns a zap logger (etcd's logger) that writes to log with the given component field.
-// Like klog's, zap's info lines are debug lines for k1s.
-func NewZap(log *logrus.Logger, component string) *zap.Logger {
-	return zap.New(&zapCore{log: log, fields: logrus.Fields{"component": component}})
+// Like klog's, zap's info lines are debug lines for k1s. Once stopping is set, every line is a
+// debug line: a server being closed reports each closed listener as an error.
+func NewZap(log *logrus.Logger, component string, stopping *atomic.Bool) *zap.Logger {
+	return zap.New(&zapCore{log: log, fields: logrus.Fields{"component": component}, stopping: stopping})
 }
 
 type zapCore struct {
-	log    *logrus.Logger
-	fields logrus.Fields
+	log      *logrus.Logger
+	fields   logrus.Fields
+	stopping *atomic.Bool
 }
 
-func toLogrus(l zapcore.Level) logrus.Level {
+func (c *zapCore) toLogrus(l zapcore.Level) logrus.Level {
 	switch {
-	case l <= zapcore.InfoLevel:
+	case l <= zapcore.InfoLevel, c.stopping != nil && c.stopping.Load():
 		return logrus.DebugLevel
 	case l == zapcore.WarnLevel:
 		return logrus.WarnLevel
@@ -28,10 +32,10 @@ func toLogrus(l zapcore.Level) logrus.Level {
 	}
 }
 
-func (c *zapCore) Enabled(l zapcore.Level) bool { return c.log.IsLevelEnabled(toLogrus(l)) }
+func (c *zapCore) Enabled(l zapcore.Level) bool { return c.log.IsLevelEnabled(c.toLogrus(l)) }
 
 func (c *zapCore) With(fields []zapcore.Field) zapcore.Core {
-	return &zapCore{log: c.log, fields: mergeZapFields(c.fields, fields)}
+	return &zapCore{log: c.log, fields: mergeZapFields(c.fields, fields), stopping: c.stopping}
 }
 
 func (c *zapCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -42,7 +46,7 @@ func (c *zapCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Chec
 }
 
 func (c *zapCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	c.log.WithFields(mergeZapFields(c.fields, fields)).Log(toLogrus(e.Level), e.Message)
+	c.log.WithFields(mergeZapFields(c.fields, fields)).Log(c.toLogrus(e.Level), e.Message)
 	return nil
 }
 

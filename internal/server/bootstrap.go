@@ -7,7 +7,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/pki"
@@ -30,9 +29,13 @@ var clusterRoleBindings = []struct {
 
 // newBootstrap returns the component that applies k1s's cluster objects once the apiserver
 // serves, with server-side apply so that a restart converges rather than conflicts.
-func newBootstrap(client kubernetes.Interface) component.Component {
+func newBootstrap(admin *adminClient) component.Component {
 	var done atomic.Bool
 	run := func(ctx context.Context) error {
+		client, err := admin.get()
+		if err != nil {
+			return err
+		}
 		for _, b := range clusterRoleBindings {
 			binding := rbacv1ac.ClusterRoleBinding(b.name).
 				WithLabels(map[string]string{"app.kubernetes.io/managed-by": "k1s"}).

@@ -11,9 +11,9 @@ import (
 
 	"github.com/spf13/pflag"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/klog/v2"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 	cmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
@@ -39,14 +39,21 @@ func parseUpstreamFlags(userFlag string, nfs cliflag.NamedFlagSets, argv []strin
 	return nil
 }
 
+// withComponentLogger names the component on every line it logs through its context's logger
+// (upstream code increasingly does); the rest is attributed by the calling package.
+func withComponentLogger(ctx context.Context, name string) context.Context {
+	return klog.NewContext(ctx, klog.Background().WithValues("component", name))
+}
+
 // newAPIServer parses the apiserver's arguments now, so that a bad --kube-apiserver-arg stops
 // k1s before anything starts, and returns the component that completes and runs them.
-func newAPIServer(argv []string, client *kubernetes.Clientset) (component.Component, error) {
+func newAPIServer(argv []string, admin *adminClient) (component.Component, error) {
 	opts := apiserveroptions.NewServerRunOptions()
 	if err := parseUpstreamFlags("kube-apiserver-arg", opts.Flags(), argv); err != nil {
 		return nil, err
 	}
 	run := func(ctx context.Context) error {
+		ctx = withComponentLogger(ctx, "kube-apiserver")
 		if err := opts.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
 			return err
 		}
@@ -62,6 +69,10 @@ func newAPIServer(argv []string, client *kubernetes.Clientset) (component.Compon
 		return apiserverapp.Run(ctx, completed)
 	}
 	ready := func(ctx context.Context) error {
+		client, err := admin.get()
+		if err != nil {
+			return err
+		}
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "").DoRaw(ctx)
@@ -98,6 +109,7 @@ func newControllerManager(argv []string, port string) (component.Component, erro
 		return nil, err
 	}
 	run := func(ctx context.Context) error {
+		ctx = withComponentLogger(ctx, "kube-controller-manager")
 		if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
 			return err
 		}
@@ -116,6 +128,7 @@ func newScheduler(argv []string, port string) (component.Component, error) {
 		return nil, err
 	}
 	run := func(ctx context.Context) error {
+		ctx = withComponentLogger(ctx, "kube-scheduler")
 		if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
 			return err
 		}

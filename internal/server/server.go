@@ -3,8 +3,11 @@ package server
 import (
 	"fmt"
 	"net"
+	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,8 +29,8 @@ type Server struct {
 }
 
 // Prepare turns a completed Config into a Server. The order matters for bad input: everything
-// that can be checked without writing is checked first, then the data directory is locked, and
-// only then is anything written to it.
+// that can be checked without writing is checked first (flags of every component included),
+// then the data directory is locked, and only then is anything written to it.
 func Prepare(cfg *Config) (*Server, error) {
 	argv, err := buildArgs(cfg)
 	if err != nil {
@@ -50,6 +53,21 @@ func Prepare(cfg *Config) (*Server, error) {
 	etcdURL := etcdServer.ClientURL()
 	argv.apiserver = append(argv.apiserver, "--etcd-servers="+etcdURL.String())
 
+	// The admin client reads its credentials when first used, after the PKI exists.
+	admin := &adminClient{kubeconfig: filepath.Join(cfg.credDir(), "admin.kubeconfig")}
+	apiServer, err := newAPIServer(argv.apiserver, admin)
+	if err != nil {
+		return nil, err
+	}
+	controllerManager, err := newControllerManager(argv.controllerManager, argv.cmPort)
+	if err != nil {
+		return nil, err
+	}
+	scheduler, err := newScheduler(argv.scheduler, argv.schedulerPort)
+	if err != nil {
+		return nil, err
+	}
+
 	if err := ensureWritableDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -58,16 +76,17 @@ func Prepare(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, lock: lock}
-	if err := s.prepare(argv, etcdServer); err != nil {
+	if err := s.prepareHost(argv, etcdURL); err != nil {
 		lock.Release()
 		return nil, err
 	}
+	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, newBootstrap(admin)}
 	return s, nil
 }
 
-func (s *Server) prepare(argv *componentArgs, etcdServer *etcd.Server) error {
+// prepareHost checks the ports and writes the PKI and the admin kubeconfig.
+func (s *Server) prepareHost(argv *componentArgs, etcdURL *url.URL) error {
 	cfg := s.cfg
-	etcdURL := etcdServer.ClientURL()
 	if err := checkPortsFree([]listenPort{
 		{cfg.BindAddress.String(), strconv.Itoa(cfg.HTTPSPort), "kube-apiserver", "--https-listen-port"},
 		{etcdURL.Hostname(), etcdURL.Port(), "etcd client", "--etcd-arg listen-client-urls=…"},
@@ -92,31 +111,28 @@ func (s *Server) prepare(argv *componentArgs, etcdServer *etcd.Server) error {
 	if err := pki.WriteKubeconfig(cfg.KubeconfigOutput, cfg.localAPIServerURL(), cp.ServerCA.CertFile, cp.Admin, true, cfg.KubeconfigMode); err != nil {
 		return fmt.Errorf("writing the admin kubeconfig (--write-kubeconfig): %w", err)
 	}
-
-	restConfig, err := clientcmd.BuildConfigFromFlags("", cp.AdminKubeconfig)
-	if err != nil {
-		return fmt.Errorf("loading %s: %w", cp.AdminKubeconfig, err)
-	}
-	restConfig.UserAgent = "k1s"
-	client, err := kubernetes.NewForConfig(restConfig)
-	if err != nil {
-		return err
-	}
-
-	apiServer, err := newAPIServer(argv.apiserver, client)
-	if err != nil {
-		return err
-	}
-	controllerManager, err := newControllerManager(argv.controllerManager, argv.cmPort)
-	if err != nil {
-		return err
-	}
-	scheduler, err := newScheduler(argv.scheduler, argv.schedulerPort)
-	if err != nil {
-		return err
-	}
-	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, newBootstrap(client)}
 	return nil
+}
+
+// adminClient is a cluster-admin clientset built on first use.
+type adminClient struct {
+	kubeconfig string
+	once       sync.Once
+	client     kubernetes.Interface
+	err        error
+}
+
+func (a *adminClient) get() (kubernetes.Interface, error) {
+	a.once.Do(func() {
+		cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
+		if err != nil {
+			a.err = fmt.Errorf("loading %s: %w", a.kubeconfig, err)
+			return
+		}
+		cfg.UserAgent = "k1s"
+		a.client, a.err = kubernetes.NewForConfig(cfg)
+	})
+	return a.client, a.err
 }
 
 // Components are the control plane's components in start order.

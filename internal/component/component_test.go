@@ -1,0 +1,137 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) add(e string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *recorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.events...)
+}
+
+func (r *recorder) Infof(format string, args ...any) { r.add("log: " + fmt.Sprintf(format, args...)) }
+func (r *recorder) Warnf(format string, args ...any) { r.add("warn: " + fmt.Sprintf(format, args...)) }
+
+// blocking is a component that runs until its context ends, becoming ready after readyAfter.
+func blocking(r *recorder, name string, readyAfter time.Duration) *Func {
+	var start atomic.Int64
+	return NewFunc(name, func(ctx context.Context) error {
+		start.Store(time.Now().UnixNano())
+		r.add("start " + name)
+		<-ctx.Done()
+		r.add("stop " + name)
+		return errors.New("upstream error on the way out")
+	}, func(context.Context) error {
+		if s := start.Load(); s == 0 || time.Since(time.Unix(0, s)) < readyAfter {
+			return errors.New("warming up")
+		}
+		return nil
+	})
+}
+
+func TestStartInOrderStopInReverse(t *testing.T) {
+	r := &recorder{}
+	m := &Manager{Log: r, PollInterval: time.Millisecond, ReportInterval: 5 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- m.Run(ctx, blocking(r, "a", 20*time.Millisecond), blocking(r, "b", 0), blocking(r, "c", 0))
+	}()
+	for !contains(r.list(), "log: k1s is ready") {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after a requested stop = %v, want nil", err)
+	}
+	var order []string
+	for _, e := range r.list() {
+		if strings.HasPrefix(e, "start ") || strings.HasPrefix(e, "stop ") {
+			order = append(order, e)
+		}
+	}
+	want := []string{"start a", "start b", "start c", "stop c", "stop b", "stop a"}
+	if strings.Join(order, ",") != strings.Join(want, ",") {
+		t.Fatalf("order %v, want %v", order, want)
+	}
+	if !containsPrefix(r.list(), "log: still waiting for a") {
+		t.Errorf("no progress line while waiting for a: %v", r.list())
+	}
+}
+
+func TestComponentExitStopsTheRest(t *testing.T) {
+	r := &recorder{}
+	m := &Manager{Log: r, PollInterval: time.Millisecond}
+	crash := make(chan struct{})
+	failing := NewFunc("failing", func(ctx context.Context) error {
+		<-crash
+		return errors.New("disk full")
+	}, nil)
+	done := make(chan error)
+	go func() { done <- m.Run(context.Background(), blocking(r, "a", 0), failing) }()
+	for !contains(r.list(), "log: k1s is ready") {
+		time.Sleep(time.Millisecond)
+	}
+	close(crash)
+	err := <-done
+	if err == nil || !strings.Contains(err.Error(), "failing stopped: disk full") {
+		t.Fatalf("Run = %v, want the failing component's cause", err)
+	}
+	if !contains(r.list(), "stop a") {
+		t.Fatal("the other component was not stopped")
+	}
+}
+
+func TestExitBeforeReadyFailsStart(t *testing.T) {
+	r := &recorder{}
+	m := &Manager{Log: r, PollInterval: time.Millisecond}
+	early := NewFunc("early", func(context.Context) error { return errors.New("bad flag") },
+		func(context.Context) error { return errors.New("never ready") })
+	err := m.Run(context.Background(), blocking(r, "a", 0), early, blocking(r, "never-started", 0))
+	if err == nil || !strings.Contains(err.Error(), "bad flag") {
+		t.Fatalf("Run = %v, want the early exit's cause", err)
+	}
+	if contains(r.list(), "start never-started") {
+		t.Fatal("a component after the failed one was started")
+	}
+	if !contains(r.list(), "stop a") {
+		t.Fatal("the started component was not stopped")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+func containsPrefix(list []string, p string) bool {
+	for _, e := range list {
+		if strings.HasPrefix(e, p) {
+			return true
+		}
+	}
+	return false
+}
