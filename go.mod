@@ -41,6 +41,7 @@ replace (
 require (
 	github.com/containerd/containerd/v2 v2.4.2
 	github.com/go-logr/logr v1.4.4
+	github.com/klauspost/compress v1.20.0
 	github.com/sirupsen/logrus v1.10.2
 	github.com/spf13/pflag v1.0.10
 	github.com/urfave/cli/v2 v2.27.7

@@ -64,6 +64,16 @@ func timeToReady(b *testing.B, s *server) time.Duration {
 	b.Helper()
 	begin := time.Now()
 	s.start()
+	for {
+		if _, err := os.Stat(s.kubeconfig); err == nil {
+			break
+		}
+		select {
+		case <-s.exited:
+			b.Fatalf("server exited: %v\n%s", s.err, strings.Join(s.lines(), "\n"))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	client := s.client()
 	for {
 		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())

@@ -1,0 +1,243 @@
+// Package payload holds what k1s runs but must not link: containerd-shim-runc-v2, runc and the
+// CNI plugins (started per pod, so they must be small separate programs) and the system images.
+// The payload is embedded compressed, and extracted once per version into
+// <data-dir>/data/<hash>/, verified against the checksums recorded when it was built.
+package payload
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// ErrMissing means the binary was built without its payload.
+var ErrMissing = errors.New("this k1s binary was built without its payload (containerd shim, runc, CNI plugins, system images); build it with `make build`")
+
+// Dir is an extracted payload.
+type Dir struct {
+	// Root is <data-dir>/data/<hash>.
+	Root string
+	// Images maps a system image's short name (pause, coredns) to its reference.
+	Images map[string]string
+}
+
+// BinDir holds the helper programs (and links to k1s's own multicall names).
+func (d *Dir) BinDir() string { return filepath.Join(d.Root, "bin") }
+
+// ImageTarballs are the system images, to import at start.
+func (d *Dir) ImageTarballs() ([]string, error) {
+	return filepath.Glob(filepath.Join(d.Root, "images", "*.tar"))
+}
+
+// Available reports whether this binary carries a payload.
+func Available() bool { return len(compressed) > 0 }
+
+// Extract makes sure the embedded payload is extracted under dataDir/data and returns it.
+// Concurrent starts are safe: each extracts into its own temporary directory and the first
+// rename wins. Older payloads are pruned, except the one in use before this start (its shims
+// may still run pods).
+func Extract(dataDir string, links []string) (*Dir, error) {
+	if !Available() {
+		return nil, ErrMissing
+	}
+	hash := strings.TrimSpace(compressedHash)
+	if len(hash) < 16 {
+		return nil, fmt.Errorf("payload checksum %q is malformed: rebuild with `make build`", hash)
+	}
+	base := filepath.Join(dataDir, "data")
+	final := filepath.Join(base, hash[:16])
+	if _, err := os.Stat(filepath.Join(final, "SHA256SUMS")); err != nil {
+		if err := os.MkdirAll(base, 0o700); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", base, err)
+		}
+		if sum := sha256.Sum256(compressed); hex.EncodeToString(sum[:]) != hash {
+			return nil, errors.New("the embedded payload does not match its checksum: the k1s binary is damaged, reinstall it")
+		}
+		tmp, err := os.MkdirTemp(base, ".extract-")
+		if err != nil {
+			return nil, fmt.Errorf("extracting payload: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		if err := unpack(tmp); err != nil {
+			return nil, fmt.Errorf("extracting payload into %s: %w", tmp, err)
+		}
+		if err := os.Rename(tmp, final); err != nil {
+			if _, statErr := os.Stat(filepath.Join(final, "SHA256SUMS")); statErr != nil {
+				return nil, fmt.Errorf("installing payload into %s: %w", final, err)
+			}
+			// Another k1s extracted the same payload first.
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("locating the k1s binary: %w", err)
+	}
+	for _, name := range links {
+		link := filepath.Join(final, "bin", name)
+		if target, err := os.Readlink(link); err == nil && target == self {
+			continue
+		}
+		tmpLink := link + ".tmp"
+		os.Remove(tmpLink)
+		if err := os.Symlink(self, tmpLink); err != nil {
+			return nil, fmt.Errorf("linking %s: %w", link, err)
+		}
+		if err := os.Rename(tmpLink, link); err != nil {
+			return nil, fmt.Errorf("linking %s: %w", link, err)
+		}
+	}
+	if err := switchCurrent(base, final); err != nil {
+		return nil, err
+	}
+	images, err := readImageList(filepath.Join(final, "images.txt"))
+	if err != nil {
+		return nil, err
+	}
+	return &Dir{Root: final, Images: images}, nil
+}
+
+// unpack decompresses the payload into dir and verifies every file against SHA256SUMS.
+func unpack(dir string) error {
+	dec, err := zstd.NewReader(bytes.NewReader(compressed))
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	tr := tar.NewReader(dec)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(hdr.Name)
+		if filepath.IsAbs(name) || strings.HasPrefix(name, "..") {
+			return fmt.Errorf("payload entry %q escapes the payload directory", hdr.Name)
+		}
+		path := filepath.Join(dir, name)
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(path, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(hdr.Mode).Perm())
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if closeErr := f.Close(); err == nil {
+				err = closeErr
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return verify(dir)
+}
+
+func verify(dir string) error {
+	sums, err := os.Open(filepath.Join(dir, "SHA256SUMS"))
+	if err != nil {
+		return fmt.Errorf("payload has no checksums: %w", err)
+	}
+	defer sums.Close()
+	sc := bufio.NewScanner(sums)
+	n := 0
+	for sc.Scan() {
+		want, name, ok := strings.Cut(sc.Text(), "  ")
+		if !ok {
+			return fmt.Errorf("malformed checksum line %q", sc.Text())
+		}
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		if hex.EncodeToString(h.Sum(nil)) != want {
+			return fmt.Errorf("payload file %s does not match its checksum", name)
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("payload checksums list no files")
+	}
+	return sc.Err()
+}
+
+// switchCurrent points base/current at final, keeps the previous target as base/previous, and
+// removes every other extracted payload.
+func switchCurrent(base, final string) error {
+	current := filepath.Join(base, "current")
+	previous, _ := os.Readlink(current)
+	if previous != final {
+		if previous != "" {
+			if err := replaceLink(filepath.Join(base, "previous"), previous); err != nil {
+				return err
+			}
+		}
+		if err := replaceLink(current, final); err != nil {
+			return err
+		}
+	}
+	keep := map[string]bool{final: true, previous: true}
+	if p, err := os.Readlink(filepath.Join(base, "previous")); err == nil {
+		keep[p] = true
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		path := filepath.Join(base, e.Name())
+		if !e.IsDir() || keep[path] || strings.HasPrefix(e.Name(), ".extract-") {
+			continue
+		}
+		os.RemoveAll(path)
+	}
+	return nil
+}
+
+func replaceLink(link, target string) error {
+	tmp := link + ".tmp"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, link)
+}
+
+func readImageList(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("payload has no image list: %w", err)
+	}
+	images := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if name, ref, ok := strings.Cut(line, " "); ok {
+			images[name] = ref
+		}
+	}
+	return images, nil
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds the payload that bin/k1s embeds: the programs that must not be the big multicall binary
+# (containerd-shim-runc-v2, runc, the CNI plugins) and the system images (pause, CoreDNS), all
+# from their Go modules at pinned versions, packed as one zstd-compressed tar with checksums.
+#
+#   scripts/build-payload.sh OUT.tar.zst
+set -euo pipefail
+
+out=${1:?usage: build-payload.sh OUT.tar.zst}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Pinned versions. The shim matches the containerd linked into k1s.
+CONTAINERD_VERSION=$(cd "$root" && go list -m -f '{{.Version}}' github.com/containerd/containerd/v2)
+RUNC_VERSION=v1.5.2
+CNI_PLUGINS_VERSION=v1.9.1
+COREDNS_VERSION=$(cd "$root/scripts/payload" && go list -m -f '{{.Version}}' github.com/coredns/coredns)
+PAUSE_VERSION=3.10
+
+mkdir -p "$work/bin" "$work/images" "$work/build"
+export GOBIN="$work/bin" GOFLAGS="-trimpath -buildvcs=false"
+ldflags="-s -w"
+
+echo "payload: containerd-shim-runc-v2 $CONTAINERD_VERSION"
+CGO_ENABLED=0 go install -ldflags "$ldflags" \
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+
+echo "payload: CNI plugins $CNI_PLUGINS_VERSION"
+cni=github.com/containernetworking/plugins/plugins
+CGO_ENABLED=0 go install -ldflags "$ldflags" \
+	"$cni/main/bridge@$CNI_PLUGINS_VERSION" "$cni/main/loopback@$CNI_PLUGINS_VERSION" \
+	"$cni/ipam/host-local@$CNI_PLUGINS_VERSION" "$cni/meta/portmap@$CNI_PLUGINS_VERSION" \
+	"$cni/meta/bandwidth@$CNI_PLUGINS_VERSION"
+
+echo "payload: runc $RUNC_VERSION"
+# runc needs cgo (nsenter); linked statically, with seccomp when the static libseccomp exists.
+runc_tags="urfave_cli_no_docs netgo osusergo"
+if [ -e /usr/lib/x86_64-linux-gnu/libseccomp.a ] || ls /usr/lib/*/libseccomp.a >/dev/null 2>&1; then
+	runc_tags="$runc_tags seccomp"
+else
+	echo "payload: no static libseccomp (apt-get install libseccomp-dev): runc without seccomp" >&2
+fi
+CGO_ENABLED=1 go install -tags "$runc_tags" -ldflags "$ldflags -extldflags -static" \
+	"github.com/opencontainers/runc@$RUNC_VERSION" 2> >(grep -v "statically linked applications requires at runtime" >&2)
+
+echo "payload: pause $PAUSE_VERSION and CoreDNS $COREDNS_VERSION images"
+(
+	cd "$root/scripts/payload"
+	CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$work/build/pause" ./pause
+	CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$work/build/coredns" ./coredns
+	CGO_ENABLED=0 go build -o "$work/build/mkimage" ./mkimage
+)
+"$work/build/mkimage" -ref "k1s.local/pause:$PAUSE_VERSION" -entrypoint /pause \
+	-o "$work/images/pause.tar" "/pause=$work/build/pause"
+"$work/build/mkimage" -ref "k1s.local/coredns:$COREDNS_VERSION" -entrypoint /coredns \
+	-o "$work/images/coredns.tar" "/coredns=$work/build/coredns"
+cat > "$work/images.txt" <<LIST
+pause k1s.local/pause:$PAUSE_VERSION
+coredns k1s.local/coredns:$COREDNS_VERSION
+LIST
+
+(cd "$work" && find bin images -type f | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
+mkdir -p "$(dirname "$out")"
+tar -C "$work" -c --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 SHA256SUMS images.txt bin images |
+	zstd -q -19 -T0 -f -o "$out"
+sha256sum "$out" | cut -c1-64 > "$out.sha256"
+echo "payload: $(du -h "$out" | cut -f1) compressed, from $(du -sh "$work/bin" "$work/images" | cut -f1 | tr '\n' ' ')"
