@@ -21,15 +21,24 @@ LDFLAGS := -s -w -X github.com/k1s-io/k1s/internal/version.Version=$(VERSION) \
 	$(foreach p,$(VERSION_PKGS),-X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=$(K8S_MAJOR) \
 	-X $(p).gitMinor=$(K8S_MINOR) -X $(p).gitCommit=$(GIT_COMMIT) -X $(p).gitTreeState=clean \
 	-X $(p).buildDate=$(BUILD_DATE))
-TAGS    := providerless
+TAGS    := providerless k1s_payload
+# Unit and e2e test binaries do not embed the payload: `go test ./...` works on a fresh clone.
+TEST_TAGS := providerless
+PAYLOAD := internal/payload/assets/payload.tar.zst
+PAYLOAD_SOURCES := scripts/build-payload.sh $(wildcard scripts/payload/go.* scripts/payload/*/*.go) go.mod
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test unit e2e bench clean
+.PHONY: all build payload run test unit e2e bench clean
 
 all: build
 
-build:
+# The helper programs and system images embedded in bin/k1s (see internal/payload).
+payload: $(PAYLOAD)
+$(PAYLOAD): $(PAYLOAD_SOURCES)
+	scripts/build-payload.sh $@
+
+build: $(PAYLOAD)
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(K1S) .
 	@for l in $(LINKS); do ln -sf k1s $(BIN)/$$l; done
@@ -43,15 +52,15 @@ run: build
 test: unit e2e
 
 unit:
-	$(GO) vet -tags '$(TAGS)' ./...
-	$(GO) test -tags '$(TAGS)' ./...
+	$(GO) vet -tags '$(TEST_TAGS)' ./...
+	$(GO) test -tags '$(TEST_TAGS)' ./...
 
 e2e: build
-	$(GO) test -tags 'e2e $(TAGS)' -count=1 -timeout 30m -v ./internal/e2e/ -k1s $(CURDIR)/$(K1S)
+	$(GO) test -tags 'e2e $(TEST_TAGS)' -count=1 -timeout 30m -v ./internal/e2e/ -k1s $(CURDIR)/$(K1S)
 
 # Figures only: start-up time, memory, binary size.
 bench: build
-	$(GO) test -tags 'e2e $(TAGS)' -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./internal/e2e/ -k1s $(CURDIR)/$(K1S)
+	$(GO) test -tags 'e2e $(TEST_TAGS)' -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./internal/e2e/ -k1s $(CURDIR)/$(K1S)
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(PAYLOAD) $(PAYLOAD).sha256

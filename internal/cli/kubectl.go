@@ -12,6 +12,7 @@ import (
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 
+	"github.com/k1s-io/k1s/internal/containerd"
 	"github.com/k1s-io/k1s/internal/server"
 )
 
@@ -24,6 +25,21 @@ func kubectlCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			code := RunKubectl(c.Args().Slice())
 			if code != 0 {
+				return cli.Exit("", code)
+			}
+			return nil
+		},
+	}
+}
+
+func ctrCommand() *cli.Command {
+	return &cli.Command{
+		Name:            "ctr",
+		Usage:           "Run ctr, containerd's client, against the node's containerd (namespace k8s.io)",
+		SkipFlagParsing: true,
+		HideHelp:        true,
+		Action: func(c *cli.Context) error {
+			if code := containerd.CtrMain(append([]string{"ctr"}, c.Args().Slice()...)); code != 0 {
 				return cli.Exit("", code)
 			}
 			return nil

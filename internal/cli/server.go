@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/k1s-io/k1s/internal/agent"
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/logging"
+	"github.com/k1s-io/k1s/internal/pki"
 	"github.com/k1s-io/k1s/internal/server"
 	"github.com/k1s-io/k1s/internal/version"
 )
@@ -21,7 +24,7 @@ func serverCommand() *cli.Command {
 		OnUsageError: usageError,
 		Before:       applyConfigFile,
 		Action:       runServer,
-		Flags: append(append([]cli.Flag{configFlag()}, logFlags()...),
+		Flags: append(append(append([]cli.Flag{configFlag()}, logFlags()...),
 			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "directory for all state"},
 			&cli.StringFlag{Name: "node-name", EnvVars: []string{"K1S_NODE_NAME"}, Usage: "node name (default: host name)"},
 			&cli.StringFlag{Name: "node-ip", Usage: "this node's address (default: the address of the default route's interface)"},
@@ -40,7 +43,9 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "key=value for kube-scheduler (repeatable)"},
 			&cli.StringSliceFlag{Name: "etcd-arg", Usage: "key=value for etcd (repeatable)"},
 			&cli.BoolFlag{Name: "disable-agent", Usage: "run only the control plane, no node"},
+			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy this add-on, and remove it if deployed (coredns)"},
 		),
+			nodeFlags()...),
 	}
 }
 
@@ -64,6 +69,8 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		ExtraControllerManagerArgs: c.StringSlice("kube-controller-manager-arg"),
 		ExtraSchedulerArgs:         c.StringSlice("kube-scheduler-arg"),
 		ExtraEtcdArgs:              c.StringSlice("etcd-arg"),
+		ResolvConf:                 c.String("resolv-conf"),
+		Disable:                    c.StringSlice("disable"),
 	}
 	var err error
 	for _, ip := range []struct {
@@ -115,7 +122,11 @@ func runServer(c *cli.Context) error {
 	defer srv.Close()
 	components := srv.Components()
 	if !c.Bool("disable-agent") {
-		log.Warn("this build has no node components yet: running the control plane only (as with --disable-agent)")
+		node, err := prepareLocalNode(c, cfg, srv)
+		if err != nil {
+			return err
+		}
+		components = append(components, node.Components()...)
 	}
 
 	ctx, stop := signalContext()
@@ -126,4 +137,49 @@ func runServer(c *cli.Context) error {
 	}
 	log.Info("k1s stopped")
 	return nil
+}
+
+// nodeFlags are the flags of the node half, shared by `server` and `agent`.
+func nodeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "resolv-conf", EnvVars: []string{"K1S_RESOLV_CONF"}, Value: "/etc/resolv.conf", Usage: "resolv.conf for the kubelet (and so for CoreDNS's upstream)"},
+		&cli.StringSliceFlag{Name: "node-label", Usage: "key=value label to register the node with (repeatable)"},
+		&cli.StringSliceFlag{Name: "node-taint", Usage: "key=value:Effect taint to register the node with (repeatable)"},
+		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "key=value for the kubelet (repeatable)"},
+		&cli.StringSliceFlag{Name: "kube-proxy-arg", Usage: "key=value for kube-proxy (repeatable)"},
+	}
+}
+
+// prepareLocalNode prepares the server's own node, with credentials the server issues.
+func prepareLocalNode(c *cli.Context, cfg *server.Config, srv *server.Server) (*agent.Agent, error) {
+	agentDir := filepath.Join(cfg.DataDir, "agent")
+	node, err := srv.PKI.EnsureNode(pki.NodeSpec{
+		Dir:          agentDir,
+		NodeName:     cfg.NodeName,
+		IPs:          []net.IP{cfg.NodeIP, net.ParseIP("127.0.0.1")},
+		Names:        []string{cfg.NodeName, "localhost"},
+		APIServerURL: srv.LocalAPIServerURL(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuing the node's certificates: %w", err)
+	}
+	resolvConf := c.String("resolv-conf")
+	if _, err := os.Stat(resolvConf); err != nil {
+		return nil, fmt.Errorf("--resolv-conf %s: %w", resolvConf, err)
+	}
+	return agent.Prepare(&agent.Config{
+		DataDir:            cfg.DataDir,
+		NodeName:           cfg.NodeName,
+		NodeIP:             cfg.NodeIP,
+		ClusterCIDR:        cfg.ClusterCIDR,
+		ServiceCIDR:        cfg.ServiceCIDR,
+		ClusterDNS:         cfg.ClusterDNS,
+		ClusterDomain:      cfg.ClusterDomain,
+		ResolvConf:         resolvConf,
+		NodeLabels:         c.StringSlice("node-label"),
+		NodeTaints:         c.StringSlice("node-taint"),
+		ExtraKubeletArgs:   c.StringSlice("kubelet-arg"),
+		ExtraKubeProxyArgs: c.StringSlice("kube-proxy-arg"),
+		Log:                cfg.Log,
+	}, node)
 }

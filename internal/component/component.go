@@ -148,7 +148,11 @@ func (m *Manager) defaults() {
 		m.ReportInterval = 5 * time.Second
 	}
 	if m.StopTimeout == 0 {
-		m.StopTimeout = 5 * time.Second
+		// Upstream servers drain connections on stop for up to a minute (the apiserver waits
+		// for clients such as the kubelet's informers, which never close theirs). The process
+		// exits right after the manager, so a bounded wait per component keeps the whole
+		// stop within seconds; etcd's write-ahead log makes that safe.
+		m.StopTimeout = 3 * time.Second
 	}
 }
 

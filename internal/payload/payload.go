@@ -233,11 +233,43 @@ func readImageList(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("payload has no image list: %w", err)
 	}
+	return parseImageList(data), nil
+}
+
+// ImageRefs returns the system images' references without extracting the payload: the image
+// list is near the start of the archive.
+func ImageRefs() (map[string]string, error) {
+	if !Available() {
+		return nil, ErrMissing
+	}
+	dec, err := zstd.NewReader(bytes.NewReader(compressed))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	tr := tar.NewReader(dec)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			return nil, fmt.Errorf("payload has no image list: %w", err)
+		}
+		if filepath.Clean(hdr.Name) != "images.txt" {
+			continue
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, err
+		}
+		return parseImageList(data), nil
+	}
+}
+
+func parseImageList(data []byte) map[string]string {
 	images := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		if name, ref, ok := strings.Cut(line, " "); ok {
 			images[name] = ref
 		}
 	}
-	return images, nil
+	return images
 }

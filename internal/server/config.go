@@ -42,6 +42,11 @@ type Config struct {
 	KubeconfigOutput string
 	KubeconfigMode   os.FileMode
 
+	// ResolvConf lists the upstream resolvers CoreDNS forwards to.
+	ResolvConf string
+	// Disable lists add-ons not to deploy (and to remove): coredns.
+	Disable []string
+
 	ExtraAPIServerArgs         []string
 	ExtraControllerManagerArgs []string
 	ExtraSchedulerArgs         []string
@@ -163,6 +168,11 @@ func (c *Config) Complete() error {
 		}
 		if len(validation.IsDNS1123Subdomain(san)) > 0 && len(validation.IsWildcardDNS1123Subdomain(san)) > 0 {
 			return fmt.Errorf("--tls-san %q is neither an IP address nor a DNS name", san)
+		}
+	}
+	for _, d := range c.Disable {
+		if d != "coredns" {
+			return fmt.Errorf("--disable %q: unknown add-on; k1s ships: coredns", d)
 		}
 	}
 	if c.KubeconfigOutput == "" {

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/k1s-io/k1s/internal/args"
@@ -67,6 +68,10 @@ func Prepare(cfg *Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	addons, err := newAddons(cfg, admin)
+	if err != nil {
+		return nil, err
+	}
 
 	if err := ensureWritableDir(cfg.DataDir); err != nil {
 		return nil, err
@@ -80,7 +85,7 @@ func Prepare(cfg *Config) (*Server, error) {
 		lock.Release()
 		return nil, err
 	}
-	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, newBootstrap(admin)}
+	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, newBootstrap(admin), addons}
 	return s, nil
 }
 
@@ -118,6 +123,7 @@ func (s *Server) prepareHost(argv *componentArgs, etcdURL *url.URL) error {
 type adminClient struct {
 	kubeconfig string
 	once       sync.Once
+	config     *rest.Config
 	client     kubernetes.Interface
 	err        error
 }
@@ -130,10 +136,14 @@ func (a *adminClient) get() (kubernetes.Interface, error) {
 			return
 		}
 		cfg.UserAgent = "k1s"
+		a.config = cfg
 		a.client, a.err = kubernetes.NewForConfig(cfg)
 	})
 	return a.client, a.err
 }
+
+// LocalAPIServerURL is how processes on this host reach the apiserver.
+func (s *Server) LocalAPIServerURL() string { return s.cfg.localAPIServerURL() }
 
 // Components are the control plane's components in start order.
 func (s *Server) Components() []component.Component { return s.components }

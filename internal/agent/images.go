@@ -1,0 +1,132 @@
+package agent
+
+import (
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+
+	client "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/platforms"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/k1s-io/k1s/internal/component"
+	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
+)
+
+// pinnedLabels mark an image as the CRI's, and pinned so that the kubelet's image garbage
+// collection never removes it: nothing can pull it back.
+var pinnedLabels = map[string]string{
+	"io.cri-containerd.image":  "managed",
+	"io.cri-containerd.pinned": "pinned",
+}
+
+// newImageImport imports the payload's system images and every tarball in the images
+// directory into containerd, once containerd serves. A tarball that cannot be imported is
+// logged and skipped: one bad file must not keep the node from starting.
+func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages []string) component.Component {
+	var done atomic.Bool
+	run := func(ctx context.Context) error {
+		c, err := containerd.Client()
+		if err != nil {
+			return err
+		}
+		user, _ := filepath.Glob(filepath.Join(a.cfg.imagesDir(), "*"))
+		sort.Strings(user)
+		for _, path := range append(append([]string(nil), systemImages...), user...) {
+			if !isImageTarball(path) {
+				continue
+			}
+			names, err := importTarball(ctx, c, path, a.snapshotter)
+			if err != nil {
+				if isSystem(path, systemImages) {
+					return fmt.Errorf("importing system image %s: %w", path, err)
+				}
+				a.cfg.Log.Warnf("skipping image tarball %s: %v", path, err)
+				continue
+			}
+			a.cfg.Log.Debugf("imported %s from %s", strings.Join(names, ", "), path)
+		}
+		done.Store(true)
+		<-ctx.Done()
+		return nil
+	}
+	ready := func(context.Context) error {
+		if !done.Load() {
+			return fmt.Errorf("importing images into containerd")
+		}
+		return nil
+	}
+	return component.NewFunc("image import", run, ready)
+}
+
+func isSystem(path string, system []string) bool {
+	for _, s := range system {
+		if s == path {
+			return true
+		}
+	}
+	return false
+}
+
+func isImageTarball(path string) bool {
+	for _, ext := range []string{".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd"} {
+		if strings.HasSuffix(path, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// importTarball imports one (possibly compressed) image tarball, pinned, and unpacks it so that
+// the first container starts without waiting.
+func importTarball(ctx context.Context, c *client.Client, path, snapshotter string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	switch {
+	case strings.HasSuffix(path, ".gz"), strings.HasSuffix(path, ".tgz"):
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return nil, err
+		}
+		defer gz.Close()
+		r = gz
+	case strings.HasSuffix(path, ".zst"), strings.HasSuffix(path, ".zstd"):
+		zr, err := zstd.NewReader(f)
+		if err != nil {
+			return nil, err
+		}
+		defer zr.Close()
+		r = zr
+	}
+	ctx, done, err := c.WithLease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done(ctx)
+	imgs, err := c.Import(ctx, r, client.WithImageLabels(pinnedLabels), client.WithAllPlatforms(false))
+	if err != nil {
+		return nil, err
+	}
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("no image in the tarball")
+	}
+	var names []string
+	for _, img := range imgs {
+		image := client.NewImageWithPlatform(c, img, platforms.DefaultStrict())
+		if err := image.Unpack(ctx, snapshotter); err != nil {
+			return nil, fmt.Errorf("unpacking %s: %w", img.Name, err)
+		}
+		names = append(names, img.Name)
+	}
+	return names, nil
+}

@@ -1,0 +1,38 @@
+// Package containerd runs containerd for a k1s node: its entry points in the multicall binary,
+// its generated configuration, the child process, and the import of images.
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/containerd/containerd/v2/cmd/containerd/command"
+	ctrapp "github.com/containerd/containerd/v2/cmd/ctr/app"
+)
+
+// Main runs the containerd daemon (the binary was called as `containerd`) and returns the exit
+// code. k1s starts it as a child process, never in its own process: containerd installs signal
+// handlers of its own.
+func Main(args []string) int {
+	if err := command.App().Run(context.Background(), args); err != nil {
+		fmt.Fprintln(os.Stderr, "containerd:", err)
+		return 1
+	}
+	return 0
+}
+
+// CtrMain runs ctr, containerd's client, against k1s's containerd unless told otherwise.
+func CtrMain(args []string) int {
+	if os.Getenv("CONTAINERD_ADDRESS") == "" {
+		os.Setenv("CONTAINERD_ADDRESS", DefaultSocket)
+	}
+	if os.Getenv("CONTAINERD_NAMESPACE") == "" {
+		os.Setenv("CONTAINERD_NAMESPACE", "k8s.io")
+	}
+	if err := ctrapp.New().Run(context.Background(), args); err != nil {
+		fmt.Fprintln(os.Stderr, "ctr:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,223 @@
+// Package network sets up a k1s node's pod network: the CNI configuration on the node's pod
+// CIDR (bridge cni0, host-local IPAM, portmap, bandwidth), the kernel settings it needs,
+// routes that keep cluster and service traffic on the machine, and masquerading for traffic
+// that leaves the cluster.
+package network
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	utiliptables "k8s.io/kubernetes/pkg/util/iptables"
+
+	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/pki"
+)
+
+// Names of what the node creates on the host; `k1s killall` removes them.
+const (
+	BridgeName      = "cni0"
+	ServiceDummy    = "k1s-svc"
+	MasqueradeChain = "K1S-POSTROUTING"
+	ConfListName    = "10-k1s.conflist"
+)
+
+// Config is what the node's network needs.
+type Config struct {
+	NodeName    string
+	ClusterCIDR *net.IPNet
+	ServiceCIDR *net.IPNet
+	// ConfDir receives the CNI configuration; IPAMDir holds host-local's allocations.
+	ConfDir string
+	IPAMDir string
+	// Client reads the node's pod CIDR (the controller-manager allocates it).
+	Client kubernetes.Interface
+	Log    *logrus.Logger
+}
+
+// Sysctls the pod network needs, set explicitly rather than as side effects of plugins.
+var sysctls = map[string]string{
+	"net/ipv4/ip_forward":                 "1",
+	"net/bridge/bridge-nf-call-iptables":  "1",
+	"net/bridge/bridge-nf-call-ip6tables": "1",
+}
+
+// New returns the network component: it waits for the node's pod CIDR, then sets everything
+// up and stays until stopped (what it set up stays too: running pods depend on it).
+func New(cfg Config) component.Component {
+	var done atomic.Bool
+	var waiting atomic.Value
+	waiting.Store("the node to register")
+	run := func(ctx context.Context) error {
+		if err := prepareHost(cfg); err != nil {
+			return err
+		}
+		podCIDR, err := waitPodCIDR(ctx, cfg, &waiting)
+		if err != nil {
+			return err
+		}
+		if err := writeConfList(cfg, podCIDR); err != nil {
+			return err
+		}
+		done.Store(true)
+		<-ctx.Done()
+		return nil
+	}
+	ready := func(context.Context) error {
+		if !done.Load() {
+			return fmt.Errorf("waiting for %s", waiting.Load())
+		}
+		return nil
+	}
+	return component.NewFunc("pod network", run, ready)
+}
+
+// prepareHost sets the sysctls, the routes and the masquerade rule.
+func prepareHost(cfg Config) error {
+	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
+		// br_netfilter makes bridged pod traffic visible to kube-proxy's rules.
+		if out, err := exec.Command("modprobe", "br_netfilter").CombinedOutput(); err != nil {
+			return fmt.Errorf("the kernel lacks br_netfilter (modprobe: %v: %s); load the module or build it into the kernel", err, strings.TrimSpace(string(out)))
+		}
+	}
+	for key, value := range sysctls {
+		if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644); err != nil {
+			return fmt.Errorf("setting %s=%s: %w", strings.ReplaceAll(key, "/", "."), value, err)
+		}
+	}
+	if err := ensureRoutes(cfg); err != nil {
+		return err
+	}
+	return ensureMasquerade(cfg)
+}
+
+// ensureRoutes keeps every cluster-CIDR and service-CIDR packet on this machine (field notes
+// §11): pod subnets are more specific routes (cni0, or other nodes), the rest of the cluster
+// CIDR is a blackhole; the service CIDR goes to a dummy interface, so that a host-originated
+// packet to a ClusterIP is routed, DNAT-ed by kube-proxy and rerouted, and whatever is not
+// rewritten dies there.
+func ensureRoutes(cfg Config) error {
+	blackhole := &netlink.Route{Dst: cfg.ClusterCIDR, Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN}
+	if err := netlink.RouteReplace(blackhole); err != nil {
+		return fmt.Errorf("adding blackhole route for %s: %w", cfg.ClusterCIDR, err)
+	}
+	link, err := netlink.LinkByName(ServiceDummy)
+	if err != nil {
+		var notFound netlink.LinkNotFoundError
+		if !errors.As(err, &notFound) {
+			return fmt.Errorf("looking up %s: %w", ServiceDummy, err)
+		}
+		attrs := netlink.LinkAttrs{Name: ServiceDummy}
+		if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: attrs}); err != nil {
+			// Kernels without the dummy module: a bridge with no ports drops what it is
+			// given just the same.
+			if bridgeErr := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); bridgeErr != nil {
+				return fmt.Errorf("creating interface %s for the service CIDR route: dummy: %v; bridge: %w (the kernel needs the dummy or bridge module)", ServiceDummy, err, bridgeErr)
+			}
+		}
+		if link, err = netlink.LinkByName(ServiceDummy); err != nil {
+			return err
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bringing up %s: %w", ServiceDummy, err)
+	}
+	route := &netlink.Route{Dst: cfg.ServiceCIDR, LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN}
+	if err := netlink.RouteReplace(route); err != nil {
+		return fmt.Errorf("routing %s to %s: %w", cfg.ServiceCIDR, ServiceDummy, err)
+	}
+	return nil
+}
+
+// ensureMasquerade masquerades pod traffic that leaves the cluster CIDR, and only that.
+func ensureMasquerade(cfg Config) error {
+	ipt := utiliptables.New(utiliptables.ProtocolIPv4)
+	if err := ipt.Present(); err != nil {
+		// Without iptables (nftables-only hosts) kube-proxy runs in nftables mode; k1s's
+		// own masquerade then needs nft, which this version does not do yet.
+		cfg.Log.Warnf("iptables is not available (%v): pods reach the cluster but not beyond this node", err)
+		return nil
+	}
+	chain := utiliptables.Chain(MasqueradeChain)
+	if _, err := ipt.EnsureChain(utiliptables.TableNAT, chain); err != nil {
+		return fmt.Errorf("creating iptables chain %s: %w", MasqueradeChain, err)
+	}
+	if _, err := ipt.EnsureRule(utiliptables.Append, utiliptables.TableNAT, chain,
+		"-s", cfg.ClusterCIDR.String(), "!", "-d", cfg.ClusterCIDR.String(),
+		"-m", "comment", "--comment", "k1s: pod traffic leaving the cluster",
+		"-j", "MASQUERADE", "--random-fully"); err != nil {
+		return fmt.Errorf("adding masquerade rule: %w", err)
+	}
+	if _, err := ipt.EnsureRule(utiliptables.Prepend, utiliptables.TableNAT, utiliptables.ChainPostrouting,
+		"-m", "comment", "--comment", "k1s masquerade", "-j", MasqueradeChain); err != nil {
+		return fmt.Errorf("jumping to %s: %w", MasqueradeChain, err)
+	}
+	return nil
+}
+
+// waitPodCIDR waits until the controller-manager has given this node a pod CIDR.
+func waitPodCIDR(ctx context.Context, cfg Config, waiting *atomic.Value) (*net.IPNet, error) {
+	for {
+		node, err := cfg.Client.CoreV1().Nodes().Get(ctx, cfg.NodeName, metav1.GetOptions{})
+		switch {
+		case err != nil:
+			waiting.Store(fmt.Sprintf("node %s to register (%v)", cfg.NodeName, err))
+		case node.Spec.PodCIDR == "":
+			waiting.Store(fmt.Sprintf("a pod CIDR for node %s from the controller-manager", cfg.NodeName))
+		default:
+			_, cidr, err := net.ParseCIDR(node.Spec.PodCIDR)
+			if err != nil {
+				return nil, fmt.Errorf("node %s has a malformed pod CIDR %q", cfg.NodeName, node.Spec.PodCIDR)
+			}
+			return cidr, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func writeConfList(cfg Config, podCIDR *net.IPNet) error {
+	conf := map[string]any{
+		"cniVersion": "1.0.0",
+		"name":       "k1s",
+		"plugins": []any{
+			map[string]any{
+				"type":        "bridge",
+				"bridge":      BridgeName,
+				"isGateway":   true,
+				"ipMasq":      false,
+				"hairpinMode": true,
+				"ipam": map[string]any{
+					"type":    "host-local",
+					"ranges":  [][]map[string]string{{{"subnet": podCIDR.String()}}},
+					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"dataDir": cfg.IPAMDir,
+				},
+			},
+			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
+			map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}},
+		},
+	}
+	data, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		return err
+	}
+	return pki.WriteFileAtomic(filepath.Join(cfg.ConfDir, ConfListName), data, 0o644)
+}
