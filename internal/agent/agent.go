@@ -86,6 +86,9 @@ func Prepare(cfg *Config, node *pki.Node) (*Agent, error) {
 	if a.kubeletArgs, err = args.Merge(defaults, cfg.ExtraKubeletArgs); err != nil {
 		return nil, fmt.Errorf("--kubelet-arg: %w", err)
 	}
+	if err := recordHostSysctls(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("recording the host's kernel settings: %w", err)
+	}
 	if a.payload, err = payload.Extract(cfg.DataDir, []string{"k1s", "kubectl", "ctr", "containerd"}); err != nil {
 		return nil, err
 	}

@@ -70,9 +70,13 @@ type server struct {
 // newServer prepares a control-plane-only server on a private data directory and free ports.
 func newServer(t testing.TB, extra ...string) *server {
 	t.Helper()
-	dir := t.TempDir()
+	return newServerIn(t, t.TempDir(), append([]string{"--disable-agent"}, extra...)...)
+}
+
+func newServerIn(t testing.TB, dir string, extra ...string) *server {
+	t.Helper()
 	s := &server{t: t, dataDir: filepath.Join(dir, "data"), kubeconfig: filepath.Join(dir, "k1s.yaml"), port: freePort(t)}
-	s.args = append([]string{"server", "--disable-agent",
+	s.args = append([]string{"server",
 		"--config", filepath.Join(dir, "no-config.yaml"),
 		"--data-dir", s.dataDir,
 		"--write-kubeconfig", s.kubeconfig,

@@ -34,6 +34,9 @@ const (
 	ServiceDummy    = "k1s-svc"
 	MasqueradeChain = "K1S-POSTROUTING"
 	ConfListName    = "10-k1s.conflist"
+	// RouteProtocol marks the routes k1s adds (ip route shows "proto 75"), so that killall
+	// finds them whatever the CIDRs were.
+	RouteProtocol = netlink.RouteProtocol(75)
 )
 
 // Config is what the node's network needs.
@@ -111,7 +114,7 @@ func prepareHost(cfg Config) error {
 // packet to a ClusterIP is routed, DNAT-ed by kube-proxy and rerouted, and whatever is not
 // rewritten dies there.
 func ensureRoutes(cfg Config) error {
-	blackhole := &netlink.Route{Dst: cfg.ClusterCIDR, Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN}
+	blackhole := &netlink.Route{Dst: cfg.ClusterCIDR, Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol}
 	if err := netlink.RouteReplace(blackhole); err != nil {
 		return fmt.Errorf("adding blackhole route for %s: %w", cfg.ClusterCIDR, err)
 	}
@@ -136,7 +139,7 @@ func ensureRoutes(cfg Config) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bringing up %s: %w", ServiceDummy, err)
 	}
-	route := &netlink.Route{Dst: cfg.ServiceCIDR, LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN}
+	route := &netlink.Route{Dst: cfg.ServiceCIDR, LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol}
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("routing %s to %s: %w", cfg.ServiceCIDR, ServiceDummy, err)
 	}

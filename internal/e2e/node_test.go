@@ -1,0 +1,477 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The kernel settings the kubelet and the pod network change (field notes §7).
+var watchedSysctls = []string{"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "net/ipv4/ip_forward"}
+
+func readSysctls(t testing.TB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, k := range watchedSysctls {
+		v, err := os.ReadFile(filepath.Join("/proc/sys", k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[k] = strings.TrimSpace(string(v))
+	}
+	return out
+}
+
+// newNode prepares a server with its node: private data directory, the busybox test image
+// (and whatever extra files) dropped into agent/images, and a resolv.conf that sends no query
+// off the machine. Clean-up stops it and runs `k1s killall`, and puts the kernel settings back
+// whatever happened.
+func newNode(t testing.TB, images map[string]string, extra ...string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	return newNodeIn(t, dir, images, extra...)
+}
+
+func newNodeIn(t testing.TB, dir string, images map[string]string, extra ...string) *server {
+	t.Helper()
+	before := readSysctls(t)
+	resolv := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := newServerIn(t, dir, append([]string{"--resolv-conf", resolv}, extra...)...)
+	imagesDir := filepath.Join(s.dataDir, "agent", "images")
+	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	busybox := filepath.Join(imagesDir, "busybox.tar")
+	script := filepath.Join(filepath.Dir(*k1sBinary), "..", "scripts", "build-test-image.sh")
+	if out, err := exec.Command(script, busybox).CombinedOutput(); err != nil {
+		t.Fatalf("building the busybox test image: %v\n%s", err, out)
+	}
+	for name, content := range images {
+		if err := os.WriteFile(filepath.Join(imagesDir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		s.kill()
+		if out, err := runK1s("killall", "--data-dir", s.dataDir); err != nil {
+			t.Logf("clean-up killall: %v\n%s", err, out)
+		}
+		for k, v := range before {
+			_ = os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0o644)
+		}
+	})
+	return s
+}
+
+// waitNodeReady waits for the node to report Ready and CoreDNS to run.
+func (s *server) waitNodeReady(t testing.TB) {
+	t.Helper()
+	s.waitReady(2 * time.Minute)
+	eventually(t, 2*time.Minute, "node Ready", func() error {
+		out, err := s.kubectl("get", "nodes", "-o", `jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}`)
+		if err != nil || strings.TrimSpace(out) != "True" {
+			return fmt.Errorf("node Ready=%q %v", out, err)
+		}
+		return nil
+	})
+}
+
+const webManifest = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: k1s.local/busybox:test
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  containers:
+  - name: client
+    image: k1s.local/busybox:test
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo client-started; exec sleep 3600"]
+`
+
+const volumesManifest = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello-configmap}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: volumes}
+spec:
+  containers:
+  - name: main
+    image: k1s.local/busybox:test
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo scratch > /scratch/file && exec sleep 3600"]
+    resources:
+      limits: {memory: 64Mi, cpu: 200m}
+    volumeMounts:
+    - {name: settings, mountPath: /etc/settings}
+    - {name: creds, mountPath: /etc/creds}
+    - {name: scratch, mountPath: /scratch}
+  volumes:
+  - name: settings
+    configMap: {name: settings}
+  - name: creds
+    secret: {secretName: creds}
+  - name: scratch
+    emptyDir: {}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: job
+        image: k1s.local/busybox:test
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo job-done"]
+`
+
+// httpGet fetches / from addr with busybox nc (Debian's busybox wget crashes here) and
+// returns the body's last line.
+func httpGet(addr string) (string, error) {
+	cmd := exec.Command("busybox", "nc", "-w", "5", strings.Split(addr, ":")[0], strings.Split(addr, ":")[1])
+	cmd.Stdin = strings.NewReader("GET / HTTP/1.0\r\n\r\n")
+	out, err := cmd.CombinedOutput()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1]), err
+}
+
+// TestNode runs real workloads on a one-node cluster and then removes every trace of it.
+func TestNode(t *testing.T) {
+	before := readSysctls(t)
+	s := newNode(t, map[string]string{"broken.tar": "this is not an image"})
+	s.start()
+	s.waitNodeReady(t)
+
+	t.Run("corrupt image tarball skipped", func(t *testing.T) {
+		found := false
+		for _, l := range s.lines() {
+			if strings.Contains(l, "skipping image tarball") && strings.Contains(l, "broken.tar") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no warning about broken.tar in the log")
+		}
+		out := s.mustKubectl("get", "nodes", "-o", "jsonpath={.items[0].status.images[*].names}")
+		if !strings.Contains(out, "k1s.local/busybox:test") || !strings.Contains(out, "k1s.local/pause") {
+			t.Fatalf("the other images were not imported: %s", out)
+		}
+	})
+
+	t.Run("coredns running", func(t *testing.T) {
+		eventually(t, 2*time.Minute, "CoreDNS Ready", func() error {
+			out, err := s.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", `jsonpath={.items[*].status.containerStatuses[*].ready}`)
+			if err != nil || strings.TrimSpace(out) != "true" {
+				return fmt.Errorf("CoreDNS ready=%q %v", out, err)
+			}
+			return nil
+		})
+	})
+
+	s.mustKubectl("apply", "-f", writeTemp(t, "web.yaml", webManifest))
+	waitPodsRunning(t, s, "app=web", 2)
+	waitPodsRunning(t, s, "", 3)
+	clusterIP := s.mustKubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+	nodePort := s.mustKubectl("get", "service", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
+	nodeIP := s.mustKubectl("get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+
+	t.Run("pod resolves and reaches the service", func(t *testing.T) {
+		eventually(t, time.Minute, "DNS answer", func() error {
+			out, err := s.kubectl("exec", "client", "--", "nslookup", "web.default.svc.cluster.local")
+			if err != nil || !strings.Contains(out, clusterIP) {
+				return fmt.Errorf("nslookup: %v %s", err, out)
+			}
+			return nil
+		})
+		eventually(t, time.Minute, "page through the service", func() error {
+			out, err := s.kubectl("exec", "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 web.default.svc.cluster.local 80`)
+			if err != nil || !strings.Contains(out, "hello-from-web-") {
+				return fmt.Errorf("fetch: %v %s", err, out)
+			}
+			return nil
+		})
+	})
+
+	t.Run("host reaches the service", func(t *testing.T) {
+		for _, addr := range []string{clusterIP + ":80", nodeIP + ":" + nodePort} {
+			eventually(t, time.Minute, "GET "+addr, func() error {
+				body, err := httpGet(addr)
+				if err != nil || !strings.HasPrefix(body, "hello-from-web-") {
+					return fmt.Errorf("%q %v", body, err)
+				}
+				return nil
+			})
+		}
+	})
+
+	t.Run("logs exec port-forward", func(t *testing.T) {
+		if out := s.mustKubectl("logs", "client"); !strings.Contains(out, "client-started") {
+			t.Errorf("logs: %q", out)
+		}
+		if out := s.mustKubectl("exec", "client", "--", "echo", "exec-works"); strings.TrimSpace(out) != "exec-works" {
+			t.Errorf("exec: %q", out)
+		}
+		local := freePort(t)
+		pf := exec.Command(*k1sBinary, "kubectl", "--kubeconfig", s.kubeconfig, "port-forward", "deployment/web", fmt.Sprintf("%d:8080", local))
+		pf.Env = append(os.Environ(), "KUBECONFIG=")
+		if err := pf.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = pf.Process.Kill(); _ = pf.Wait() }()
+		eventually(t, 30*time.Second, "port-forward", func() error {
+			body, err := httpGet(fmt.Sprintf("127.0.0.1:%d", local))
+			if err != nil || !strings.HasPrefix(body, "hello-from-web-") {
+				return fmt.Errorf("%q %v", body, err)
+			}
+			return nil
+		})
+	})
+
+	s.mustKubectl("apply", "-f", writeTemp(t, "volumes.yaml", volumesManifest))
+	t.Run("job completes", func(t *testing.T) {
+		s.mustKubectl("wait", "--for=condition=complete", "--timeout=120s", "job/once")
+		if out := s.mustKubectl("logs", "job/once"); !strings.Contains(out, "job-done") {
+			t.Errorf("job logs: %q", out)
+		}
+	})
+
+	t.Run("volumes and limits", func(t *testing.T) {
+		s.mustKubectl("wait", "--for=condition=Ready", "--timeout=120s", "pod/volumes")
+		for file, want := range map[string]string{"/etc/settings/greeting": "hello-configmap", "/etc/creds/password": "s3cret", "/scratch/file": "scratch"} {
+			if out := s.mustKubectl("exec", "volumes", "--", "cat", file); strings.TrimSpace(out) != want {
+				t.Errorf("%s = %q, want %q", file, out, want)
+			}
+		}
+		out := s.mustKubectl("exec", "volumes", "--", "sh", "-c", "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+		if strings.TrimSpace(out) != strconv.Itoa(64<<20) {
+			t.Errorf("memory limit in the pod's cgroup = %q, want %d", out, 64<<20)
+		}
+		out = s.mustKubectl("exec", "volumes", "--", "sh", "-c", "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+		if q := strings.Fields(out); len(q) == 0 || q[0] != "20000" {
+			t.Errorf("cpu quota in the pod's cgroup = %q, want 20000 (200m)", out)
+		}
+	})
+
+	t.Run("restart keeps pods running", func(t *testing.T) {
+		ids := containerIDs(t, s, "app=web")
+		if err, took := s.stop(); err != nil || took > 10*time.Second {
+			t.Fatalf("stop: %v after %s", err, took)
+		}
+		// The pods run on without k1s: their shims are separate processes.
+		if body, err := httpGet(fmt.Sprintf("%s:%s", nodeIP, nodePort)); err == nil && body != "" {
+			t.Logf("served while k1s was down: %s", body)
+		}
+		s.start()
+		s.waitNodeReady(t)
+		if after := containerIDs(t, s, "app=web"); after != ids {
+			t.Errorf("web containers changed across the restart: %s -> %s", ids, after)
+		}
+		s.mustKubectl("run", "after-restart", "--image=k1s.local/busybox:test", "--image-pull-policy=Never", "--", "sleep", "3600")
+		s.mustKubectl("wait", "--for=condition=Ready", "--timeout=120s", "pod/after-restart")
+	})
+
+	t.Run("killall removes everything", func(t *testing.T) {
+		out, err := runK1s("killall", "--data-dir", s.dataDir)
+		if err != nil {
+			t.Fatalf("killall: %v\n%s", err, out)
+		}
+		select {
+		case <-s.exited:
+		case <-time.After(20 * time.Second):
+			t.Fatal("k1s still runs after killall")
+		}
+		assertHostClean(t, s.dataDir)
+		if after := readSysctls(t); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("kernel settings not restored: before %v, after %v", before, after)
+		}
+		if _, err := os.Stat(filepath.Join(s.dataDir, "server", "db", "etcd")); err != nil {
+			t.Errorf("killall removed the data directory: %v", err)
+		}
+	})
+}
+
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitPodsRunning waits for n Running pods matching selector in the default namespace.
+func waitPodsRunning(t *testing.T, s *server, selector string, n int) {
+	t.Helper()
+	eventually(t, 2*time.Minute, fmt.Sprintf("%d pods %q running", n, selector), func() error {
+		args := []string{"get", "pods", "-o", `jsonpath={range .items[*]}{.status.phase}{"\n"}{end}`}
+		if selector != "" {
+			args = append(args, "-l", selector)
+		}
+		out, err := s.kubectl(args...)
+		if err != nil {
+			return err
+		}
+		if running := strings.Count(out, "Running"); running < n {
+			return fmt.Errorf("%d running: %q", running, out)
+		}
+		return nil
+	})
+}
+
+func containerIDs(t *testing.T, s *server, selector string) string {
+	t.Helper()
+	return s.mustKubectl("get", "pods", "-l", selector, "-o", "jsonpath={.items[*].status.containerStatuses[*].containerID}")
+}
+
+// assertHostClean checks that nothing of a k1s node is left on this host.
+func assertHostClean(t *testing.T, dataDir string) {
+	t.Helper()
+	self, _ := os.Stat(*k1sBinary)
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		exe, err := os.Readlink(p + "/exe")
+		if err != nil {
+			continue
+		}
+		if info, err := os.Stat(exe); err == nil && os.SameFile(info, self) {
+			t.Errorf("k1s process %s still runs", filepath.Base(p))
+		}
+		if strings.HasPrefix(exe, dataDir) {
+			t.Errorf("process %s (%s) still runs", filepath.Base(p), exe)
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(line, dataDir) || strings.Contains(line, "/run/k1s") || strings.Contains(line, "/run/netns/cni-") {
+			t.Errorf("mount left: %s", line)
+		}
+	}
+	ifaces, _ := net.Interfaces()
+	for _, i := range ifaces {
+		if i.Name == "cni0" || strings.HasPrefix(i.Name, "k1s") || strings.HasPrefix(i.Name, "veth") {
+			t.Errorf("interface left: %s", i.Name)
+		}
+	}
+	if out, _ := exec.Command("ip", "route", "show", "proto", "75").Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("routes left: %s", out)
+	}
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		out, _ := exec.Command(save).Output()
+		sc := bufio.NewScanner(strings.NewReader(string(out)))
+		for sc.Scan() {
+			if l := sc.Text(); strings.Contains(l, "KUBE-") || strings.Contains(l, "CNI-") || strings.Contains(l, "K1S-") {
+				t.Errorf("%s: rule left: %s", save, l)
+				break
+			}
+		}
+	}
+	if cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*"); len(cgroups) > 0 {
+		t.Errorf("pod cgroups left: %v", cgroups)
+	}
+	if cgroups, _ := filepath.Glob("/sys/fs/cgroup/kubepods*"); len(cgroups) > 0 {
+		t.Errorf("pod cgroups left: %v", cgroups)
+	}
+}
+
+// TestNodeBadInput covers what a host can lack.
+func TestNodeBadInput(t *testing.T) {
+	t.Run("no iptables or nft", func(t *testing.T) {
+		s := newServer(t)
+		cmd := exec.Command(*k1sBinary, removeArg(s.args, "--disable-agent")...)
+		// Nothing on PATH: no iptables, no nft.
+		cmd.Env = append(os.Environ(), "PATH="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		last := lines[len(lines)-1]
+		if err == nil || !strings.HasPrefix(last, "k1s: ") || !strings.Contains(last, "neither iptables nor nft") {
+			t.Fatalf("exit %v, last line %q", err, last)
+		}
+	})
+
+	t.Run("no overlayfs", func(t *testing.T) {
+		// A data directory on an overlay mount: overlayfs cannot use it as an upper directory.
+		base := t.TempDir()
+		for _, d := range []string{"lower", "upper", "work", "merged"} {
+			if err := os.Mkdir(filepath.Join(base, d), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		merged := filepath.Join(base, "merged")
+		opts := fmt.Sprintf("lowerdir=%s/lower,upperdir=%s/upper,workdir=%s/work", base, base, base)
+		if err := syscall.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+			t.Fatalf("mounting overlay: %v", err)
+		}
+		t.Cleanup(func() { _ = syscall.Unmount(merged, syscall.MNT_DETACH) })
+		s := newNodeIn(t, merged, nil)
+		s.start()
+		s.waitNodeReady(t)
+		found := false
+		for _, l := range s.lines() {
+			if strings.Contains(l, "native snapshotter") {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatal("no warning about the native snapshotter")
+		}
+		s.mustKubectl("run", "native", "--image=k1s.local/busybox:test", "--image-pull-policy=Never", "--", "sleep", "3600")
+		s.mustKubectl("wait", "--for=condition=Ready", "--timeout=120s", "pod/native")
+	})
+}
+
+func removeArg(args []string, arg string) []string {
+	var out []string
+	for _, a := range args {
+		if a != arg {
+			out = append(out, a)
+		}
+	}
+	return out
+}

@@ -1,0 +1,357 @@
+// Package killall stops everything a k1s node runs on this host and removes what it set up
+// there (mounts, interfaces, network namespaces, routes, firewall chains, pod cgroups), keeping
+// the data directory. It is `k1s killall`.
+package killall
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/k1s-io/k1s/internal/agent"
+	"github.com/k1s-io/k1s/internal/network"
+)
+
+// Options says where k1s kept its state.
+type Options struct {
+	DataDir string
+	// Report receives one line per thing removed.
+	Report func(format string, args ...any)
+}
+
+// Run removes everything; it continues past failures and returns them joined.
+func Run(opts Options) error {
+	dataDir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	note := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	note(stopProcesses(self, dataDir, opts.Report))
+	note(unmountAll(dataDir, opts.Report))
+	note(removeNetwork(opts.Report))
+	note(removeFirewall(opts.Report))
+	note(removeCgroups(opts.Report))
+	restored, err := agent.RestoreHostSysctls(dataDir)
+	note(err)
+	for _, r := range restored {
+		opts.Report("restored %s", r)
+	}
+	if err := os.RemoveAll("/run/k1s"); err == nil {
+		opts.Report("removed /run/k1s")
+	}
+	return errors.Join(errs...)
+}
+
+type proc struct {
+	pid, ppid int
+	exe, cmd  string
+}
+
+func processes() []proc {
+	entries, _ := os.ReadDir("/proc")
+	var out []proc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The command name is in parentheses and may contain spaces; ppid follows it.
+		rest := string(stat[bytes.LastIndexByte(stat, ')')+2:])
+		fields := strings.Fields(rest)
+		if len(fields) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		out = append(out, proc{pid: pid, ppid: ppid, exe: strings.TrimSuffix(exe, " (deleted)"), cmd: strings.ReplaceAll(strings.TrimSpace(string(cmdline)), "\x00", " ")})
+	}
+	return out
+}
+
+// stopProcesses stops k1s (server or agent, and its containerd: the same executable), then
+// the shims from the payload and every process they started (the pods).
+func stopProcesses(self, dataDir string, report func(string, ...any)) error {
+	selfInfo, err := os.Stat(self)
+	if err != nil {
+		return err
+	}
+	isK1s := func(p proc) bool {
+		info, err := os.Stat(p.exe)
+		return err == nil && os.SameFile(info, selfInfo)
+	}
+	isShim := func(p proc) bool {
+		return filepath.Base(p.exe) == "containerd-shim-runc-v2" && strings.HasPrefix(p.exe, filepath.Join(dataDir, "data")+"/")
+	}
+	var k1s []proc
+	for _, p := range processes() {
+		if isK1s(p) {
+			k1s = append(k1s, p)
+		}
+	}
+	// k1s first, politely: it stops its components in order.
+	for _, p := range k1s {
+		_ = syscall.Kill(p.pid, syscall.SIGTERM)
+	}
+	waitGone(k1s, 15*time.Second)
+	for _, p := range k1s {
+		if alive(p.pid) && syscall.Kill(p.pid, syscall.SIGKILL) == nil {
+			report("killed process %d (%s): it did not stop within 15 s", p.pid, p.cmd)
+		} else {
+			report("stopped process %d (%s)", p.pid, p.cmd)
+		}
+	}
+	all := processes()
+	children := map[int][]proc{}
+	for _, p := range all {
+		children[p.ppid] = append(children[p.ppid], p)
+	}
+	var victims []proc
+	var walk func(p proc)
+	walk = func(p proc) {
+		victims = append(victims, p)
+		for _, c := range children[p.pid] {
+			walk(c)
+		}
+	}
+	for _, p := range all {
+		if isShim(p) {
+			walk(p)
+		}
+	}
+	for _, p := range victims {
+		if syscall.Kill(p.pid, syscall.SIGKILL) == nil {
+			report("killed process %d (%s)", p.pid, p.cmd)
+		}
+	}
+	waitGone(victims, 10*time.Second)
+	return nil
+}
+
+func waitGone(ps []proc, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		anyAlive := false
+		for _, p := range ps {
+			if alive(p.pid) {
+				anyAlive = true
+				break
+			}
+		}
+		if !anyAlive {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs (a zombie waiting for its parent does not).
+func alive(pid int) bool {
+	state, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !bytes.Contains(state, []byte(") Z "))
+}
+
+// unmountAll unmounts everything under the data directory, /run/k1s, pod network namespaces
+// and containerd's runtime directories, deepest first.
+func unmountAll(dataDir string, report func(string, ...any)) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	var points []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		for _, prefix := range []string{dataDir + "/", "/run/k1s/", "/run/netns/cni-", "/run/containerd/io.containerd."} {
+			if strings.HasPrefix(mp, prefix) {
+				points = append(points, mp)
+				break
+			}
+		}
+	}
+	f.Close()
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	var errs []error
+	seen := map[string]bool{}
+	for _, mp := range points {
+		if seen[mp] {
+			continue
+		}
+		seen[mp] = true
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmounting %s: %w", mp, err))
+			continue
+		}
+		report("unmounted %s", mp)
+	}
+	netns, _ := filepath.Glob("/run/netns/cni-*")
+	for _, ns := range netns {
+		if err := os.Remove(ns); err == nil {
+			report("removed network namespace %s", filepath.Base(ns))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func unescapeMount(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// removeNetwork deletes the pod bridge, the veths on it, the service-route interface and
+// k1s's routes.
+func removeNetwork(report func(string, ...any)) error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	bridgeIndex := -1
+	for _, l := range links {
+		if l.Attrs().Name == network.BridgeName {
+			bridgeIndex = l.Attrs().Index
+		}
+	}
+	var errs []error
+	for _, l := range links {
+		a := l.Attrs()
+		onBridge := bridgeIndex >= 0 && a.MasterIndex == bridgeIndex && l.Type() == "veth"
+		if a.Name == network.BridgeName || a.Name == network.ServiceDummy || onBridge || strings.HasPrefix(a.Name, "flannel") {
+			if err := netlink.LinkDel(l); err != nil {
+				// A veth goes away with its pod's network namespace.
+				if !errors.Is(err, unix.ENODEV) {
+					errs = append(errs, fmt.Errorf("deleting interface %s: %w", a.Name, err))
+				}
+				continue
+			}
+			report("deleted interface %s", a.Name)
+		}
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: network.RouteProtocol, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err == nil {
+		for _, r := range routes {
+			r := r
+			if err := netlink.RouteDel(&r); err == nil {
+				report("deleted route %s", r.Dst)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// firewallPattern names the chains of kube-proxy, the CNI plugins and k1s.
+var firewallPattern = []string{"KUBE-", "CNI-", "K1S-", "FLANNEL"}
+
+// removeFirewall drops every rule and chain of kube-proxy, the CNI plugins and k1s, from
+// iptables (both families) and nftables, leaving the host's own rules.
+func removeFirewall(report func(string, ...any)) error {
+	var errs []error
+	for _, family := range []string{"iptables", "ip6tables"} {
+		if _, err := exec.LookPath(family + "-save"); err != nil {
+			continue
+		}
+		saved, err := exec.Command(family + "-save").Output()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s-save: %w", family, err))
+			continue
+		}
+		var kept bytes.Buffer
+		removed := 0
+		for _, line := range strings.SplitAfter(string(saved), "\n") {
+			if matchesAny(line) {
+				removed++
+				continue
+			}
+			kept.WriteString(line)
+		}
+		if removed == 0 {
+			continue
+		}
+		restore := exec.Command(family + "-restore")
+		restore.Stdin = &kept
+		if out, err := restore.CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("%s-restore: %v: %s", family, err, out))
+			continue
+		}
+		report("removed %d %s rules and chains of kube-proxy, CNI and k1s", removed, family)
+	}
+	if _, err := exec.LookPath("nft"); err == nil {
+		out, _ := exec.Command("nft", "list", "tables").Output()
+		for _, line := range strings.Split(string(out), "\n") {
+			fields := strings.Fields(line)
+			if len(fields) == 3 && fields[0] == "table" && (fields[2] == "kube-proxy" || strings.HasPrefix(fields[2], "k1s")) {
+				if err := exec.Command("nft", "delete", "table", fields[1], fields[2]).Run(); err == nil {
+					report("deleted nftables table %s %s", fields[1], fields[2])
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func matchesAny(line string) bool {
+	for _, p := range firewallPattern {
+		if strings.Contains(line, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// removeCgroups removes the kubelet's pod cgroups (kubepods*) in every hierarchy.
+func removeCgroups(report func(string, ...any)) error {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	roots = append(roots, "/sys/fs/cgroup")
+	var errs []error
+	for _, root := range roots {
+		tops, _ := filepath.Glob(filepath.Join(root, "kubepods*"))
+		for _, top := range tops {
+			if info, err := os.Stat(top); err != nil || !info.IsDir() {
+				continue
+			}
+			var dirs []string
+			_ = filepath.WalkDir(top, func(path string, d os.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					dirs = append(dirs, path)
+				}
+				return nil
+			})
+			sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+			for _, d := range dirs {
+				if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
+					errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
+				}
+			}
+			report("removed cgroup %s", top)
+		}
+	}
+	return errors.Join(errs...)
+}
