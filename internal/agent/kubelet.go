@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -125,7 +122,7 @@ func (a *Agent) newKubelet(configFile string) (component.Component, error) {
 		}
 		return kubeletapp.Run(ctx, server, deps, utilfeature.DefaultFeatureGate)
 	}
-	return component.NewFunc("kubelet", run, localHealthz("http://127.0.0.1:10248/healthz")), nil
+	return component.NewFunc("kubelet", run, component.HTTPReady("http://127.0.0.1:10248/healthz", false)), nil
 }
 
 func parseKubeletFlags(flags *kubeletoptions.KubeletFlags, kc *kubeletconfig.KubeletConfiguration, argv []string) error {
@@ -138,25 +135,4 @@ func parseKubeletFlags(flags *kubeletoptions.KubeletFlags, kc *kubeletconfig.Kub
 		return fmt.Errorf("--kubelet-arg: %w", err)
 	}
 	return nil
-}
-
-// localHealthz checks a plain-HTTP health endpoint on this host.
-func localHealthz(url string) func(ctx context.Context) error {
-	client := &http.Client{Timeout: 2 * time.Second}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return fmt.Errorf("%s: not serving yet", url)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, strings.TrimSpace(string(body)))
-		}
-		return nil
-	}
 }

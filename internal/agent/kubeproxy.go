@@ -66,5 +66,5 @@ func (a *Agent) newKubeProxy(configFile string) (component.Component, error) {
 			return nil
 		}
 	}
-	return component.NewFunc("kube-proxy", run, localHealthz("http://127.0.0.1:10256/healthz")), nil
+	return component.NewFunc("kube-proxy", run, component.HTTPReady("http://127.0.0.1:10256/healthz", false)), nil
 }

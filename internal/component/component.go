@@ -122,6 +122,8 @@ type Manager struct {
 	ReportInterval time.Duration
 	// StopTimeout bounds how long one component may take to stop before the manager moves on.
 	StopTimeout time.Duration
+	// OnStop, if set, is called when stopping begins.
+	OnStop func()
 
 	started []Component
 }
@@ -230,6 +232,9 @@ func exitError(c Component) error {
 }
 
 func (m *Manager) stopAll() {
+	if m.OnStop != nil {
+		m.OnStop()
+	}
 	for i := len(m.started) - 1; i >= 0; i-- {
 		c := m.started[i]
 		done := make(chan error, 1)

@@ -317,6 +317,23 @@ func TestNode(t *testing.T) {
 		s.mustKubectl("wait", "--for=condition=Ready", "--timeout=120s", "pod/after-restart")
 	})
 
+	t.Run("containerd dying stops k1s", func(t *testing.T) {
+		pid := childPID(t, s.cmd.Process.Pid, "containerd")
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-s.exited:
+		case <-time.After(30 * time.Second):
+			t.Fatal("k1s kept running without containerd")
+		}
+		lines := s.lines()
+		last := lines[len(lines)-1]
+		if s.err == nil || !strings.HasPrefix(last, "k1s: containerd") {
+			t.Fatalf("exit %v, last line %q", s.err, last)
+		}
+	})
+
 	t.Run("killall removes everything", func(t *testing.T) {
 		out, err := runK1s("killall", "--data-dir", s.dataDir)
 		if err != nil {
@@ -335,6 +352,26 @@ func TestNode(t *testing.T) {
 			t.Errorf("killall removed the data directory: %v", err)
 		}
 	})
+}
+
+// childPID finds the child of parent called name (argv[0]).
+func childPID(t *testing.T, parent int, name string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		stat, err := os.ReadFile(p + "/stat")
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+		cmdline, _ := os.ReadFile(p + "/cmdline")
+		if len(fields) > 1 && fields[1] == strconv.Itoa(parent) && strings.SplitN(string(cmdline), "\x00", 2)[0] == name {
+			pid, _ := strconv.Atoi(filepath.Base(p))
+			return pid
+		}
+	}
+	t.Fatalf("no child %q of %d", name, parent)
+	return 0
 }
 
 func writeTemp(t *testing.T, name, content string) string {

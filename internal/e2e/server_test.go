@@ -161,10 +161,27 @@ func TestControlPlane(t *testing.T) {
 			t.Fatalf("deployment after restart: %q", out)
 		}
 		s.mustKubectl("-n", "e2e", "get", "serviceaccount", "robot")
+		s.mustKubectl("-n", "kube-system", "get", "deployment", "coredns")
 		if err, _ := s.stop(); err != nil {
 			t.Fatalf("second stop: %v", err)
 		}
 		assertNoProcessUses(t, s.dataDir)
+	})
+
+	t.Run("disable coredns removes it", func(t *testing.T) {
+		s.args = append(s.args, "--disable", "coredns")
+		s.start()
+		s.waitReady(2 * time.Minute)
+		eventually(t, time.Minute, "CoreDNS removed", func() error {
+			out, err := s.kubectl("-n", "kube-system", "get", "deployment,service,configmap", "-o", "name")
+			if err != nil || strings.Contains(out, "coredns") || strings.Contains(out, "kube-dns") {
+				return fmt.Errorf("still there: %q %v", out, err)
+			}
+			return nil
+		})
+		if err, _ := s.stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
 	})
 }
 

@@ -126,6 +126,12 @@ func New(c Config) (*Server, error) {
 	return &Server{cfg: ecfg, log: c.Log, stopping: stopping, exited: make(chan struct{})}, nil
 }
 
+// PeerURL is where etcd listens for its peers.
+func (s *Server) PeerURL() *url.URL {
+	u := s.cfg.ListenPeerUrls[0]
+	return &u
+}
+
 // ClientURL is the URL the apiserver reaches etcd at.
 func (s *Server) ClientURL() *url.URL {
 	u := s.cfg.ListenClientUrls[0]
@@ -140,7 +146,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	e, err := embed.StartEtcd(s.cfg)
 	if err != nil {
-		return fmt.Errorf("starting etcd: %w", err)
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s.mu.Lock()

@@ -4,22 +4,19 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	"github.com/sirupsen/logrus"
 )
 
-// NewLogr returns a logr.Logger (the type klog's contextual logging uses) that writes to log.
-// Upstream info lines at -v 0 are debug lines for k1s: the apiserver alone prints hundreds at
-// start, and a healthy start should fit on one screen. With verbosity above 0 they become info
-// lines, up to that verbosity.
-func NewLogr(log *logrus.Logger, verbosity int) logr.Logger {
-	return logr.New(&klogSink{log: log, verbosity: verbosity})
-}
-
+// klogSink is the logr sink klog writes to. Upstream info lines at -v 0 are debug lines for
+// k1s: the apiserver alone prints hundreds at start, and a healthy start should fit on one
+// screen. With verbosity above 0 they become info lines, up to that verbosity.
 type klogSink struct {
 	log       *logrus.Logger
 	verbosity int
+	stopping  *atomic.Bool
 	name      string
 	values    []any
 }
@@ -52,6 +49,10 @@ func (s *klogSink) Error(err error, msg string, keysAndValues ...any) {
 	entry := s.entry(keysAndValues)
 	if err != nil {
 		entry = entry.WithError(err)
+	}
+	if s.stopping.Load() {
+		entry.Debug(msg)
+		return
 	}
 	entry.Warn(msg)
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 
+	"github.com/go-logr/logr"
 	"github.com/sirupsen/logrus"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
@@ -22,9 +24,19 @@ type Options struct {
 	Output    io.Writer
 }
 
-// Setup configures the process-wide loggers and returns the root logrus logger. It must be
-// called once, before any upstream component is constructed: klog is a process-global.
-func Setup(opts Options) (*logrus.Logger, error) {
+// Logs is the process's logger.
+type Logs struct {
+	*logrus.Logger
+	stopping atomic.Bool
+}
+
+// Stopping demotes upstream warnings and errors to debug lines: once k1s stops its
+// components, their loops report every call cut short by the stop.
+func (l *Logs) Stopping() { l.stopping.Store(true) }
+
+// Setup configures the process-wide loggers and returns the root logger. It must be called
+// once, before any upstream component is constructed: klog is a process-global.
+func Setup(opts Options) (*Logs, error) {
 	log := logrus.New()
 	if opts.Output != nil {
 		log.SetOutput(opts.Output)
@@ -50,7 +62,8 @@ func Setup(opts Options) (*logrus.Logger, error) {
 			return nil, fmt.Errorf("configuring klog flag %s: %w", name, err)
 		}
 	}
-	klog.SetLogger(NewLogr(log, opts.Verbosity))
+	logs := &Logs{Logger: log}
+	klog.SetLogger(logr.New(&klogSink{log: log, verbosity: opts.Verbosity, stopping: &logs.stopping}))
 	klog.SetOutput(io.Discard)
-	return log, nil
+	return logs, nil
 }

@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	utiliptables "k8s.io/kubernetes/pkg/util/iptables"
+	"sigs.k8s.io/knftables"
 
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/pki"
@@ -146,14 +147,12 @@ func ensureRoutes(cfg Config) error {
 	return nil
 }
 
-// ensureMasquerade masquerades pod traffic that leaves the cluster CIDR, and only that.
+// ensureMasquerade masquerades pod traffic that leaves the cluster CIDR, and only that, with
+// iptables, or nftables on hosts that only have nft (where kube-proxy runs in nftables mode).
 func ensureMasquerade(cfg Config) error {
 	ipt := utiliptables.New(utiliptables.ProtocolIPv4)
 	if err := ipt.Present(); err != nil {
-		// Without iptables (nftables-only hosts) kube-proxy runs in nftables mode; k1s's
-		// own masquerade then needs nft, which this version does not do yet.
-		cfg.Log.Warnf("iptables is not available (%v): pods reach the cluster but not beyond this node", err)
-		return nil
+		return ensureNFTMasquerade(cfg)
 	}
 	chain := utiliptables.Chain(MasqueradeChain)
 	if _, err := ipt.EnsureChain(utiliptables.TableNAT, chain); err != nil {
@@ -168,6 +167,27 @@ func ensureMasquerade(cfg Config) error {
 	if _, err := ipt.EnsureRule(utiliptables.Prepend, utiliptables.TableNAT, utiliptables.ChainPostrouting,
 		"-m", "comment", "--comment", "k1s masquerade", "-j", MasqueradeChain); err != nil {
 		return fmt.Errorf("jumping to %s: %w", MasqueradeChain, err)
+	}
+	return nil
+}
+
+// NFTTable is k1s's own nftables table (ip family).
+const NFTTable = "k1s"
+
+func ensureNFTMasquerade(cfg Config) error {
+	nft, err := knftables.New(knftables.IPv4Family, NFTTable)
+	if err != nil {
+		return fmt.Errorf("neither iptables nor a usable nft is available for pod masquerading: %w", err)
+	}
+	tx := nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("k1s pod network")})
+	tx.Add(&knftables.Chain{Name: "postrouting", Type: knftables.PtrTo(knftables.NATType),
+		Hook: knftables.PtrTo(knftables.PostroutingHook), Priority: knftables.PtrTo(knftables.SNATPriority)})
+	tx.Flush(&knftables.Chain{Name: "postrouting"})
+	tx.Add(&knftables.Rule{Chain: "postrouting", Rule: knftables.Concat(
+		"ip saddr", cfg.ClusterCIDR.String(), "ip daddr !=", cfg.ClusterCIDR.String(), "masquerade fully-random")})
+	if err := nft.Run(context.Background(), tx); err != nil {
+		return fmt.Errorf("adding the nftables masquerade rule: %w", err)
 	}
 	return nil
 }

@@ -2,11 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -77,25 +74,11 @@ func newAPIServer(argv []string, admin *adminClient) (component.Component, error
 		defer cancel()
 		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "").DoRaw(ctx)
 		if err != nil {
-			return fmt.Errorf("/readyz: %s", failedChecks(body, err))
+			return fmt.Errorf("/readyz: %s", component.FailedChecks(body, err))
 		}
 		return nil
 	}
 	return component.NewFunc("kube-apiserver", run, ready), nil
-}
-
-// failedChecks picks the failing checks out of a verbose health report.
-func failedChecks(body []byte, err error) string {
-	var failed []string
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, "[-]") {
-			failed = append(failed, strings.TrimPrefix(strings.Fields(line)[0], "[-]"))
-		}
-	}
-	if len(failed) == 0 {
-		return err.Error()
-	}
-	return "not yet done: " + strings.Join(failed, ", ")
 }
 
 func newControllerManager(argv []string, port string) (component.Component, error) {
@@ -119,7 +102,7 @@ func newControllerManager(argv []string, port string) (component.Component, erro
 		}
 		return cmapp.Run(ctx, c.Complete())
 	}
-	return component.NewFunc("kube-controller-manager", run, healthz(port)), nil
+	return component.NewFunc("kube-controller-manager", run, component.HTTPReady("https://127.0.0.1:"+port+"/healthz", true)), nil
 }
 
 func newScheduler(argv []string, port string) (component.Component, error) {
@@ -138,32 +121,5 @@ func newScheduler(argv []string, port string) (component.Component, error) {
 		}
 		return schedulerapp.Run(ctx, cc, sched)
 	}
-	return component.NewFunc("kube-scheduler", run, healthz(port)), nil
-}
-
-// healthz checks a component's /healthz on its local secure port. The port serves a
-// certificate the component made for itself in memory, so it is not verified: the probe
-// sends no credentials and only reads a health flag from this host.
-func healthz(port string) func(ctx context.Context) error {
-	client := &http.Client{
-		Timeout:   2 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, //nolint:gosec // see above
-	}
-	url := "https://127.0.0.1:" + port + "/healthz"
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return fmt.Errorf("%s: not serving yet", url)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, failedChecks(body, fmt.Errorf("HTTP %d", resp.StatusCode)))
-		}
-		return nil
-	}
+	return component.NewFunc("kube-scheduler", run, component.HTTPReady("https://127.0.0.1:"+port+"/healthz", true)), nil
 }

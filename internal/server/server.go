@@ -81,7 +81,7 @@ func Prepare(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, lock: lock}
-	if err := s.prepareHost(argv, etcdURL); err != nil {
+	if err := s.prepareHost(argv, etcdURL, etcdServer.PeerURL()); err != nil {
 		lock.Release()
 		return nil, err
 	}
@@ -90,11 +90,12 @@ func Prepare(cfg *Config) (*Server, error) {
 }
 
 // prepareHost checks the ports and writes the PKI and the admin kubeconfig.
-func (s *Server) prepareHost(argv *componentArgs, etcdURL *url.URL) error {
+func (s *Server) prepareHost(argv *componentArgs, etcdURL, etcdPeerURL *url.URL) error {
 	cfg := s.cfg
 	if err := checkPortsFree([]listenPort{
 		{cfg.BindAddress.String(), strconv.Itoa(cfg.HTTPSPort), "kube-apiserver", "--https-listen-port"},
 		{etcdURL.Hostname(), etcdURL.Port(), "etcd client", "--etcd-arg listen-client-urls=…"},
+		{etcdPeerURL.Hostname(), etcdPeerURL.Port(), "etcd peer", "--etcd-arg listen-peer-urls=…"},
 		{argv.cmHost, argv.cmPort, "kube-controller-manager", "--kube-controller-manager-arg secure-port=…"},
 		{argv.schedulerHost, argv.schedulerPort, "kube-scheduler", "--kube-scheduler-arg secure-port=…"},
 	}); err != nil {
@@ -214,15 +215,19 @@ func buildArgs(cfg *Config) (*componentArgs, error) {
 		"cluster-signing-legacy-unknown-key-file":         tls + "/server-ca.key",
 		"configure-cloud-routes":                          "false",
 		"controllers":                                     "*,bootstrapsigner,tokencleaner",
-		"kubeconfig":                                      cred + "/controller.kubeconfig",
-		"leader-elect":                                    "false",
-		"node-cidr-mask-size":                             "24",
-		"profiling":                                       "false",
-		"root-ca-file":                                    tls + "/server-ca.crt",
-		"secure-port":                                     strconv.Itoa(DefaultControllerManagerPort),
-		"service-account-private-key-file":                tls + "/service.key",
-		"service-cluster-ip-range":                        cfg.ServiceCIDR.String(),
-		"use-service-account-credentials":                 "true",
+		// Per-controller credentials cost two API calls per controller at start; with the
+		// default 20 QPS that alone delays the node's pod CIDR by ~5 s.
+		"kube-api-burst":                   "200",
+		"kube-api-qps":                     "100",
+		"kubeconfig":                       cred + "/controller.kubeconfig",
+		"leader-elect":                     "false",
+		"node-cidr-mask-size":              "24",
+		"profiling":                        "false",
+		"root-ca-file":                     tls + "/server-ca.crt",
+		"secure-port":                      strconv.Itoa(DefaultControllerManagerPort),
+		"service-account-private-key-file": tls + "/service.key",
+		"service-cluster-ip-range":         cfg.ServiceCIDR.String(),
+		"use-service-account-credentials":  "true",
 	}
 	scheduler := map[string]string{
 		"authentication-kubeconfig": cred + "/scheduler.kubeconfig",
