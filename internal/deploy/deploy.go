@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"regexp"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -39,8 +40,12 @@ type Addon struct {
 	Values   map[string]string
 }
 
+// placeholder matches %{NAME}%.
+var placeholder = regexp.MustCompile(`%\{[A-Z_]+\}%`)
+
 // Render reads an add-on's manifest and fills in its %{NAME}% placeholders; a placeholder
-// without a value is an error, not an empty string in the cluster.
+// without a value is an error, not an empty string in the cluster. A disabled add-on is only
+// rendered to find what to delete, so its placeholders may stay empty.
 func Render(fsys fs.FS, a Addon) ([]byte, error) {
 	data, err := fs.ReadFile(fsys, a.Name+".yaml")
 	if err != nil {
@@ -49,6 +54,9 @@ func Render(fsys fs.FS, a Addon) ([]byte, error) {
 	out := string(data)
 	for k, v := range a.Values {
 		out = strings.ReplaceAll(out, "%{"+k+"}%", v)
+	}
+	if a.Disabled {
+		return []byte(placeholder.ReplaceAllString(out, "")), nil
 	}
 	if i := strings.Index(out, "%{"); i >= 0 {
 		end := strings.Index(out[i:], "}%")

@@ -449,6 +449,15 @@ func assertHostClean(t *testing.T, dataDir string) {
 			}
 		}
 	}
+	links, _ := filepath.Glob("/var/log/containers/*")
+	for _, l := range links {
+		if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, dataDir) {
+			t.Errorf("container log link left: %s", l)
+		}
+	}
+	if results, _ := filepath.Glob("/var/lib/cni/results/k1s-*"); len(results) > 0 {
+		t.Errorf("CNI results left: %v", results)
+	}
 	if cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*"); len(cgroups) > 0 {
 		t.Errorf("pod cgroups left: %v", cgroups)
 	}

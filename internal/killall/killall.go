@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,7 @@ func Run(opts Options) error {
 	note(removeNetwork(opts.Report))
 	note(removeFirewall(opts.Report))
 	note(removeCgroups(opts.Report))
+	removeHostFiles(dataDir, opts.Report)
 	restored, err := agent.RestoreHostSysctls(dataDir)
 	note(err)
 	for _, r := range restored {
@@ -354,4 +356,68 @@ func removeCgroups(report func(string, ...any)) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeHostFiles removes what the kubelet, the CNI plugins and the shims write at fixed host
+// paths whatever k1s's directories (field notes §8): only entries that are k1s's, or sockets
+// nothing listens on any more (another containerd on the host keeps its own).
+func removeHostFiles(dataDir string, report func(string, ...any)) {
+	logs, _ := filepath.Glob("/var/log/containers/*.log")
+	removed := 0
+	for _, l := range logs {
+		if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, dataDir+"/") && os.Remove(l) == nil {
+			removed++
+		}
+	}
+	if removed > 0 {
+		report("removed %d container log links from /var/log/containers", removed)
+	}
+
+	results, _ := filepath.Glob("/var/lib/cni/results/" + network.NetworkName + "-*")
+	removed = 0
+	for _, r := range results {
+		// <network>-<container id>-<interface>; the pod's loopback result has the same id.
+		id := strings.TrimPrefix(filepath.Base(r), network.NetworkName+"-")
+		if i := strings.LastIndexByte(id, '-'); i > 0 {
+			id = id[:i]
+		}
+		if os.Remove(r) == nil {
+			removed++
+		}
+		if os.Remove("/var/lib/cni/results/cni-loopback-"+id+"-lo") == nil {
+			removed++
+		}
+	}
+	if removed > 0 {
+		report("removed %d cached CNI results from /var/lib/cni/results", removed)
+	}
+
+	sockets, _ := filepath.Glob("/run/containerd/s/*")
+	sockets = append(sockets, "/var/lib/kubelet/device-plugins/kubelet.sock")
+	removed = 0
+	for _, sock := range sockets {
+		if stale(sock) && os.Remove(sock) == nil {
+			removed++
+		}
+	}
+	if removed > 0 {
+		report("removed %d stale shim and kubelet sockets", removed)
+	}
+	for _, dir := range []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet", "/var/lib/cni/results", "/var/lib/cni", "/run/containerd/s", "/run/containerd"} {
+		_ = os.Remove(dir) // only if empty
+	}
+}
+
+// stale reports whether path is a unix socket that nothing accepts connections on.
+func stale(path string) bool {
+	info, err := os.Lstat(path)
+	if err != nil || info.Mode()&os.ModeSocket == 0 {
+		return false
+	}
+	conn, err := net.DialTimeout("unix", path, 200*time.Millisecond)
+	if err == nil {
+		conn.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
 }

@@ -35,6 +35,8 @@ const (
 	ServiceDummy    = "k1s-svc"
 	MasqueradeChain = "K1S-POSTROUTING"
 	ConfListName    = "10-k1s.conflist"
+	// NetworkName is the CNI network's name; the CNI plugins cache results under it.
+	NetworkName = "k1s"
 	// RouteProtocol marks the routes k1s adds (ip route shows "proto 75"), so that killall
 	// finds them whatever the CIDRs were.
 	RouteProtocol = netlink.RouteProtocol(75)
@@ -219,7 +221,7 @@ func waitPodCIDR(ctx context.Context, cfg Config, waiting *atomic.Value) (*net.I
 func writeConfList(cfg Config, podCIDR *net.IPNet) error {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
-		"name":       "k1s",
+		"name":       NetworkName,
 		"plugins": []any{
 			map[string]any{
 				"type":        "bridge",

@@ -1,0 +1,54 @@
+package deploy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/k1s-io/k1s/manifests"
+)
+
+func TestCoreDNSRenders(t *testing.T) {
+	out, err := Render(manifests.FS, Addon{Name: "coredns", Values: map[string]string{
+		"CLUSTER_DNS": "10.43.0.10", "CLUSTER_DOMAIN": "cluster.local",
+		"COREDNS_IMAGE": "k1s.local/coredns:v1", "FORWARD": "forward . 192.0.2.53",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Objects(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]bool{}
+	for _, o := range objs {
+		kinds[o.GetKind()] = true
+	}
+	for _, k := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service"} {
+		if !kinds[k] {
+			t.Errorf("no %s in the CoreDNS manifest", k)
+		}
+	}
+	for _, want := range []string{"clusterIP: 10.43.0.10", "image: k1s.local/coredns:v1", "kubernetes cluster.local", "forward . 192.0.2.53"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rendered manifest lacks %q", want)
+		}
+	}
+}
+
+func TestMissingValueIsAnError(t *testing.T) {
+	_, err := Render(manifests.FS, Addon{Name: "coredns", Values: map[string]string{"CLUSTER_DNS": "10.43.0.10"}})
+	if err == nil || !strings.Contains(err.Error(), "placeholder") {
+		t.Fatalf("Render = %v, want a missing-placeholder error", err)
+	}
+}
+
+func TestDisabledRendersWithoutValues(t *testing.T) {
+	out, err := Render(manifests.FS, Addon{Name: "coredns", Disabled: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Objects(out)
+	if err != nil || len(objs) < 6 {
+		t.Fatalf("Objects = %d, %v", len(objs), err)
+	}
+}
