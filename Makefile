@@ -30,6 +30,7 @@ PAYLOAD_SOURCES := scripts/build-payload.sh $(wildcard scripts/payload/go.* scri
 export CGO_ENABLED ?= 0
 
 .PHONY: all build payload run test unit e2e bench clean
+.DELETE_ON_ERROR:
 
 all: build
 

@@ -61,8 +61,12 @@ coredns k1s.local/coredns:$COREDNS_VERSION
 LIST
 
 (cd "$work" && find bin images -type f | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
+# Written under temporary names and renamed: an interrupted build leaves no payload that
+# looks newer than its sources.
 mkdir -p "$(dirname "$out")"
 tar -C "$work" -c --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 SHA256SUMS images.txt bin images |
-	zstd -q -19 -T0 -f -o "$out"
-sha256sum "$out" | cut -c1-64 > "$out.sha256"
+	zstd -q -19 -T0 -f -o "$work/payload.tar.zst"
+sha256sum "$work/payload.tar.zst" | cut -c1-64 > "$out.sha256.tmp"
+mv "$out.sha256.tmp" "$out.sha256"
+mv "$work/payload.tar.zst" "$out"
 echo "payload: $(du -h "$out" | cut -f1) compressed, from $(du -sh "$work/bin" "$work/images" | cut -f1 | tr '\n' ' ')"

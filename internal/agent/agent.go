@@ -86,6 +86,16 @@ func Prepare(cfg *Config, node *pki.Node) (*Agent, error) {
 	if a.kubeletArgs, err = args.Merge(defaults, cfg.ExtraKubeletArgs); err != nil {
 		return nil, fmt.Errorf("--kubelet-arg: %w", err)
 	}
+	// The kubelet exits the whole process when its port is taken: check first.
+	if err := network.CheckPortsFree([]network.ListenPort{
+		{Host: cfg.NodeIP.String(), Port: "10250", Owner: "kubelet", Flag: "--kubelet-arg port=…"},
+		{Host: "127.0.0.1", Port: "10248", Owner: "kubelet health", Flag: "--kubelet-arg healthz-port=…"},
+		{Host: "127.0.0.1", Port: "10256", Owner: "kube-proxy health", Flag: "--kube-proxy-arg healthz-bind-address=…"},
+		{Host: "127.0.0.1", Port: "10249", Owner: "kube-proxy metrics", Flag: "--kube-proxy-arg metrics-bind-address=…"},
+		{Host: "127.0.0.1", Port: "10010", Owner: "containerd streaming", Flag: "a containerd config template"},
+	}); err != nil {
+		return nil, err
+	}
 	if err := recordHostSysctls(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("recording the host's kernel settings: %w", err)
 	}

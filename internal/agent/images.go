@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -44,7 +45,7 @@ func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages [
 			}
 			names, err := importTarball(ctx, c, path, a.snapshotter)
 			if err != nil {
-				if isSystem(path, systemImages) {
+				if slices.Contains(systemImages, path) {
 					return fmt.Errorf("importing system image %s: %w", path, err)
 				}
 				a.cfg.Log.Warnf("skipping image tarball %s: %v", path, err)
@@ -63,15 +64,6 @@ func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages [
 		return nil
 	}
 	return component.NewFunc("image import", run, ready)
-}
-
-func isSystem(path string, system []string) bool {
-	for _, s := range system {
-		if s == path {
-			return true
-		}
-	}
-	return false
 }
 
 func isImageTarball(path string) bool {

@@ -6,10 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"sort"
-	"strconv"
 
 	"github.com/urfave/cli/v2"
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v3"
 )
 
 // DefaultConfigFile is read when --config is not given; it may be absent.
@@ -74,46 +73,47 @@ func applyConfigFile(c *cli.Context) error {
 }
 
 // parseConfigFile reads a flat YAML mapping into flag values: scalars become one value, lists
-// one value per item.
+// one value per item. Scalars keep the text as written: a YAML 1.1 decoder would turn
+// `write-kubeconfig-mode: 0640` into the number 416.
 func parseConfigFile(data []byte) (map[string][]string, error) {
-	var raw map[string]any
-	if err := yaml.UnmarshalStrict(data, &raw); err != nil {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, err
 	}
-	out := make(map[string][]string, len(raw))
-	for key, value := range raw {
-		if list, ok := value.([]any); ok {
-			for _, item := range list {
-				s, err := scalar(key, item)
-				if err != nil {
-					return nil, err
-				}
-				out[key] = append(out[key], s)
+	out := map[string][]string{}
+	if doc.Kind == 0 {
+		return out, nil // empty file
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("line %d: expected key: value pairs", root.Line)
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key, value := root.Content[i].Value, root.Content[i+1]
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("line %d: key %q appears twice", root.Content[i].Line, key)
+		}
+		switch value.Kind {
+		case yaml.ScalarNode:
+			if value.Tag == "!!null" {
+				return nil, fmt.Errorf("line %d: key %q has no value", value.Line, key)
 			}
-			continue
+			out[key] = []string{value.Value}
+		case yaml.SequenceNode:
+			items := []string{}
+			for _, item := range value.Content {
+				if item.Kind != yaml.ScalarNode {
+					return nil, fmt.Errorf("line %d: key %q: list items must be plain values", item.Line, key)
+				}
+				items = append(items, item.Value)
+			}
+			out[key] = items
+		default:
+			return nil, fmt.Errorf("line %d: key %q: expected a string, number, boolean or a list of them, not a mapping", value.Line, key)
 		}
-		s, err := scalar(key, value)
-		if err != nil {
-			return nil, err
-		}
-		out[key] = []string{s}
 	}
 	return out, nil
-}
-
-func scalar(key string, v any) (string, error) {
-	switch v := v.(type) {
-	case string:
-		return v, nil
-	case bool:
-		return strconv.FormatBool(v), nil
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64), nil
-	case int64:
-		return strconv.FormatInt(v, 10), nil
-	case nil:
-		return "", fmt.Errorf("key %q has no value", key)
-	default:
-		return "", fmt.Errorf("key %q: expected a string, number, boolean or a list of them, not a mapping", key)
-	}
 }

@@ -60,6 +60,17 @@ func TestConfigFileSetsFlags(t *testing.T) {
 	}
 }
 
+// YAML 1.1 reads 0640 as an octal number; a file mode must keep its text.
+func TestOctalLookingValuesKeepTheirText(t *testing.T) {
+	values, err := parseConfigFile([]byte("write-kubeconfig-mode: 0640\nhttps-listen-port: 6443\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := values["write-kubeconfig-mode"]; len(got) != 1 || got[0] != "0640" {
+		t.Fatalf("write-kubeconfig-mode = %q, want 0640", got)
+	}
+}
+
 func TestCommandLineWinsOverConfigFile(t *testing.T) {
 	got, err := runWithConfig(t, "data-dir: /srv/k1s\ntls-san: [a.example]\nhttps-listen-port: 7443\n",
 		"--data-dir", "/other", "--tls-san", "b.example")
@@ -86,6 +97,8 @@ func TestConfigFileErrors(t *testing.T) {
 		{"data-dri: /x\n", `unknown key "data-dri"`},
 		{"data-dir: [/a, /b]\n", `takes one value`},
 		{"data-dir: /x\n  bad: indent\n", "malformed"},
+		{"data-dir: /x\ndata-dir: /y\n", "appears twice"},
+		{"data-dir:\n", "no value"},
 		{"- just\n- a list\n", "malformed"},
 		{"tls-san:\n  nested: map\n", "not a mapping"},
 		{"https-listen-port: many\n", `https-listen-port`},

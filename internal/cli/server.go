@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -116,6 +117,7 @@ func runServer(c *cli.Context) error {
 	if err := cfg.Complete(); err != nil {
 		return err
 	}
+	keepClusterTrafficLocal(cfg)
 	log.Infof("starting k1s %s server (kubernetes %s) on node %s (%s), data in %s", version.Version, version.Kubernetes(), cfg.NodeName, cfg.NodeIP, cfg.DataDir)
 
 	srv, err := server.Prepare(cfg)
@@ -196,5 +198,29 @@ func frugalGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 		os.Setenv("GOGC", strconv.Itoa(gcPercent)) // inherited by containerd
+	}
+}
+
+// keepClusterTrafficLocal adds the cluster's own addresses to NO_PROXY when a proxy is
+// configured (as on many systemd hosts): the in-process clients, the apiserver's calls to
+// kubelets and containerd must never go through it.
+func keepClusterTrafficLocal(cfg *server.Config) {
+	proxied := false
+	for _, v := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+		if os.Getenv(v) != "" {
+			proxied = true
+		}
+	}
+	if !proxied {
+		return
+	}
+	local := []string{"127.0.0.1", "localhost", "::1", cfg.NodeIP.String(), cfg.AdvertiseAddress.String(),
+		cfg.ClusterCIDR.String(), cfg.ServiceCIDR.String(), ".svc", "." + cfg.ClusterDomain}
+	for _, v := range []string{"NO_PROXY", "no_proxy"} {
+		list := os.Getenv(v)
+		if list != "" {
+			list += ","
+		}
+		os.Setenv(v, list+strings.Join(local, ","))
 	}
 }

@@ -134,9 +134,11 @@ type Manager struct {
 func (m *Manager) Run(ctx context.Context, components ...Component) error {
 	m.defaults()
 	err := m.startAll(ctx, components)
-	if err == nil {
+	if err == nil && ctx.Err() == nil {
 		m.Log.Infof("k1s is ready")
 		err = m.wait(ctx)
+	} else if err == nil {
+		m.Log.Infof("stopping before ready: %v", context.Cause(ctx))
 	}
 	m.stopAll()
 	return err

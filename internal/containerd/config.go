@@ -66,6 +66,8 @@ state = {{ printf "%q" .State }}
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_selinux = false
+  # Pod network namespaces under /run/k1s, not /run/netns where other runtimes keep theirs.
+  netns_mounts_under_state_dir = true
   restrict_oom_score_adj = {{ .RestrictOOMScoreAdj }}
   [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"

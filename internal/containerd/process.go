@@ -65,8 +65,9 @@ func (p *Process) Start(context.Context) error {
 		Stdout: logFile,
 		Stderr: logFile,
 		Env:    append(os.Environ(), "PATH="+p.cfg.BinDir+":"+os.Getenv("PATH")),
-		// containerd ends with k1s even when k1s is killed; its shims do not.
-		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true},
+		// containerd ends with k1s even when k1s is killed or gave up waiting for it (Stop
+		// sends SIGTERM first); its shims do not.
+		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true},
 	}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()

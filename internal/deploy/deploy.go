@@ -29,8 +29,10 @@ import (
 	"github.com/k1s-io/k1s/internal/component"
 )
 
-// FieldManager owns the fields k1s applies.
+// FieldManager owns the fields k1s applies; it is also the managed-by label's value.
 const FieldManager = "k1s"
+
+const managedBy = "app.kubernetes.io/managed-by"
 
 // Addon is one manifest file of the embedded set and the values of its placeholders.
 type Addon struct {
@@ -151,8 +153,20 @@ func sync(ctx context.Context, client dynamic.Interface, mapper meta.RESTMapper,
 		ri = client.Resource(mapping.Resource).Namespace(obj.GetNamespace())
 	}
 	if remove {
-		err := ri.Delete(ctx, obj.GetName(), metav1.DeleteOptions{})
+		// Only what k1s deployed: a user may have installed their own under the same name.
+		current, err := ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if current.GetLabels()[managedBy] != FieldManager {
+			return nil
+		}
+		uid := current.GetUID()
+		err = ri.Delete(ctx, obj.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 			return nil
 		}
 		return err
@@ -161,7 +175,7 @@ func sync(ctx context.Context, client dynamic.Interface, mapper meta.RESTMapper,
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	labels["app.kubernetes.io/managed-by"] = "k1s"
+	labels[managedBy] = FieldManager
 	obj.SetLabels(labels)
 	_, err = ri.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 	return err

@@ -242,6 +242,7 @@ func TestBadInput(t *testing.T) {
 		{"invalid service CIDR", []string{"--service-cidr", "banana"}, "--service-cidr", false},
 		{"overlapping CIDRs", []string{"--cluster-cidr", "10.0.0.0/8", "--service-cidr", "10.43.0.0/16"}, "overlap", false},
 		{"bad tls-san", []string{"--tls-san", "not a name!"}, "--tls-san", false},
+		{"node IP inside the cluster CIDR", []string{"--node-ip", "10.42.0.5"}, "inside --cluster-cidr", false},
 		{"unknown apiserver flag", []string{"--kube-apiserver-arg", "no-such-flag=1"}, "unknown flag", false},
 		{"unknown k1s flag", []string{"--no-such-flag"}, "no-such-flag", false},
 	}

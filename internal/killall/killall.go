@@ -4,7 +4,6 @@
 package killall
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -12,12 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -38,6 +39,10 @@ func Run(opts Options) error {
 	if err != nil {
 		return err
 	}
+	// /proc and mountinfo show resolved paths.
+	if resolved, err := filepath.EvalSymlinks(dataDir); err == nil {
+		dataDir = resolved
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -53,13 +58,15 @@ func Run(opts Options) error {
 	note(removeNetwork(opts.Report))
 	note(removeFirewall(opts.Report))
 	note(removeCgroups(opts.Report))
-	removeHostFiles(dataDir, opts.Report)
 	restored, err := agent.RestoreHostSysctls(dataDir)
 	note(err)
 	for _, r := range restored {
 		opts.Report("restored %s", r)
 	}
-	if err := os.RemoveAll("/run/k1s"); err == nil {
+	note(removeHostFiles(dataDir, opts.Report))
+	if err := os.RemoveAll("/run/k1s"); err != nil {
+		note(err)
+	} else {
 		opts.Report("removed /run/k1s")
 	}
 	return errors.Join(errs...)
@@ -97,15 +104,25 @@ func processes() []proc {
 }
 
 // stopProcesses stops k1s (server or agent, and its containerd: the same executable), then
-// the shims from the payload and every process they started (the pods).
+// the shims from the payload and every process they started (the pods). Other processes of
+// the k1s binary (kubectl sessions) are left alone.
 func stopProcesses(self, dataDir string, report func(string, ...any)) error {
 	selfInfo, err := os.Stat(self)
 	if err != nil {
 		return err
 	}
+	lockHolder := lockHolderPID(dataDir)
 	isK1s := func(p proc) bool {
-		info, err := os.Stat(p.exe)
-		return err == nil && os.SameFile(info, selfInfo)
+		if p.pid == lockHolder {
+			return true
+		}
+		sameBinary := p.exe == self // also when the binary was replaced since it started
+		if info, err := os.Stat(p.exe); err == nil && os.SameFile(info, selfInfo) {
+			sameBinary = true
+		}
+		argv := strings.Fields(p.cmd)
+		return sameBinary && len(argv) > 0 && (filepath.Base(argv[0]) == "containerd" ||
+			len(argv) > 1 && (argv[1] == "server" || argv[1] == "agent"))
 	}
 	isShim := func(p proc) bool {
 		return filepath.Base(p.exe) == "containerd-shim-runc-v2" && strings.HasPrefix(p.exe, filepath.Join(dataDir, "data")+"/")
@@ -155,6 +172,24 @@ func stopProcesses(self, dataDir string, report func(string, ...any)) error {
 	return nil
 }
 
+// lockHolderPID is the PID the running k1s wrote into the data directory's lock file, if
+// the lock is held (a stale file from a stopped k1s is not a target).
+func lockHolderPID(dataDir string) int {
+	path := filepath.Join(dataDir, "k1s.lock")
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		return 0
+	}
+	data, _ := os.ReadFile(path)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
+
 func waitGone(ps []proc, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -178,29 +213,19 @@ func alive(pid int) bool {
 	return err == nil && !bytes.Contains(state, []byte(") Z "))
 }
 
-// unmountAll unmounts everything under the data directory, /run/k1s, pod network namespaces
-// and containerd's runtime directories, deepest first.
+// unmountAll unmounts everything under the data directory and /run/k1s (containerd's state,
+// with the pods' network namespaces), deepest first. Other runtimes' mounts are elsewhere.
 func unmountAll(dataDir string, report func(string, ...any)) error {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return err
-	}
 	var points []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
+	for _, prefix := range []string{dataDir, "/run/k1s"} {
+		mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(prefix))
+		if err != nil {
+			return err
 		}
-		mp := unescapeMount(fields[4])
-		for _, prefix := range []string{dataDir + "/", "/run/k1s/", "/run/netns/cni-", "/run/containerd/io.containerd."} {
-			if strings.HasPrefix(mp, prefix) {
-				points = append(points, mp)
-				break
-			}
+		for _, m := range mounts {
+			points = append(points, m.Mountpoint)
 		}
 	}
-	f.Close()
 	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
 	var errs []error
 	seen := map[string]bool{}
@@ -215,18 +240,7 @@ func unmountAll(dataDir string, report func(string, ...any)) error {
 		}
 		report("unmounted %s", mp)
 	}
-	netns, _ := filepath.Glob("/run/netns/cni-*")
-	for _, ns := range netns {
-		if err := os.Remove(ns); err == nil {
-			report("removed network namespace %s", filepath.Base(ns))
-		}
-	}
 	return errors.Join(errs...)
-}
-
-func unescapeMount(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
 }
 
 // removeNetwork deletes the pod bridge, the veths on it, the service-route interface and
@@ -246,7 +260,7 @@ func removeNetwork(report func(string, ...any)) error {
 	for _, l := range links {
 		a := l.Attrs()
 		onBridge := bridgeIndex >= 0 && a.MasterIndex == bridgeIndex && l.Type() == "veth"
-		if a.Name == network.BridgeName || a.Name == network.ServiceDummy || onBridge || strings.HasPrefix(a.Name, "flannel") {
+		if a.Name == network.BridgeName || a.Name == network.ServiceDummy || onBridge {
 			if err := netlink.LinkDel(l); err != nil {
 				// A veth goes away with its pod's network namespace.
 				if !errors.Is(err, unix.ENODEV) {
@@ -258,19 +272,22 @@ func removeNetwork(report func(string, ...any)) error {
 		}
 	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: network.RouteProtocol, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err == nil {
-		for _, r := range routes {
-			r := r
-			if err := netlink.RouteDel(&r); err == nil {
-				report("deleted route %s", r.Dst)
-			}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing routes: %w", err))
+	}
+	for _, r := range routes {
+		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("deleting route %s: %w", r.Dst, err))
+			continue
 		}
+		report("deleted route %s", r.Dst)
 	}
 	return errors.Join(errs...)
 }
 
-// firewallPattern names the chains of kube-proxy, the CNI plugins and k1s.
-var firewallPattern = []string{"KUBE-", "CNI-", "K1S-", "FLANNEL"}
+// firewallLine matches, in iptables-save output, the declarations of and jumps to the chains
+// of kube-proxy, the CNI plugins and k1s, and the rules in them.
+var firewallLine = regexp.MustCompile(`^:(KUBE|CNI|K1S)-|^-A (KUBE|CNI|K1S)-| -[jg] (KUBE|CNI|K1S)-`)
 
 // removeFirewall drops every rule and chain of kube-proxy, the CNI plugins and k1s, from
 // iptables (both families) and nftables, leaving the host's own rules.
@@ -288,7 +305,7 @@ func removeFirewall(report func(string, ...any)) error {
 		var kept bytes.Buffer
 		removed := 0
 		for _, line := range strings.SplitAfter(string(saved), "\n") {
-			if matchesAny(line) {
+			if firewallLine.MatchString(line) {
 				removed++
 				continue
 			}
@@ -306,26 +323,22 @@ func removeFirewall(report func(string, ...any)) error {
 		report("removed %d %s rules and chains of kube-proxy, CNI and k1s", removed, family)
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
-		out, _ := exec.Command("nft", "list", "tables").Output()
+		out, err := exec.Command("nft", "list", "tables").Output()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("nft list tables: %w", err))
+		}
 		for _, line := range strings.Split(string(out), "\n") {
 			fields := strings.Fields(line)
-			if len(fields) == 3 && fields[0] == "table" && (fields[2] == "kube-proxy" || strings.HasPrefix(fields[2], "k1s")) {
-				if err := exec.Command("nft", "delete", "table", fields[1], fields[2]).Run(); err == nil {
-					report("deleted nftables table %s %s", fields[1], fields[2])
+			if len(fields) == 3 && fields[0] == "table" && (fields[2] == "kube-proxy" || fields[2] == network.NFTTable) {
+				if out, err := exec.Command("nft", "delete", "table", fields[1], fields[2]).CombinedOutput(); err != nil {
+					errs = append(errs, fmt.Errorf("nft delete table %s %s: %v: %s", fields[1], fields[2], err, strings.TrimSpace(string(out))))
+					continue
 				}
+				report("deleted nftables table %s %s", fields[1], fields[2])
 			}
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func matchesAny(line string) bool {
-	for _, p := range firewallPattern {
-		if strings.Contains(line, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // removeCgroups removes the kubelet's pod cgroups (kubepods*) in every hierarchy.
@@ -361,7 +374,7 @@ func removeCgroups(report func(string, ...any)) error {
 // removeHostFiles removes what the kubelet, the CNI plugins and the shims write at fixed host
 // paths whatever k1s's directories (field notes §8): only entries that are k1s's, or sockets
 // nothing listens on any more (another containerd on the host keeps its own).
-func removeHostFiles(dataDir string, report func(string, ...any)) {
+func removeHostFiles(dataDir string, report func(string, ...any)) error {
 	logs, _ := filepath.Glob("/var/log/containers/*.log")
 	removed := 0
 	for _, l := range logs {
@@ -404,8 +417,9 @@ func removeHostFiles(dataDir string, report func(string, ...any)) {
 		report("removed %d stale shim and kubelet sockets", removed)
 	}
 	for _, dir := range []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet", "/var/lib/cni/results", "/var/lib/cni", "/run/containerd/s", "/run/containerd"} {
-		_ = os.Remove(dir) // only if empty
+		_ = os.Remove(dir) // only if empty: these paths are shared with other runtimes
 	}
+	return nil
 }
 
 // stale reports whether path is a unix socket that nothing accepts connections on.

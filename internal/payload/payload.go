@@ -211,12 +211,24 @@ func switchCurrent(base, final string) error {
 	}
 	for _, e := range entries {
 		path := filepath.Join(base, e.Name())
-		if !e.IsDir() || keep[path] || strings.HasPrefix(e.Name(), ".extract-") {
+		if !e.IsDir() || keep[path] || strings.HasPrefix(e.Name(), ".extract-") || inUse(path) {
 			continue
 		}
 		os.RemoveAll(path)
 	}
 	return nil
+}
+
+// inUse reports whether a running process is a program of dir (a shim of pods that were not
+// restarted since an upgrade, whose runc is there too).
+func inUse(dir string) bool {
+	exes, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, exe := range exes {
+		if target, err := os.Readlink(exe); err == nil && strings.HasPrefix(target, dir+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func replaceLink(link, target string) error {

@@ -161,13 +161,5 @@ func WriteKubeconfig(path, server, caFile string, pair Pair, embed bool, mode os
 	if err != nil {
 		return fmt.Errorf("encoding kubeconfig %s: %w", path, err)
 	}
-	if err := WriteFileAtomic(path, data, mode); err != nil {
-		return err
-	}
-	// The mode is the user's choice (--write-kubeconfig-mode); a file that existed keeps
-	// whatever mode a rename would not change, so set it explicitly.
-	if err := os.Chmod(path, mode); err != nil {
-		return fmt.Errorf("setting mode of %s: %w", path, err)
-	}
-	return nil
+	return WriteFileAtomic(path, data, mode)
 }

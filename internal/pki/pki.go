@@ -63,7 +63,11 @@ func EnsureCA(dir, name, commonName string) (*CA, error) {
 		ca.Cert, ca.Key = cert, key
 		return ca, nil
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	// A new CA only when neither half exists: replacing a CA whose key alone went missing
+	// would silently invalidate every credential it issued.
+	_, certErr := os.Stat(ca.CertFile)
+	_, keyErr := os.Stat(ca.KeyFile)
+	if !errors.Is(certErr, fs.ErrNotExist) || !errors.Is(keyErr, fs.ErrNotExist) {
 		return nil, fmt.Errorf("CA %s is unreadable (%w); restore it from a backup or remove %s and its key to create a new cluster CA", name, err, ca.CertFile)
 	}
 	key, err = newKey()

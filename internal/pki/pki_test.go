@@ -199,3 +199,21 @@ func readAll(t *testing.T, dir string) map[string][]byte {
 	}
 	return files
 }
+
+func TestCAWithMissingKeyIsNotReplaced(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	cp, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(cp.ServerCA.CertFile)
+	if err := os.Remove(cp.ServerCA.KeyFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureControlPlane(spec); err == nil {
+		t.Fatal("a CA whose key is missing was replaced")
+	}
+	if after, _ := os.ReadFile(cp.ServerCA.CertFile); !bytes.Equal(before, after) {
+		t.Fatal("the CA certificate was overwritten")
+	}
+}

@@ -81,7 +81,7 @@ func newAPIServer(argv []string, admin *adminClient) (component.Component, error
 	return component.NewFunc("kube-apiserver", run, ready), nil
 }
 
-func newControllerManager(argv []string, port string) (component.Component, error) {
+func newControllerManager(argv []string, healthURL string) (component.Component, error) {
 	opts, err := cmoptions.NewKubeControllerManagerOptions()
 	if err != nil {
 		return nil, fmt.Errorf("kube-controller-manager options: %w", err)
@@ -102,10 +102,10 @@ func newControllerManager(argv []string, port string) (component.Component, erro
 		}
 		return cmapp.Run(ctx, c.Complete())
 	}
-	return component.NewFunc("kube-controller-manager", run, component.HTTPReady("https://127.0.0.1:"+port+"/healthz", true)), nil
+	return component.NewFunc("kube-controller-manager", run, component.HTTPReady(healthURL, true)), nil
 }
 
-func newScheduler(argv []string, port string) (component.Component, error) {
+func newScheduler(argv []string, healthURL string) (component.Component, error) {
 	opts := scheduleroptions.NewOptions()
 	if err := parseUpstreamFlags("kube-scheduler-arg", *opts.Flags, argv); err != nil {
 		return nil, err
@@ -121,5 +121,5 @@ func newScheduler(argv []string, port string) (component.Component, error) {
 		}
 		return schedulerapp.Run(ctx, cc, sched)
 	}
-	return component.NewFunc("kube-scheduler", run, component.HTTPReady("https://127.0.0.1:"+port+"/healthz", true)), nil
+	return component.NewFunc("kube-scheduler", run, component.HTTPReady(healthURL, true)), nil
 }

@@ -143,6 +143,21 @@ func (c *Config) Complete() error {
 	if c.ClusterCIDR.Contains(c.ServiceCIDR.IP) || c.ServiceCIDR.Contains(c.ClusterCIDR.IP) {
 		return fmt.Errorf("--cluster-cidr %s and --service-cidr %s overlap; choose ranges that do not", c.ClusterCIDR, c.ServiceCIDR)
 	}
+	// The node routes both ranges away (blackhole, service route): an address of the host's
+	// inside them would cut the host off its own network.
+	for _, addr := range []struct {
+		flag string
+		ip   net.IP
+	}{{"--node-ip", c.NodeIP}, {"--advertise-address", c.AdvertiseAddress}} {
+		for _, r := range []struct {
+			flag string
+			cidr *net.IPNet
+		}{{"--cluster-cidr", c.ClusterCIDR}, {"--service-cidr", c.ServiceCIDR}} {
+			if r.cidr.Contains(addr.ip) {
+				return fmt.Errorf("%s %s is inside %s %s; choose a %s that does not contain this host's addresses", addr.flag, addr.ip, r.flag, r.cidr, r.flag)
+			}
+		}
+	}
 	if ones, bits := c.ClusterCIDR.Mask.Size(); bits == 32 && ones > 24 {
 		return fmt.Errorf("--cluster-cidr %s is too small: each node gets a /24, so use a /24 or larger", c.ClusterCIDR)
 	}

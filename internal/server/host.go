@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -58,24 +57,4 @@ func (l *Lock) Release() {
 	if l != nil && l.f != nil {
 		l.f.Close()
 	}
-}
-
-// listenPort is a port the server is about to listen on, and the flag that sets it.
-type listenPort struct {
-	host, port, owner, flag string
-}
-
-// checkPortsFree fails with the first port that something else already listens on.
-func checkPortsFree(ports []listenPort) error {
-	for _, p := range ports {
-		l, err := net.Listen("tcp", net.JoinHostPort(p.host, p.port))
-		if err != nil {
-			if errors.Is(err, unix.EADDRINUSE) {
-				return fmt.Errorf("port %s (%s) is already in use on %s; stop what listens there or set another port with %s", p.port, p.owner, p.host, p.flag)
-			}
-			return fmt.Errorf("cannot listen on %s for %s (%w); check %s", net.JoinHostPort(p.host, p.port), p.owner, err, p.flag)
-		}
-		l.Close()
-	}
-	return nil
 }

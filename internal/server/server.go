@@ -16,6 +16,7 @@ import (
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/etcd"
+	"github.com/k1s-io/k1s/internal/network"
 	"github.com/k1s-io/k1s/internal/pki"
 )
 
@@ -60,11 +61,11 @@ func Prepare(cfg *Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	controllerManager, err := newControllerManager(argv.controllerManager, argv.cmPort)
+	controllerManager, err := newControllerManager(argv.controllerManager, healthURL(argv.cmHost, argv.cmPort))
 	if err != nil {
 		return nil, err
 	}
-	scheduler, err := newScheduler(argv.scheduler, argv.schedulerPort)
+	scheduler, err := newScheduler(argv.scheduler, healthURL(argv.schedulerHost, argv.schedulerPort))
 	if err != nil {
 		return nil, err
 	}
@@ -92,12 +93,12 @@ func Prepare(cfg *Config) (*Server, error) {
 // prepareHost checks the ports and writes the PKI and the admin kubeconfig.
 func (s *Server) prepareHost(argv *componentArgs, etcdURL, etcdPeerURL *url.URL) error {
 	cfg := s.cfg
-	if err := checkPortsFree([]listenPort{
-		{cfg.BindAddress.String(), strconv.Itoa(cfg.HTTPSPort), "kube-apiserver", "--https-listen-port"},
-		{etcdURL.Hostname(), etcdURL.Port(), "etcd client", "--etcd-arg listen-client-urls=…"},
-		{etcdPeerURL.Hostname(), etcdPeerURL.Port(), "etcd peer", "--etcd-arg listen-peer-urls=…"},
-		{argv.cmHost, argv.cmPort, "kube-controller-manager", "--kube-controller-manager-arg secure-port=…"},
-		{argv.schedulerHost, argv.schedulerPort, "kube-scheduler", "--kube-scheduler-arg secure-port=…"},
+	if err := network.CheckPortsFree([]network.ListenPort{
+		{Host: cfg.BindAddress.String(), Port: strconv.Itoa(cfg.HTTPSPort), Owner: "kube-apiserver", Flag: "--https-listen-port"},
+		{Host: etcdURL.Hostname(), Port: etcdURL.Port(), Owner: "etcd client", Flag: "--etcd-arg listen-client-urls=…"},
+		{Host: etcdPeerURL.Hostname(), Port: etcdPeerURL.Port(), Owner: "etcd peer", Flag: "--etcd-arg listen-peer-urls=…"},
+		{Host: argv.cmHost, Port: argv.cmPort, Owner: "kube-controller-manager", Flag: "--kube-controller-manager-arg secure-port=…"},
+		{Host: argv.schedulerHost, Port: argv.schedulerPort, Owner: "kube-scheduler", Flag: "--kube-scheduler-arg secure-port=…"},
 	}); err != nil {
 		return err
 	}
@@ -255,6 +256,14 @@ func buildArgs(cfg *Config) (*componentArgs, error) {
 	out.cmHost, out.cmPort = listenAddress(out.controllerManager)
 	out.schedulerHost, out.schedulerPort = listenAddress(out.scheduler)
 	return out, nil
+}
+
+// healthURL is where a component listening on host:port answers /healthz from this host.
+func healthURL(host, port string) string {
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, port) + "/healthz"
 }
 
 // listenAddress is where a component with the generic secure-serving flags will listen.
