@@ -66,13 +66,7 @@ func coldStart(b *testing.B, s *server) (nodeReady, dnsAnswer, podRunning time.D
 	b.Helper()
 	begin := time.Now()
 	s.start()
-	for {
-		if _, err := os.Stat(s.kubeconfig); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	client := s.client()
+	client := s.clientWhenWritten(b)
 	ctx := context.Background()
 	pod := benchPod("first")
 	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
 )
 
 // BenchmarkControlPlane prints start-up and memory figures. It asserts nothing: figures are
@@ -64,17 +66,7 @@ func timeToReady(b *testing.B, s *server) time.Duration {
 	b.Helper()
 	begin := time.Now()
 	s.start()
-	for {
-		if _, err := os.Stat(s.kubeconfig); err == nil {
-			break
-		}
-		select {
-		case <-s.exited:
-			b.Fatalf("server exited: %v\n%s", s.err, strings.Join(s.lines(), "\n"))
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	client := s.client()
+	client := s.clientWhenWritten(b)
 	for {
 		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(context.Background())
 		if err == nil && string(body) == "ok" {
@@ -87,6 +79,21 @@ func timeToReady(b *testing.B, s *server) time.Duration {
 		}
 		if time.Since(begin) > 2*time.Minute {
 			b.Fatal("not ready within 2 minutes")
+		}
+	}
+}
+
+// clientWhenWritten waits for the server to write its kubeconfig and returns a client.
+func (s *server) clientWhenWritten(b *testing.B) *kubernetes.Clientset {
+	b.Helper()
+	for {
+		if _, err := os.Stat(s.kubeconfig); err == nil {
+			return s.client()
+		}
+		select {
+		case <-s.exited:
+			b.Fatalf("server exited: %v\n%s", s.err, strings.Join(s.lines(), "\n"))
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
