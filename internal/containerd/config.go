@@ -76,6 +76,7 @@ state = {{ printf "%q" .State }}
       runtime_path = {{ printf "%q" (print .BinDir "/containerd-shim-runc-v2") }}
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         BinaryName = {{ printf "%q" (print .BinDir "/runc") }}
+        Root = {{ printf "%q" (print .State "/runc") }}
         SystemdCgroup = {{ .SystemdCgroup }}
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = [{{ printf "%q" .BinDir }}]

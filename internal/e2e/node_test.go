@@ -455,6 +455,9 @@ func assertHostClean(t *testing.T, dataDir string) {
 			t.Errorf("container log link left: %s", l)
 		}
 	}
+	if states, _ := filepath.Glob("/run/containerd/runc/k8s.io/*"); len(states) > 0 {
+		t.Errorf("runc state left: %v", states)
+	}
 	if results, _ := filepath.Glob("/var/lib/cni/results/k1s-*"); len(results) > 0 {
 		t.Errorf("CNI results left: %v", results)
 	}
