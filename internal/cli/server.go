@@ -144,7 +144,7 @@ func runServer(c *cli.Context) error {
 	return nil
 }
 
-// nodeFlags are the flags of the node half, shared by `server` and `agent`.
+// nodeFlags are the flags of the node half of `server` (and of `agent`, with the join flow).
 func nodeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "resolv-conf", EnvVars: []string{"K1S_RESOLV_CONF"}, Value: "/etc/resolv.conf", Usage: "resolv.conf for the kubelet (and so for CoreDNS's upstream)"},
