@@ -3,6 +3,7 @@ package agent
 import (
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/k1s-io/k1s/internal/component"
 	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
+	"github.com/k1s-io/k1s/internal/pki"
 )
 
 // pinnedLabels mark an image as the CRI's, and pinned so that the kubelet's image garbage
@@ -39,8 +41,14 @@ func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages [
 		}
 		user, _ := filepath.Glob(filepath.Join(a.cfg.imagesDir(), "*"))
 		sort.Strings(user)
+		recordFile := filepath.Join(a.cfg.agentDir(), "containerd", "imported.json")
+		imported := loadImportRecord(recordFile)
 		for _, path := range append(append([]string(nil), systemImages...), user...) {
 			if !isImageTarball(path) {
+				continue
+			}
+			stamp := fileStamp(path)
+			if rec, ok := imported[path]; ok && rec.Stamp == stamp && allPresent(ctx, c, rec.Images) {
 				continue
 			}
 			names, err := importTarball(ctx, c, path, a.snapshotter)
@@ -52,6 +60,10 @@ func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages [
 				continue
 			}
 			a.cfg.Log.Debugf("imported %s from %s", strings.Join(names, ", "), path)
+			imported[path] = importedTarball{Stamp: stamp, Images: names}
+		}
+		if err := saveImportRecord(recordFile, imported); err != nil {
+			a.cfg.Log.Warnf("recording imported images: %v", err)
 		}
 		done.Store(true)
 		<-ctx.Done()
@@ -121,4 +133,44 @@ func importTarball(ctx context.Context, c *client.Client, path, snapshotter stri
 		names = append(names, img.Name)
 	}
 	return names, nil
+}
+
+// importedTarball records what a tarball gave, so that an unchanged tarball whose images
+// containerd still has is not imported and unpacked again at every start.
+type importedTarball struct {
+	Stamp  string   `json:"stamp"`
+	Images []string `json:"images"`
+}
+
+func fileStamp(path string) string {
+	info, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", info.Size(), info.ModTime().UnixNano())
+}
+
+func loadImportRecord(path string) map[string]importedTarball {
+	record := map[string]importedTarball{}
+	if data, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(data, &record) // a damaged record only means importing again
+	}
+	return record
+}
+
+func saveImportRecord(path string, record map[string]importedTarball) error {
+	data, err := json.Marshal(record)
+	if err != nil {
+		return err
+	}
+	return pki.WriteFileAtomic(path, data, 0o600)
+}
+
+func allPresent(ctx context.Context, c *client.Client, names []string) bool {
+	for _, name := range names {
+		if _, err := c.ImageService().Get(ctx, name); err != nil {
+			return false
+		}
+	}
+	return len(names) > 0
 }
