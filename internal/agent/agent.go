@@ -65,7 +65,10 @@ type Agent struct {
 	kubeletArgs []string
 	proxyMode   string
 	snapshotter string
-	components  []component.Component
+	// runtime (containerd, images) needs nothing of the cluster; onNode (kubelet, network,
+	// kube-proxy) needs the cluster and the runtime.
+	runtime []component.Component
+	onNode  []component.Component
 }
 
 // Prepare checks what the node needs from the host, extracts the payload and builds the
@@ -169,18 +172,30 @@ func Prepare(cfg *Config, node *pki.Node) (*Agent, error) {
 		Client:      client,
 		Log:         cfg.Log,
 	})
-	a.components = []component.Component{
-		containerd,
-		a.newImageImport(containerd, systemImages),
-		kubelet,
-		net,
-		kubeProxy,
-	}
+	a.runtime = []component.Component{containerd, a.newImageImport(containerd, systemImages)}
+	a.onNode = []component.Component{kubelet, net, kubeProxy}
 	return a, nil
 }
 
 // Components are the node's components in start order.
-func (a *Agent) Components() []component.Component { return a.components }
+func (a *Agent) Components() []component.Component {
+	return append(append([]component.Component(nil), a.runtime...), a.onNode...)
+}
+
+// ComponentsAround returns the node's components arranged around other components (the
+// control plane of a server): containerd and the image import start first in the background,
+// the others run, and the kubelet starts once containerd and the images are ready.
+func (a *Agent) ComponentsAround(others []component.Component) []component.Component {
+	var out []component.Component
+	for _, c := range a.runtime {
+		out = append(out, component.Background(c))
+	}
+	out = append(out, others...)
+	for _, c := range a.runtime {
+		out = append(out, component.Await(c))
+	}
+	return append(out, a.onNode...)
+}
 
 // Images are the system images' references (pause, coredns).
 func (a *Agent) Images() map[string]string { return a.payload.Images }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	client "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/platforms"
@@ -35,6 +36,16 @@ var pinnedLabels = map[string]string{
 func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages []string) component.Component {
 	var done atomic.Bool
 	run := func(ctx context.Context) error {
+		// Started in the background beside containerd: wait for it to serve.
+		for containerd.Ready(ctx) != nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-containerd.Exited():
+				return fmt.Errorf("containerd exited before the images were imported")
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 		c, err := containerd.Client()
 		if err != nil {
 			return err

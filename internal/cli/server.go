@@ -131,7 +131,7 @@ func runServer(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		components = append(components, node.Components()...)
+		components = node.ComponentsAround(components)
 	}
 
 	ctx, stop := signalContext()

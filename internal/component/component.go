@@ -209,6 +209,9 @@ func (m *Manager) wait(ctx context.Context) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	for _, c := range m.started {
+		if _, ok := c.(await); ok {
+			continue // its component is watched already
+		}
 		go func(c Component) {
 			select {
 			case <-c.Exited():
@@ -227,6 +230,9 @@ func (m *Manager) wait(ctx context.Context) error {
 }
 
 func exitError(c Component) error {
+	if a, ok := c.(await); ok {
+		c = a.c // the cause is the awaited component's
+	}
 	if err := c.Stop(); err != nil {
 		return fmt.Errorf("%s stopped: %w", c.Name(), err)
 	}
@@ -252,3 +258,25 @@ func (m *Manager) stopAll() {
 	}
 	m.started = nil
 }
+
+// Background wraps a component so that the manager starts it without waiting for it to be
+// ready, and goes on with the next one; an Await of it later in the order waits for it. Work
+// that does not depend on what comes between (containerd and its images, while the control
+// plane starts) then overlaps.
+func Background(c Component) Component { return background{c} }
+
+type background struct{ Component }
+
+func (background) Ready(context.Context) error { return nil }
+
+// Await is the point in the start order where a Background component must be ready. It
+// starts and stops nothing itself.
+func Await(c Component) Component { return await{c} }
+
+type await struct{ c Component }
+
+func (a await) Name() string                    { return a.c.Name() }
+func (await) Start(context.Context) error       { return nil }
+func (a await) Ready(ctx context.Context) error { return a.c.Ready(ctx) }
+func (a await) Exited() <-chan struct{}         { return a.c.Exited() }
+func (await) Stop() error                       { return nil }

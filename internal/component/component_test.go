@@ -135,3 +135,51 @@ func containsPrefix(list []string, p string) bool {
 	}
 	return false
 }
+
+func TestBackgroundOverlapsAndAwaitWaits(t *testing.T) {
+	r := &recorder{}
+	m := &Manager{Log: r, PollInterval: time.Millisecond}
+	release := make(chan struct{})
+	slow := NewFunc("slow", func(ctx context.Context) error {
+		r.add("start slow")
+		<-ctx.Done()
+		r.add("stop slow")
+		return nil
+	}, func(context.Context) error {
+		select {
+		case <-release:
+			return nil
+		default:
+			return errors.New("not yet")
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- m.Run(ctx, Background(slow), blocking(r, "middle", 0), Await(slow), blocking(r, "after", 0))
+	}()
+	for !contains(r.list(), "start middle") {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if contains(r.list(), "start after") {
+		t.Fatal("a component after Await started before the background one was ready")
+	}
+	close(release)
+	for !contains(r.list(), "log: k1s is ready") {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var stops []string
+	for _, e := range r.list() {
+		if strings.HasPrefix(e, "stop ") {
+			stops = append(stops, e)
+		}
+	}
+	if strings.Join(stops, ",") != "stop after,stop middle,stop slow" {
+		t.Fatalf("stop order %v", stops)
+	}
+}
