@@ -197,9 +197,6 @@ func (a *Agent) ComponentsAround(others []component.Component) []component.Compo
 	return append(out, a.onNode...)
 }
 
-// Images are the system images' references (pause, coredns).
-func (a *Agent) Images() map[string]string { return a.payload.Images }
-
 // proxyMode picks kube-proxy's mode from the tools the host has.
 func proxyMode() (string, error) {
 	if _, err := exec.LookPath("iptables"); err == nil {

@@ -135,7 +135,7 @@ func (p *Process) Stop() error {
 	}
 	select {
 	case <-p.exited:
-		return p.exitErr(false)
+		return p.exitErr()
 	default:
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -149,12 +149,10 @@ func (p *Process) Stop() error {
 	}
 }
 
-func (p *Process) exitErr(requested bool) error {
+// exitErr says why containerd exited on its own.
+func (p *Process) exitErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if requested {
-		return nil
-	}
 	if p.err != nil {
 		return fmt.Errorf("containerd exited: %w (see %s)", p.err, p.logFile)
 	}

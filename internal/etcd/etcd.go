@@ -38,7 +38,6 @@ type Config struct {
 // Server is the embedded etcd, as a component.Component.
 type Server struct {
 	cfg      *embed.Config
-	log      *logrus.Logger
 	stopping *atomic.Bool
 
 	mu     sync.Mutex
@@ -123,7 +122,7 @@ func New(c Config) (*Server, error) {
 	if err := ecfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid etcd configuration: %w", err)
 	}
-	return &Server{cfg: ecfg, log: c.Log, stopping: stopping, exited: make(chan struct{})}, nil
+	return &Server{cfg: ecfg, stopping: stopping, exited: make(chan struct{})}, nil
 }
 
 // PeerURL is where etcd listens for its peers.
