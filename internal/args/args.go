@@ -4,31 +4,48 @@ package args
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
 
 // Merge returns "--key=value" arguments: every default, except those whose key the user set,
-// which take the user's value instead. A user key given more than once keeps every value, in
-// order (for repeatable upstream flags). A user argument may be written "key=value",
-// "--key=value" or "key" (for a boolean true). The result is sorted by key so that a
-// component's command line is stable.
+// with k3s's semantics for the user's arguments:
+//   - "key=value" replaces the default (a key given more than once keeps every value, in
+//     order, for repeatable upstream flags);
+//   - "key+=value" appends value to the default's comma-separated list (so
+//     enable-admission-plugins+=X keeps k1s's plugins);
+//   - "key-=value" removes value from it.
+//
+// A user argument may be written with or without leading dashes; a bare "key" is a boolean
+// true. The result is sorted by key so that a component's command line is stable.
 func Merge(defaults map[string]string, user []string) ([]string, error) {
 	values := make(map[string][]string, len(defaults)+len(user))
 	for k, v := range defaults {
 		values[k] = []string{v}
 	}
-	fromUser := map[string]bool{}
+	replaced := map[string]bool{}
 	for _, arg := range user {
-		key, value, err := Split(arg)
+		key, op, value, err := split(arg)
 		if err != nil {
 			return nil, err
 		}
-		if !fromUser[key] {
-			fromUser[key] = true
-			values[key] = nil
+		switch op {
+		case "+=", "-=":
+			list := listOf(values[key])
+			if op == "+=" {
+				list = append(list, value)
+			} else {
+				list = slices.DeleteFunc(list, func(v string) bool { return v == value })
+			}
+			values[key] = []string{strings.Join(list, ",")}
+		default:
+			if !replaced[key] {
+				replaced[key] = true
+				values[key] = nil
+			}
+			values[key] = append(values[key], value)
 		}
-		values[key] = append(values[key], value)
 	}
 	keys := make([]string, 0, len(values))
 	for k := range values {
@@ -44,17 +61,41 @@ func Merge(defaults map[string]string, user []string) ([]string, error) {
 	return out, nil
 }
 
-// Split parses one pass-through argument into its key and value.
+// listOf is the comma-separated list the values of a key hold.
+func listOf(values []string) []string {
+	var list []string
+	for _, v := range values {
+		for _, item := range strings.Split(v, ",") {
+			if item != "" {
+				list = append(list, item)
+			}
+		}
+	}
+	return list
+}
+
+// Split parses one pass-through argument into its key and value ("key+=v" and "key-=v" are
+// reported with their operator kept in the key's place: use Merge for them).
 func Split(arg string) (key, value string, err error) {
+	key, _, value, err = split(arg)
+	return key, value, err
+}
+
+func split(arg string) (key, op, value string, err error) {
 	trimmed := strings.TrimLeft(arg, "-")
 	key, value, found := strings.Cut(trimmed, "=")
+	op = "="
 	if !found {
 		value = "true"
+	} else if k, ok := strings.CutSuffix(key, "+"); ok {
+		key, op = k, "+="
+	} else if k, ok := strings.CutSuffix(key, "-"); ok {
+		key, op = k, "-="
 	}
 	if key == "" || strings.ContainsAny(key, " \t") {
-		return "", "", fmt.Errorf("malformed argument %q: expected key=value", arg)
+		return "", "", "", fmt.Errorf("malformed argument %q: expected key=value, key+=value or key-=value", arg)
 	}
-	return key, value, nil
+	return key, op, value, nil
 }
 
 // Value returns the last value a merged argument list gives key, and whether it has one.

@@ -41,3 +41,44 @@ func TestValueTakesLast(t *testing.T) {
 		t.Fatal("Value(b) found a value")
 	}
 }
+
+func TestMergeAppendAndRemove(t *testing.T) {
+	defaults := map[string]string{"enable-admission-plugins": "NodeRestriction", "controllers": "*,bootstrapsigner,tokencleaner"}
+	got, err := Merge(defaults, []string{
+		"enable-admission-plugins+=AlwaysPullImages",
+		"--enable-admission-plugins+=EventRateLimit",
+		"controllers-=tokencleaner",
+		"new-list+=a",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"--controllers=*,bootstrapsigner",
+		"--enable-admission-plugins=NodeRestriction,AlwaysPullImages,EventRateLimit",
+		"--new-list=a",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Merge:\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestMergeReplaceThenAppend(t *testing.T) {
+	got, err := Merge(map[string]string{"enable-admission-plugins": "NodeRestriction"},
+		[]string{"enable-admission-plugins=PodSecurity", "enable-admission-plugins+=NodeRestriction"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"--enable-admission-plugins=PodSecurity,NodeRestriction"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Merge: got %q, want %q", got, want)
+	}
+}
+
+func TestSplitMinusInKey(t *testing.T) {
+	// A key ending in "-" before "=" is the remove operator, not part of the key; keys with
+	// dashes inside are unaffected.
+	key, value, err := Split("--node-labels=a=b")
+	if err != nil || key != "node-labels" || value != "a=b" {
+		t.Fatalf("Split = %q %q %v", key, value, err)
+	}
+}
