@@ -1,5 +1,6 @@
 // Package agent assembles a k1s node: containerd as a child process, the system and user
-// images, the kubelet and kube-proxy in-process, and the pod network.
+// images, the join (node identity through the Kubernetes API), the kubelet and kube-proxy
+// in-process, and the pod network. A server's own node is an agent like any other.
 package agent
 
 import (
@@ -8,11 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/sirupsen/logrus"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
@@ -22,16 +22,20 @@ import (
 	"github.com/k1s-io/k1s/internal/pki"
 )
 
-// Config is what a node is told.
+// Config is what a node is told. The cluster's own settings (CIDRs, DNS) it reads from the
+// cluster once it has joined.
 type Config struct {
 	DataDir  string
 	NodeName string
 	NodeIP   net.IP
 
-	ClusterCIDR   *net.IPNet
-	ServiceCIDR   *net.IPNet
-	ClusterDNS    net.IP
-	ClusterDomain string
+	// ServerURL is the apiserver to join (https); Token authenticates the node and, through
+	// its CA hash, the server.
+	ServerURL string
+	Token     pki.JoinToken
+	// InsecureSkipCAVerification allows a token without CA hash.
+	InsecureSkipCAVerification bool
+
 	// ResolvConf is the resolv.conf pods with dnsPolicy Default (CoreDNS among them) get.
 	ResolvConf string
 
@@ -40,11 +44,25 @@ type Config struct {
 	ExtraKubeletArgs   []string
 	ExtraKubeProxyArgs []string
 
+	// FlannelBackend is vxlan, host-gw or none; FlannelIface the interface between nodes
+	// (default: the node IP's).
+	FlannelBackend string
+	FlannelIface   string
+
 	Log *logrus.Logger
 }
 
-func (c *Config) agentDir() string         { return filepath.Join(c.DataDir, "agent") }
-func (c *Config) imagesDir() string        { return filepath.Join(c.agentDir(), "images") }
+// Paths under the data directory.
+func (c *Config) agentDir() string          { return filepath.Join(c.DataDir, "agent") }
+func (c *Config) imagesDir() string         { return filepath.Join(c.agentDir(), "images") }
+func (c *Config) etcDir() string            { return filepath.Join(c.agentDir(), "etc") }
+func (c *Config) kubeletKubeconfig() string { return filepath.Join(c.agentDir(), "kubelet.kubeconfig") }
+func (c *Config) bootstrapKubeconfig() string {
+	return filepath.Join(c.agentDir(), "bootstrap.kubeconfig")
+}
+func (c *Config) kubeletDir() string       { return filepath.Join(c.agentDir(), "kubelet") }
+func (c *Config) kubeletCertDir() string   { return filepath.Join(c.kubeletDir(), "pki") }
+func (c *Config) clientCAFile() string     { return filepath.Join(c.agentDir(), "client-ca.crt") }
 func (c *Config) containerdSocket() string { return k1scontainerd.DefaultSocket }
 
 // cgroupDriver is systemd only when k1s itself runs as a systemd service (field notes §6).
@@ -57,24 +75,51 @@ func (c *Config) cgroupDriver() string {
 	return "cgroupfs"
 }
 
+// Validate checks what can be checked before anything is written.
+func (c *Config) Validate() error {
+	if err := ValidateServerURL(c.ServerURL); err != nil {
+		return err
+	}
+	if c.NodeIP == nil || c.NodeName == "" || c.Log == nil {
+		return fmt.Errorf("agent config: node name, node IP and logger must be set")
+	}
+	switch c.FlannelBackend {
+	case "":
+		c.FlannelBackend = network.BackendVXLAN
+	case network.BackendVXLAN, network.BackendHostGW, network.BackendNone:
+	default:
+		return fmt.Errorf("--flannel-backend %q: choose vxlan, host-gw or none", c.FlannelBackend)
+	}
+	if _, err := os.Stat(c.ResolvConf); err != nil {
+		return fmt.Errorf("--resolv-conf %s: %w", c.ResolvConf, err)
+	}
+	return nil
+}
+
 // Agent is a node ready to start.
 type Agent struct {
 	cfg         *Config
-	node        *pki.Node
 	payload     *payload.Dir
-	kubeletArgs []string
+	kubelet     *kubelet
 	proxyMode   string
 	snapshotter string
-	// runtime (containerd, images) needs nothing of the cluster; onNode (kubelet, network,
-	// kube-proxy) needs the cluster and the runtime.
+	// cluster is what the node learned from the cluster at join; the components after the
+	// join read it when they start.
+	cluster *network.Cluster
+	// runtime (containerd, images) needs nothing of the cluster; join needs only the
+	// apiserver; onNode (kubelet, network, kube-proxy) needs both.
 	runtime []component.Component
+	joiner  component.Component
 	onNode  []component.Component
 }
 
-// Prepare checks what the node needs from the host, extracts the payload and builds the
-// node's components. node holds the node's credentials.
-func Prepare(cfg *Config, node *pki.Node) (*Agent, error) {
-	a := &Agent{cfg: cfg, node: node}
+// Prepare checks what the node needs from the host and the user's arguments, extracts the
+// payload and builds the node's components. The caller holds the data directory's lock.
+func Prepare(cfg *Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg}
 	var err error
 	if a.proxyMode, err = proxyMode(); err != nil {
 		return nil, err
@@ -86,21 +131,32 @@ func Prepare(cfg *Config, node *pki.Node) (*Agent, error) {
 	if len(cfg.NodeTaints) > 0 {
 		defaults["register-with-taints"] = strings.Join(cfg.NodeTaints, ",")
 	}
-	if a.kubeletArgs, err = args.Merge(defaults, cfg.ExtraKubeletArgs); err != nil {
+	kubeletArgs, err := args.Merge(defaults, cfg.ExtraKubeletArgs)
+	if err != nil {
 		return nil, fmt.Errorf("--kubelet-arg: %w", err)
 	}
-	// The kubelet exits the whole process when its port is taken: check first.
+	if a.kubelet, err = a.newKubelet(kubeletArgs); err != nil {
+		return nil, err
+	}
+	kubeProxy, proxyHealth, err := a.newKubeProxy()
+	if err != nil {
+		return nil, err
+	}
+	// The kubelet exits the whole process when its port is taken: check first, on the
+	// ports the merged arguments give.
 	if err := network.CheckPortsFree([]network.ListenPort{
-		{Host: cfg.NodeIP.String(), Port: "10250", Owner: "kubelet", Flag: "--kubelet-arg port=…"},
-		{Host: "127.0.0.1", Port: "10248", Owner: "kubelet health", Flag: "--kubelet-arg healthz-port=…"},
-		{Host: "127.0.0.1", Port: "10256", Owner: "kube-proxy health", Flag: "--kube-proxy-arg healthz-bind-address=…"},
-		{Host: "127.0.0.1", Port: "10249", Owner: "kube-proxy metrics", Flag: "--kube-proxy-arg metrics-bind-address=…"},
+		{Host: cfg.NodeIP.String(), Port: strconv.Itoa(int(a.kubelet.scratch.Port)), Owner: "kubelet", Flag: "--kubelet-arg port=…"},
+		{Host: a.kubelet.scratch.HealthzBindAddress, Port: strconv.Itoa(int(a.kubelet.scratch.HealthzPort)), Owner: "kubelet health", Flag: "--kubelet-arg healthz-port=…"},
+		proxyHealth,
 		{Host: "127.0.0.1", Port: "10010", Owner: "containerd streaming", Flag: "a containerd config template"},
 	}); err != nil {
 		return nil, err
 	}
 	if err := recordHostSysctls(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("recording the host's kernel settings: %w", err)
+	}
+	if err := EnsureCgroupRoot(cfg.DataDir, a.kubelet.cgroupRoot()); err != nil {
+		return nil, err
 	}
 	if a.payload, err = payload.Extract(cfg.DataDir, []string{"k1s", "kubectl", "ctr", "containerd"}); err != nil {
 		return nil, err
@@ -116,7 +172,7 @@ func Prepare(cfg *Config, node *pki.Node) (*Agent, error) {
 	if restrictOOM {
 		cfg.Log.Info("no CAP_SYS_RESOURCE: containerd restricts oom_score_adj")
 	}
-	cniConfDir := filepath.Join(cfg.agentDir(), "etc", "cni", "net.d")
+	cniConfDir := filepath.Join(cfg.etcDir(), "cni", "net.d")
 	containerd := k1scontainerd.NewProcess(k1scontainerd.Config{
 		Root:                containerdRoot,
 		State:               "/run/k1s/containerd",
@@ -128,7 +184,7 @@ func Prepare(cfg *Config, node *pki.Node) (*Agent, error) {
 		Snapshotter:         a.snapshotter,
 		RestrictOOMScoreAdj: restrictOOM,
 		SystemdCgroup:       cfg.cgroupDriver() == "systemd",
-		TemplateFile:        filepath.Join(cfg.agentDir(), "etc", "containerd", "config.toml.tmpl"),
+		TemplateFile:        filepath.Join(cfg.etcDir(), "containerd", "config.toml.tmpl"),
 	})
 	systemImages, err := a.payload.ImageTarballs()
 	if err != nil {
@@ -137,60 +193,40 @@ func Prepare(cfg *Config, node *pki.Node) (*Agent, error) {
 	if err := os.MkdirAll(cfg.imagesDir(), 0o700); err != nil {
 		return nil, err
 	}
-
-	etcDir := filepath.Join(cfg.agentDir(), "etc")
-	kubeletConfig := filepath.Join(etcDir, "kubelet.conf")
-	if err := pki.WriteFileAtomic(kubeletConfig, []byte(a.kubeletConfig()), 0o600); err != nil {
-		return nil, err
-	}
-	kubelet, err := a.newKubelet(kubeletConfig)
-	if err != nil {
-		return nil, err
-	}
-	proxyConfig := filepath.Join(etcDir, "kube-proxy.conf")
-	if err := pki.WriteFileAtomic(proxyConfig, []byte(a.kubeProxyConfig()), 0o600); err != nil {
-		return nil, err
-	}
-	kubeProxy, err := a.newKubeProxy(proxyConfig)
-	if err != nil {
-		return nil, err
-	}
-	restConfig, err := clientcmd.BuildConfigFromFlags("", node.KubeletKubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", node.KubeletKubeconfig, err)
-	}
-	client, err := kubernetes.NewForConfig(restConfig)
-	if err != nil {
-		return nil, err
-	}
-	net := network.New(network.Config{
-		NodeName:    cfg.NodeName,
-		ClusterCIDR: cfg.ClusterCIDR,
-		ServiceCIDR: cfg.ServiceCIDR,
-		ConfDir:     cniConfDir,
-		IPAMDir:     filepath.Join(cfg.agentDir(), "cni", "networks"),
-		Client:      client,
-		Log:         cfg.Log,
+	podNetwork := network.New(func() (network.Config, error) {
+		return network.Config{
+			NodeName:    cfg.NodeName,
+			NodeIP:      cfg.NodeIP,
+			ClusterCIDR: a.cluster.ClusterCIDR,
+			ServiceCIDR: a.cluster.ServiceCIDR,
+			Backend:     cfg.FlannelBackend,
+			Iface:       cfg.FlannelIface,
+			ConfDir:     cniConfDir,
+			IPAMDir:     filepath.Join(cfg.agentDir(), "cni", "networks"),
+			FlannelConf: filepath.Join(cfg.etcDir(), "flannel", "net-conf.json"),
+			Kubeconfig:  cfg.kubeletKubeconfig(),
+			Log:         cfg.Log,
+		}, nil
 	})
 	a.runtime = []component.Component{containerd, a.newImageImport(containerd, systemImages)}
-	a.onNode = []component.Component{kubelet, net, kubeProxy}
+	a.joiner = a.newJoin()
+	a.onNode = []component.Component{a.kubelet.component, podNetwork, kubeProxy}
 	return a, nil
 }
 
 // Components are the node's components in start order.
-func (a *Agent) Components() []component.Component {
-	return append(append([]component.Component(nil), a.runtime...), a.onNode...)
-}
+func (a *Agent) Components() []component.Component { return a.ComponentsAround(nil) }
 
 // ComponentsAround returns the node's components arranged around other components (the
 // control plane of a server): containerd and the image import start first in the background,
-// the others run, and the kubelet starts once containerd and the images are ready.
+// the others run, the node joins, and the kubelet starts once containerd and the images are
+// ready too.
 func (a *Agent) ComponentsAround(others []component.Component) []component.Component {
 	var out []component.Component
 	for _, c := range a.runtime {
 		out = append(out, component.Background(c))
 	}
-	out = append(out, others...)
+	out = append(append(out, others...), a.joiner)
 	for _, c := range a.runtime {
 		out = append(out, component.Await(c))
 	}

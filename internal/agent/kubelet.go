@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
+	"strconv"
 
 	"github.com/spf13/pflag"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -18,12 +20,14 @@ import (
 	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
 
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/pki"
 )
 
 // kubeletConfigTemplate is the KubeletConfiguration k1s writes; fmt verbs are filled from
 // Config. Settings follow the field notes: webhook authn/authz, no anonymous access, no
 // read-only port, relaxed eviction for small disks, system images never garbage collected
-// (they are pinned in containerd), and no kernel tunables forced.
+// (they are pinned in containerd), and no kernel tunables forced. The node's certificates come
+// from the cluster by CSR and are renewed by the kubelet itself.
 const kubeletConfigTemplate = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %s
@@ -37,8 +41,6 @@ authentication:
   x509: {clientCAFile: %q}
 authorization:
   mode: Webhook
-tlsCertFile: %q
-tlsPrivateKeyFile: %q
 cgroupDriver: %s
 failCgroupV1: false
 clusterDNS: [%q]
@@ -55,43 +57,65 @@ evictionHard:
 evictionPressureTransitionPeriod: 30s
 imageGCHighThresholdPercent: 90
 imageGCLowThresholdPercent: 80
-rotateCertificates: false
-serverTLSBootstrap: false
+rotateCertificates: true
+serverTLSBootstrap: true
 `
+
+// kubelet is the kubelet component with its arguments, parsed when the node is prepared.
+type kubelet struct {
+	component component.Component
+	flags     *kubeletoptions.KubeletFlags
+	argv      []string
+	// scratch is the user's arguments over the kubelet's defaults: the ports, the health
+	// endpoint and the cgroup root k1s prepares come from it (the file k1s writes sets the
+	// same defaults).
+	scratch *kubeletconfig.KubeletConfiguration
+}
+
+func (k *kubelet) cgroupRoot() string {
+	if k.scratch.CgroupRoot == "" {
+		return "/"
+	}
+	return k.scratch.CgroupRoot
+}
 
 // kubeletConfig is the content of the KubeletConfiguration file.
 func (a *Agent) kubeletConfig() string {
 	cfg := a.cfg
-	return fmt.Sprintf(kubeletConfigTemplate, cfg.NodeIP, a.node.ClientCAFile,
-		a.node.KubeletServing.CertFile, a.node.KubeletServing.KeyFile, cfg.cgroupDriver(),
-		cfg.ClusterDNS, cfg.ClusterDomain, cfg.ResolvConf, "unix://"+cfg.containerdSocket(),
+	return fmt.Sprintf(kubeletConfigTemplate, cfg.NodeIP, cfg.clientCAFile(), cfg.cgroupDriver(),
+		a.cluster.ClusterDNS, a.cluster.ClusterDomain, cfg.ResolvConf, "unix://"+cfg.containerdSocket(),
 		filepath.Join(cfg.agentDir(), "pod-logs"))
 }
 
 // newKubelet parses the kubelet's flags now (a bad --kubelet-arg stops k1s before anything
-// runs) and returns the component that loads the config file and runs the kubelet under
-// k1s's context, as its cobra command would but without the command's signal handler.
-func (a *Agent) newKubelet(configFile string) (component.Component, error) {
-	flags := kubeletoptions.NewKubeletFlags()
-	flags.KubeConfig = a.node.KubeletKubeconfig
-	flags.KubeletConfigFile = configFile
-	flags.HostnameOverride = a.cfg.NodeName
-	flags.NodeIP = a.cfg.NodeIP.String()
-	flags.RootDirectory = filepath.Join(a.cfg.agentDir(), "kubelet")
-	flags.CertDirectory = filepath.Join(a.cfg.agentDir(), "kubelet", "pki")
-	argv := append([]string(nil), a.kubeletArgs...)
-	// The user's --kubelet-arg are parsed twice: once now onto a scratch configuration to
-	// reject bad ones early, and again after the config file is loaded, so that they win
-	// over it (the kubelet's own flag precedence).
-	scratch, err := kubeletoptions.NewKubeletConfiguration()
-	if err != nil {
+// runs) and returns the kubelet, which writes and loads its config file when it starts (it
+// needs the cluster's settings) and runs under k1s's context, as its cobra command would but
+// without the command's signal handler.
+func (a *Agent) newKubelet(argv []string) (*kubelet, error) {
+	k := &kubelet{flags: kubeletoptions.NewKubeletFlags(), argv: argv}
+	k.flags.KubeConfig = a.cfg.kubeletKubeconfig()
+	k.flags.HostnameOverride = a.cfg.NodeName
+	k.flags.NodeIP = a.cfg.NodeIP.String()
+	k.flags.RootDirectory = a.cfg.kubeletDir()
+	k.flags.CertDirectory = a.cfg.kubeletCertDir()
+	var err error
+	if k.scratch, err = kubeletoptions.NewKubeletConfiguration(); err != nil {
 		return nil, err
 	}
-	if err := parseKubeletFlags(flags, scratch, argv); err != nil {
+	// The defaults k1s's file sets where the kubelet's own differ.
+	k.scratch.HealthzBindAddress = "127.0.0.1"
+	if err := parseKubeletFlags(k.flags, k.scratch, argv); err != nil {
 		return nil, err
 	}
+	if ip := net.ParseIP(k.scratch.HealthzBindAddress); ip == nil {
+		return nil, fmt.Errorf("--kubelet-arg healthz-bind-address %q is not an IP address", k.scratch.HealthzBindAddress)
+	}
+	configFile := filepath.Join(a.cfg.etcDir(), "kubelet.conf")
 	run := func(ctx context.Context) error {
 		ctx = klog.NewContext(ctx, klog.Background().WithValues("component", "kubelet"))
+		if err := pki.WriteFileAtomic(configFile, []byte(a.kubeletConfig()), 0o600); err != nil {
+			return err
+		}
 		loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, configFile)
 		if err != nil {
 			return fmt.Errorf("loading kubelet config %s: %w", configFile, err)
@@ -103,10 +127,12 @@ func (a *Agent) newKubelet(configFile string) (component.Component, error) {
 		if kc.EvictionHard == nil {
 			kc.EvictionHard = eviction.DefaultEvictionHard
 		}
-		if err := parseKubeletFlags(flags, kc, argv); err != nil {
+		// The user's arguments win over the file (the kubelet's own flag precedence).
+		flags := *k.flags
+		if err := parseKubeletFlags(&flags, kc, k.argv); err != nil {
 			return err
 		}
-		if err := kubeletoptions.ValidateKubeletFlags(flags); err != nil {
+		if err := kubeletoptions.ValidateKubeletFlags(&flags); err != nil {
 			return fmt.Errorf("--kubelet-arg: %w", err)
 		}
 		if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(kc.FeatureGates); err != nil {
@@ -115,14 +141,24 @@ func (a *Agent) newKubelet(configFile string) (component.Component, error) {
 		if err := kubeletconfigvalidation.ValidateKubeletConfiguration(kc, utilfeature.DefaultFeatureGate); err != nil {
 			return fmt.Errorf("invalid kubelet configuration: %w", err)
 		}
-		server := &kubeletoptions.KubeletServer{KubeletFlags: *flags, KubeletConfiguration: *kc}
+		server := &kubeletoptions.KubeletServer{KubeletFlags: flags, KubeletConfiguration: *kc}
 		deps, err := kubeletapp.UnsecuredDependencies(ctx, server, utilfeature.DefaultFeatureGate)
 		if err != nil {
 			return err
 		}
 		return kubeletapp.Run(ctx, server, deps, utilfeature.DefaultFeatureGate)
 	}
-	return component.NewFunc("kubelet", run, component.HTTPReady("http://127.0.0.1:10248/healthz", false)), nil
+	health := "http://" + net.JoinHostPort(loopbackFor(k.scratch.HealthzBindAddress), strconv.Itoa(int(k.scratch.HealthzPort))) + "/healthz"
+	k.component = component.NewFunc("kubelet", run, component.HTTPReady(health, false))
+	return k, nil
+}
+
+// loopbackFor is the address this host reaches a listener bound to host at.
+func loopbackFor(host string) string {
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return "127.0.0.1"
+	}
+	return host
 }
 
 func parseKubeletFlags(flags *kubeletoptions.KubeletFlags, kc *kubeletconfig.KubeletConfiguration, argv []string) error {

@@ -4,51 +4,76 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
 
+	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/network"
 )
 
-// kubeProxyConfigTemplate follows the field notes: node ports only on the node's own address
-// (no route_localnet), conntrack sysctls left alone, health and metrics on loopback.
-const kubeProxyConfigTemplate = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-clientConnection:
-  kubeconfig: %q
-hostnameOverride: %q
-mode: %s
-clusterCIDR: %q
-nodePortAddresses: [%q]
-conntrack:
-  maxPerCore: 0
-  min: 0
-  tcpEstablishedTimeout: 0s
-  tcpCloseWaitTimeout: 0s
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-`
-
-func (a *Agent) kubeProxyConfig() string {
-	return fmt.Sprintf(kubeProxyConfigTemplate, a.node.KubeProxyKubeconfig, a.cfg.NodeName, a.proxyMode,
-		a.cfg.ClusterCIDR, a.cfg.NodeIP.String()+"/32")
+// kubeProxyDefaults follow the field notes: node ports only on the node's own address (no
+// route_localnet), conntrack sysctls left alone, health and metrics on loopback. They are
+// flags, not a config file: kube-proxy ignores flags when it is given a file, and every
+// --kube-proxy-arg must reach it.
+func (a *Agent) kubeProxyDefaults() map[string]string {
+	return map[string]string{
+		"kubeconfig":                        a.cfg.kubeletKubeconfig(),
+		"hostname-override":                 a.cfg.NodeName,
+		"proxy-mode":                        a.proxyMode,
+		"nodeport-addresses":                a.cfg.NodeIP.String() + "/32",
+		"conntrack-max-per-core":            "0",
+		"conntrack-min":                     "0",
+		"conntrack-tcp-timeout-established": "0s",
+		"conntrack-tcp-timeout-close-wait":  "0s",
+		"healthz-bind-address":              "127.0.0.1:10256",
+		"metrics-bind-address":              "127.0.0.1:10249",
+	}
 }
 
-// newKubeProxy returns kube-proxy, configured from its config file (written before it starts:
-// kube-proxy exits when its config file changes) plus the user's --kube-proxy-arg.
-func (a *Agent) newKubeProxy(configFile string) (component.Component, error) {
+func parseKubeProxyFlags(argv []string) (*proxyapp.Options, *pflag.FlagSet, error) {
 	opts := proxyapp.NewOptions()
 	fs := pflag.NewFlagSet("kube-proxy-arg", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	opts.AddFlags(fs)
-	if err := fs.Parse(append([]string{"--config=" + configFile}, a.cfg.ExtraKubeProxyArgs...)); err != nil {
-		return nil, fmt.Errorf("--kube-proxy-arg: %w", err)
+	if err := fs.Parse(argv); err != nil {
+		return nil, nil, fmt.Errorf("--kube-proxy-arg: %w", err)
 	}
+	return opts, fs, nil
+}
+
+// newKubeProxy checks the user's --kube-proxy-arg now and returns kube-proxy, whose command
+// line is completed with the cluster CIDR when it starts, and the ports it will listen on.
+func (a *Agent) newKubeProxy() (component.Component, network.ListenPort, error) {
+	argv, err := args.Merge(a.kubeProxyDefaults(), a.cfg.ExtraKubeProxyArgs)
+	if err != nil {
+		return nil, network.ListenPort{}, fmt.Errorf("--kube-proxy-arg: %w", err)
+	}
+	if _, _, err := parseKubeProxyFlags(argv); err != nil {
+		return nil, network.ListenPort{}, err
+	}
+	healthz, _ := args.Value(argv, "healthz-bind-address")
+	host, port, err := net.SplitHostPort(healthz)
+	if err != nil {
+		return nil, network.ListenPort{}, fmt.Errorf("--kube-proxy-arg healthz-bind-address %q is not host:port", healthz)
+	}
+	listen := network.ListenPort{Host: host, Port: port, Owner: "kube-proxy health", Flag: "--kube-proxy-arg healthz-bind-address=…"}
 	run := func(ctx context.Context) error {
 		ctx = klog.NewContext(ctx, klog.Background().WithValues("component", "kube-proxy"))
+		defaults := a.kubeProxyDefaults()
+		defaults["cluster-cidr"] = a.cluster.ClusterCIDR.String()
+		argv, err := args.Merge(defaults, a.cfg.ExtraKubeProxyArgs)
+		if err != nil {
+			return err
+		}
+		opts, fs, err := parseKubeProxyFlags(argv)
+		if err != nil {
+			return err
+		}
 		if err := opts.Complete(fs); err != nil {
 			return fmt.Errorf("kube-proxy configuration: %w", err)
 		}
@@ -66,5 +91,6 @@ func (a *Agent) newKubeProxy(configFile string) (component.Component, error) {
 			return nil
 		}
 	}
-	return component.NewFunc("kube-proxy", run, component.HTTPReady("http://127.0.0.1:10256/healthz", false)), nil
+	health := "http://" + net.JoinHostPort(loopbackFor(host), port) + "/healthz"
+	return component.NewFunc("kube-proxy", run, component.HTTPReady(health, false)), listen, nil
 }

@@ -3,9 +3,12 @@ package agent
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 
 	"github.com/k1s-io/k1s/internal/pki"
@@ -31,13 +34,17 @@ func SysctlRecordFile(dataDir string) string {
 // recordHostSysctls writes the current values, unless an earlier start already recorded the
 // values the host had before any k1s.
 func recordHostSysctls(dataDir string) error {
+	return recordHostSysctlsFrom(dataDir, "/proc/sys")
+}
+
+func recordHostSysctlsFrom(dataDir, procSys string) error {
 	path := SysctlRecordFile(dataDir)
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
 	values := map[string]string{}
 	for _, key := range HostSysctls {
-		if v, err := os.ReadFile(filepath.Join("/proc/sys", key)); err == nil {
+		if v, err := os.ReadFile(filepath.Join(procSys, key)); err == nil {
 			values[key] = strings.TrimSpace(string(v))
 		}
 	}
@@ -49,31 +56,62 @@ func recordHostSysctls(dataDir string) error {
 }
 
 // RestoreHostSysctls puts back what recordHostSysctls recorded, and forgets it. It returns the
-// keys it restored.
+// settings it restored.
 func RestoreHostSysctls(dataDir string) ([]string, error) {
+	return restoreHostSysctls(dataDir, "/proc/sys")
+}
+
+// restoreHostSysctls writes under procSys only the keys of HostSysctls, with numeric values: the
+// record is a file on disk, and killall runs as root.
+func restoreHostSysctls(dataDir, procSys string) ([]string, error) {
 	path := SysctlRecordFile(dataDir)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading the recorded host sysctls: %w", err)
 	}
 	values := map[string]string{}
 	if err := json.Unmarshal(data, &values); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s is malformed (%w): restore the host's sysctls by hand and remove it", path, err)
 	}
+	keys := make([]string, 0, len(values))
+	for key := range values {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
 	var restored []string
 	var errs []error
-	for key, value := range values {
-		if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(value), 0o644); err != nil {
-			errs = append(errs, err)
+	for _, key := range keys {
+		value := values[key]
+		if err := checkSysctl(key, value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			continue
 		}
-		restored = append(restored, strings.ReplaceAll(key, "/", ".")+"="+value)
+		if err := os.WriteFile(filepath.Join(procSys, key), []byte(value), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("restoring %s=%s: %w", sysctlName(key), value, err))
+			continue
+		}
+		restored = append(restored, sysctlName(key)+"="+value)
 	}
 	if len(errs) == 0 {
 		os.Remove(path)
 	}
 	return restored, errors.Join(errs...)
 }
+
+// checkSysctl refuses a key k1s does not change (a "../" key would write anywhere) and any value
+// that is not a short integer, as all of HostSysctls are.
+func checkSysctl(key, value string) error {
+	if !slices.Contains(HostSysctls, key) {
+		return fmt.Errorf("refusing to restore %q: k1s changes only %s; remove that entry and rerun killall", key, strings.Join(HostSysctls, ", "))
+	}
+	digits := strings.TrimPrefix(value, "-") // kernel.panic may be negative
+	if digits == "" || len(digits) > 19 || strings.Trim(digits, "0123456789") != "" {
+		return fmt.Errorf("refusing to restore %s=%q: not an integer; fix that entry and rerun killall", sysctlName(key), value)
+	}
+	return nil
+}
+
+func sysctlName(key string) string { return strings.ReplaceAll(key, "/", ".") }

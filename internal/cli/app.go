@@ -47,6 +47,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		OnUsageError:         usageError,
 		Commands: []*cli.Command{
 			serverCommand(),
+			agentCommand(),
+			tokenCommand(),
 			kubectlCommand(),
 			ctrCommand(),
 			killallCommand(),

@@ -14,12 +14,14 @@ import (
 
 func killallCommand() *cli.Command {
 	return &cli.Command{
-		Name:         "killall",
-		Usage:        "Stop every k1s process on this host (server, agent, containerd, shims, pods) and remove what they set up; keeps the data directory",
+		Name:  "killall",
+		Usage: "Stop the k1s server or agent of one data directory (with its containerd, shims and pods) and remove what it set up; keeps the data directory",
+		Description: "Acts on the node whose data directory --data-dir names (it must hold k1s.lock) and leaves other k1s nodes on the host alone. " +
+			"Interfaces, routes and firewall rules are removed in the network namespace killall runs in: for an agent in its own namespaces, run it there (nsenter).",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			configFlag(),
-			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "data directory of the k1s to stop (default: the config file's, else /var/lib/k1s)"},
+			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "data directory of the k1s server or agent to stop (default: the config file's, else /var/lib/k1s)"},
 		},
 		Action: func(c *cli.Context) error {
 			dataDir, err := killallDataDir(c)
@@ -31,6 +33,10 @@ func killallCommand() *cli.Command {
 				DataDir: dataDir,
 				Report:  func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) },
 			})
+			var notDataDir *killall.NotDataDirError
+			if errors.As(err, &notDataDir) {
+				return err // nothing was touched
+			}
 			if err != nil {
 				return fmt.Errorf("killall did not remove everything: %w", err)
 			}

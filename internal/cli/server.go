@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/k1s-io/k1s/internal/agent"
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/logging"
-	"github.com/k1s-io/k1s/internal/pki"
 	"github.com/k1s-io/k1s/internal/server"
 	"github.com/k1s-io/k1s/internal/version"
 )
@@ -144,49 +142,10 @@ func runServer(c *cli.Context) error {
 	return nil
 }
 
-// nodeFlags are the flags of the node half of `server` (and of `agent`, with the join flow).
-func nodeFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "resolv-conf", EnvVars: []string{"K1S_RESOLV_CONF"}, Value: "/etc/resolv.conf", Usage: "resolv.conf for the kubelet (and so for CoreDNS's upstream)"},
-		&cli.StringSliceFlag{Name: "node-label", Usage: "key=value label to register the node with (repeatable)"},
-		&cli.StringSliceFlag{Name: "node-taint", Usage: "key=value:Effect taint to register the node with (repeatable)"},
-		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "key=value for the kubelet (repeatable)"},
-		&cli.StringSliceFlag{Name: "kube-proxy-arg", Usage: "key=value for kube-proxy (repeatable)"},
-	}
-}
-
-// prepareLocalNode prepares the server's own node, with credentials the server issues.
+// prepareLocalNode prepares the server's own node: an agent like any other, joining this
+// server through its loopback address with the server's default token.
 func prepareLocalNode(c *cli.Context, cfg *server.Config, srv *server.Server) (*agent.Agent, error) {
-	agentDir := filepath.Join(cfg.DataDir, "agent")
-	node, err := srv.PKI.EnsureNode(pki.NodeSpec{
-		Dir:          agentDir,
-		NodeName:     cfg.NodeName,
-		IPs:          []net.IP{cfg.NodeIP, net.ParseIP("127.0.0.1")},
-		Names:        []string{cfg.NodeName, "localhost"},
-		APIServerURL: srv.LocalAPIServerURL(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("issuing the node's certificates: %w", err)
-	}
-	resolvConf := c.String("resolv-conf")
-	if _, err := os.Stat(resolvConf); err != nil {
-		return nil, fmt.Errorf("--resolv-conf %s: %w", resolvConf, err)
-	}
-	return agent.Prepare(&agent.Config{
-		DataDir:            cfg.DataDir,
-		NodeName:           cfg.NodeName,
-		NodeIP:             cfg.NodeIP,
-		ClusterCIDR:        cfg.ClusterCIDR,
-		ServiceCIDR:        cfg.ServiceCIDR,
-		ClusterDNS:         cfg.ClusterDNS,
-		ClusterDomain:      cfg.ClusterDomain,
-		ResolvConf:         resolvConf,
-		NodeLabels:         c.StringSlice("node-label"),
-		NodeTaints:         c.StringSlice("node-taint"),
-		ExtraKubeletArgs:   c.StringSlice("kubelet-arg"),
-		ExtraKubeProxyArgs: c.StringSlice("kube-proxy-arg"),
-		Log:                cfg.Log,
-	}, node)
+	return agent.Prepare(nodeConfig(c, cfg.DataDir, cfg.NodeName, cfg.NodeIP, srv.LocalAPIServerURL(), srv.NodeToken, cfg.Log))
 }
 
 // gcPercent is the garbage collector's target for the long-running k1s process (and its

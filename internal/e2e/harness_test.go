@@ -52,13 +52,19 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// server is one `k1s server` process under test.
+// server is one long-running k1s process under test: `k1s server`, or (with a prefix that
+// enters a test node's namespaces, see cluster_test.go) `k1s agent`.
 type server struct {
 	t          testing.TB
 	dataDir    string
 	kubeconfig string
 	port       int
 	args       []string
+	// prefix is the command that runs the binary (e.g. nsenter into a node's namespaces; it
+	// must exec it, so that the process's PID is k1s's); empty runs the binary directly.
+	prefix []string
+	// env is added to the process's environment.
+	env []string
 
 	cmd    *exec.Cmd
 	mu     sync.Mutex
@@ -97,8 +103,9 @@ func newServerIn(t testing.TB, dir string, extra ...string) *server {
 // start launches the server and registers its stop with the test's clean-up.
 func (s *server) start() {
 	s.t.Helper()
-	s.cmd = exec.Command(*k1sBinary, s.args...)
-	s.cmd.Env = append(os.Environ(), "KUBECONFIG=")
+	argv := append(append(append([]string(nil), s.prefix...), *k1sBinary), s.args...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
+	s.cmd.Env = append(append(os.Environ(), "KUBECONFIG="), s.env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		s.t.Fatal(err)
@@ -146,6 +153,24 @@ func (s *server) stop() (error, time.Duration) {
 	case <-time.After(30 * time.Second):
 		s.kill()
 		return errors.New("did not exit within 30 s of SIGTERM"), time.Since(begin)
+	}
+}
+
+// pid is the process's ID (k1s's own, also behind a prefix: the prefix execs the binary).
+func (s *server) pid() int {
+	return s.cmd.Process.Pid
+}
+
+// running reports whether the process has been started and not yet exited.
+func (s *server) running() bool {
+	if s.cmd == nil || s.exited == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
 	}
 }
 

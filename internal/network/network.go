@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	utiliptables "k8s.io/kubernetes/pkg/util/iptables"
 	"sigs.k8s.io/knftables"
 
@@ -34,6 +35,7 @@ const (
 	BridgeName      = "cni0"
 	ServiceDummy    = "k1s-svc"
 	MasqueradeChain = "K1S-POSTROUTING"
+	ForwardChain    = "K1S-FORWARD"
 	ConfListName    = "10-k1s.conflist"
 	// NetworkName is the CNI network's name; the CNI plugins cache results under it.
 	NetworkName = "k1s"
@@ -42,17 +44,32 @@ const (
 	RouteProtocol = netlink.RouteProtocol(75)
 )
 
+// Pod network backends between nodes (flannel's).
+const (
+	BackendVXLAN  = "vxlan"
+	BackendHostGW = "host-gw"
+	BackendNone   = "none"
+)
+
 // Config is what the node's network needs.
 type Config struct {
 	NodeName    string
+	NodeIP      net.IP
 	ClusterCIDR *net.IPNet
 	ServiceCIDR *net.IPNet
-	// ConfDir receives the CNI configuration; IPAMDir holds host-local's allocations.
-	ConfDir string
-	IPAMDir string
-	// Client reads the node's pod CIDR (the controller-manager allocates it).
-	Client kubernetes.Interface
-	Log    *logrus.Logger
+	// Backend is how pod traffic crosses to other nodes; Iface the interface it uses
+	// (default: the one holding NodeIP).
+	Backend string
+	Iface   string
+	// ConfDir receives the CNI configuration; IPAMDir holds host-local's allocations;
+	// FlannelConf is where flannel's network configuration is written for it to read.
+	ConfDir     string
+	IPAMDir     string
+	FlannelConf string
+	// Kubeconfig is the node's own credential: the network reads the node's pod CIDR and
+	// the other nodes' (flannel).
+	Kubeconfig string
+	Log        *logrus.Logger
 }
 
 // Sysctls the pod network needs, set explicitly rather than as side effects of plugins.
@@ -62,21 +79,39 @@ var sysctls = map[string]string{
 	"net/bridge/bridge-nf-call-ip6tables": "1",
 }
 
-// New returns the network component: it waits for the node's pod CIDR, then sets everything
-// up and stays until stopped (what it set up stays too: running pods depend on it).
-func New(cfg Config) component.Component {
+// New returns the network component: it waits for the node's pod CIDR, sets up the host and
+// the overlay to the other nodes (flannel), writes the CNI configuration and stays until
+// stopped (what it set up stays too: running pods depend on it). config is called when the
+// component starts: the node learns the cluster's settings when it joins.
+func New(config func() (Config, error)) component.Component {
 	var done atomic.Bool
 	var waiting atomic.Value
 	waiting.Store("the node to register")
 	run := func(ctx context.Context) error {
-		if err := prepareHost(cfg); err != nil {
-			return err
-		}
-		podCIDR, err := waitPodCIDR(ctx, cfg, &waiting)
+		cfg, err := config()
 		if err != nil {
 			return err
 		}
-		if err := writeConfList(cfg, podCIDR); err != nil {
+		if err := prepareHost(cfg); err != nil {
+			return err
+		}
+		restConfig, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+		if err != nil {
+			return fmt.Errorf("loading %s: %w", cfg.Kubeconfig, err)
+		}
+		client, err := kubernetes.NewForConfig(restConfig)
+		if err != nil {
+			return err
+		}
+		podCIDR, err := waitPodCIDR(ctx, client, cfg.NodeName, &waiting)
+		if err != nil {
+			return err
+		}
+		mtu, err := startOverlay(ctx, cfg, &waiting)
+		if err != nil {
+			return err
+		}
+		if err := writeConfList(cfg, podCIDR, mtu); err != nil {
 			return err
 		}
 		done.Store(true)
@@ -170,6 +205,22 @@ func ensureMasquerade(cfg Config) error {
 		"-m", "comment", "--comment", "k1s masquerade", "-j", MasqueradeChain); err != nil {
 		return fmt.Errorf("jumping to %s: %w", MasqueradeChain, err)
 	}
+	// Pod traffic between nodes is forwarded even where the FORWARD policy is DROP (as
+	// Docker sets it).
+	forward := utiliptables.Chain(ForwardChain)
+	if _, err := ipt.EnsureChain(utiliptables.TableFilter, forward); err != nil {
+		return fmt.Errorf("creating iptables chain %s: %w", ForwardChain, err)
+	}
+	for _, dir := range []string{"-s", "-d"} {
+		if _, err := ipt.EnsureRule(utiliptables.Append, utiliptables.TableFilter, forward,
+			dir, cfg.ClusterCIDR.String(), "-m", "comment", "--comment", "k1s: pod traffic", "-j", "ACCEPT"); err != nil {
+			return fmt.Errorf("adding forward rule: %w", err)
+		}
+	}
+	if _, err := ipt.EnsureRule(utiliptables.Append, utiliptables.TableFilter, utiliptables.ChainForward,
+		"-m", "comment", "--comment", "k1s forward", "-j", ForwardChain); err != nil {
+		return fmt.Errorf("jumping to %s: %w", ForwardChain, err)
+	}
 	return nil
 }
 
@@ -195,18 +246,18 @@ func ensureNFTMasquerade(cfg Config) error {
 }
 
 // waitPodCIDR waits until the controller-manager has given this node a pod CIDR.
-func waitPodCIDR(ctx context.Context, cfg Config, waiting *atomic.Value) (*net.IPNet, error) {
+func waitPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName string, waiting *atomic.Value) (*net.IPNet, error) {
 	for {
-		node, err := cfg.Client.CoreV1().Nodes().Get(ctx, cfg.NodeName, metav1.GetOptions{})
+		node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 		switch {
 		case err != nil:
-			waiting.Store(fmt.Sprintf("node %s to register (%v)", cfg.NodeName, err))
+			waiting.Store(fmt.Sprintf("node %s to register (%v)", nodeName, err))
 		case node.Spec.PodCIDR == "":
-			waiting.Store(fmt.Sprintf("a pod CIDR for node %s from the controller-manager", cfg.NodeName))
+			waiting.Store(fmt.Sprintf("a pod CIDR for node %s from the controller-manager", nodeName))
 		default:
 			_, cidr, err := net.ParseCIDR(node.Spec.PodCIDR)
 			if err != nil {
-				return nil, fmt.Errorf("node %s has a malformed pod CIDR %q", cfg.NodeName, node.Spec.PodCIDR)
+				return nil, fmt.Errorf("node %s has a malformed pod CIDR %q", nodeName, node.Spec.PodCIDR)
 			}
 			return cidr, nil
 		}
@@ -218,7 +269,7 @@ func waitPodCIDR(ctx context.Context, cfg Config, waiting *atomic.Value) (*net.I
 	}
 }
 
-func writeConfList(cfg Config, podCIDR *net.IPNet) error {
+func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int) error {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       NetworkName,
@@ -227,6 +278,7 @@ func writeConfList(cfg Config, podCIDR *net.IPNet) error {
 				"type":        "bridge",
 				"bridge":      BridgeName,
 				"isGateway":   true,
+				"mtu":         mtu,
 				"ipMasq":      false,
 				"hairpinMode": true,
 				"ipam": map[string]any{

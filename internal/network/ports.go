@@ -4,8 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // ListenPort is a port k1s is about to listen on, who listens there, and the flag that sets it.
@@ -26,4 +30,31 @@ func CheckPortsFree(ports []ListenPort) error {
 		l.Close()
 	}
 	return nil
+}
+
+// NodeName is name, or the host's name (lower case) when name is empty, checked.
+func NodeName(name string) (string, error) {
+	if name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return "", fmt.Errorf("cannot read the host name (%w); set --node-name", err)
+		}
+		name = strings.ToLower(host)
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return "", fmt.Errorf("node name %q is not valid (%s); set --node-name", name, errs[0])
+	}
+	return name, nil
+}
+
+// NodeIP is ip, or the address of the default route's interface when ip is nil.
+func NodeIP(ip net.IP) (net.IP, error) {
+	if ip != nil {
+		return ip, nil
+	}
+	ip, err := utilnet.ChooseHostInterface()
+	if err != nil {
+		return nil, fmt.Errorf("cannot find this host's address (%w); set --node-ip", err)
+	}
+	return ip, nil
 }

@@ -9,12 +9,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/sirupsen/logrus"
-	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/util/validation"
 	netutils "k8s.io/utils/net"
+
+	"github.com/k1s-io/k1s/internal/network"
 )
 
 // Config is everything a k1s server is told. Fill it, call Complete once, then Run.
@@ -114,22 +114,11 @@ func (c *Config) Complete() error {
 	if c.BindAddress == nil {
 		c.BindAddress = net.IPv4zero
 	}
-	if c.NodeName == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("cannot read the host name (%w); set --node-name", err)
-		}
-		c.NodeName = strings.ToLower(host)
+	if c.NodeName, err = network.NodeName(c.NodeName); err != nil {
+		return err
 	}
-	if errs := validation.IsDNS1123Subdomain(c.NodeName); len(errs) > 0 {
-		return fmt.Errorf("node name %q is not valid (%s); set --node-name", c.NodeName, errs[0])
-	}
-	if c.NodeIP == nil {
-		ip, err := utilnet.ChooseHostInterface()
-		if err != nil {
-			return fmt.Errorf("cannot find this host's address (%w); set --node-ip", err)
-		}
-		c.NodeIP = ip
+	if c.NodeIP, err = network.NodeIP(c.NodeIP); err != nil {
+		return err
 	}
 	if c.AdvertiseAddress == nil {
 		c.AdvertiseAddress = c.NodeIP
@@ -204,7 +193,19 @@ func (c *Config) serverDir() string { return filepath.Join(c.DataDir, "server") 
 func (c *Config) tlsDir() string    { return filepath.Join(c.serverDir(), "tls") }
 func (c *Config) credDir() string   { return filepath.Join(c.serverDir(), "cred") }
 func (c *Config) etcdDir() string   { return filepath.Join(c.serverDir(), "db", "etcd") }
-func (c *Config) lockFile() string  { return filepath.Join(c.DataDir, "k1s.lock") }
+func (c *Config) authenticationConfigFile() string {
+	return filepath.Join(c.serverDir(), "etc", "authentication-config.yaml")
+}
+
+// NodeTokenFile holds the server's default join token.
+func (c *Config) NodeTokenFile() string { return filepath.Join(c.serverDir(), "node-token") }
+
+// ServerCAFile is the cluster CA's certificate: the CA of the apiserver's serving certificate,
+// whose hash join tokens carry.
+func (c *Config) ServerCAFile() string { return filepath.Join(c.tlsDir(), "server-ca.crt") }
+
+// AdminKubeconfig is the server's own admin credential under the data directory.
+func (c *Config) AdminKubeconfig() string { return filepath.Join(c.credDir(), "admin.kubeconfig") }
 func (c *Config) firstServiceIP() net.IP {
 	ip, _ := netutils.GetIndexedIP(c.ServiceCIDR, 1)
 	return ip
@@ -217,6 +218,11 @@ func (c *Config) localAPIServerURL() string {
 		host = c.BindAddress.String()
 	}
 	return "https://" + net.JoinHostPort(host, fmt.Sprint(c.HTTPSPort))
+}
+
+// advertisedAPIServerURL is how other nodes reach the apiserver (published in cluster-info).
+func (c *Config) advertisedAPIServerURL() string {
+	return "https://" + net.JoinHostPort(c.AdvertiseAddress.String(), fmt.Sprint(c.HTTPSPort))
 }
 
 // apiServerSANs are the names and addresses the apiserver's certificate covers.

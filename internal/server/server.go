@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/etcd"
 	"github.com/k1s-io/k1s/internal/network"
 	"github.com/k1s-io/k1s/internal/pki"
@@ -24,10 +24,13 @@ import (
 // locked, its PKI on disk and its components built.
 type Server struct {
 	cfg        *Config
-	lock       *Lock
+	lock       *datadir.Lock
 	components []component.Component
-	// PKI is where the control plane's credentials are; the node half of a server uses them.
+	// PKI is where the control plane's credentials are.
 	PKI *pki.ControlPlane
+	// NodeToken is the server's default join token (the node-token file); the server's own
+	// node joins with it like any other.
+	NodeToken pki.JoinToken
 }
 
 // Prepare turns a completed Config into a Server. The order matters for bad input: everything
@@ -56,7 +59,7 @@ func Prepare(cfg *Config) (*Server, error) {
 	argv.apiserver = append(argv.apiserver, "--etcd-servers="+etcdURL.String())
 
 	// The admin client reads its credentials when first used, after the PKI exists.
-	admin := &adminClient{kubeconfig: filepath.Join(cfg.credDir(), "admin.kubeconfig")}
+	admin := &adminClient{kubeconfig: cfg.AdminKubeconfig()}
 	apiServer, err := newAPIServer(argv.apiserver, admin)
 	if err != nil {
 		return nil, err
@@ -74,10 +77,10 @@ func Prepare(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 
-	if err := ensureWritableDir(cfg.DataDir); err != nil {
+	if err := datadir.EnsureWritable(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	lock, err := lockDataDir(cfg.lockFile(), cfg.DataDir)
+	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +89,7 @@ func Prepare(cfg *Config) (*Server, error) {
 		lock.Release()
 		return nil, err
 	}
-	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, newBootstrap(admin), addons}
+	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, s.newBootstrap(admin), addons, newCSRApprover(admin)}
 	return s, nil
 }
 
@@ -115,6 +118,12 @@ func (s *Server) prepareHost(argv *componentArgs, etcdURL, etcdPeerURL *url.URL)
 		return fmt.Errorf("preparing certificates in %s: %w", cfg.tlsDir(), err)
 	}
 	s.PKI = cp
+	if s.NodeToken, err = ensureNodeToken(cfg.NodeTokenFile(), cp.ServerCA); err != nil {
+		return err
+	}
+	if err := pki.WriteFileAtomic(cfg.authenticationConfigFile(), authenticationConfig(), 0o600); err != nil {
+		return err
+	}
 	if err := pki.WriteKubeconfig(cfg.KubeconfigOutput, cfg.localAPIServerURL(), cp.ServerCA.CertFile, cp.Admin, true, cfg.KubeconfigMode); err != nil {
 		return fmt.Errorf("writing the admin kubeconfig (--write-kubeconfig): %w", err)
 	}
@@ -167,8 +176,8 @@ func buildArgs(cfg *Config) (*componentArgs, error) {
 	apiserver := map[string]string{
 		"advertise-address":                  cfg.AdvertiseAddress.String(),
 		"allow-privileged":                   "true",
-		"anonymous-auth":                     "false",
 		"api-audiences":                      ServiceAccountIssuer,
+		"authentication-config":              cfg.authenticationConfigFile(),
 		"authorization-mode":                 "Node,RBAC",
 		"bind-address":                       cfg.BindAddress.String(),
 		"secure-port":                        strconv.Itoa(cfg.HTTPSPort),

@@ -1,17 +1,23 @@
-package server
+// Package datadir owns what marks and guards a k1s data directory: the lock that one k1s (server
+// or agent) holds for its life, whose file is also the marker that a directory is k1s's.
+package datadir
 
 import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// ensureWritableDir creates dir (0700) and proves that files can be created in it.
-func ensureWritableDir(dir string) error {
+// LockFile is the data directory's lock; it holds the PID of the k1s that holds it.
+func LockFile(dataDir string) string { return filepath.Join(dataDir, "k1s.lock") }
+
+// EnsureWritable creates dir (0700) and proves that files can be created in it.
+func EnsureWritable(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data directory %s cannot be created (%w); fix it or choose another with --data-dir", dir, errors.Unwrap(err))
 	}
@@ -27,9 +33,10 @@ func ensureWritableDir(dir string) error {
 // Lock is an exclusive lock on a data directory, held for the life of the process.
 type Lock struct{ f *os.File }
 
-// lockDataDir takes the data directory's lock, so that a second k1s on the same directory
-// stops before it touches anything.
-func lockDataDir(path, dataDir string) (*Lock, error) {
+// Acquire takes the data directory's lock, so that a second k1s on the same directory stops
+// before it touches anything.
+func Acquire(dataDir string) (*Lock, error) {
+	path := LockFile(dataDir)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening lock file %s: %w", path, err)

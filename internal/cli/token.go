@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	certutil "k8s.io/client-go/util/cert"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+	bootstrapsecrets "k8s.io/cluster-bootstrap/util/secrets"
+
+	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/server"
+)
+
+func tokenCommand() *cli.Command {
+	dataDir := &cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "the server's data directory (its admin credential and CA are read from it)"}
+	return &cli.Command{
+		Name:            "token",
+		Usage:           "Manage join tokens (bootstrap tokens) on a server",
+		OnUsageError:    usageError,
+		HideHelpCommand: true,
+		Subcommands: []*cli.Command{
+			{
+				Name:         "create",
+				Usage:        "Create a join token and print it",
+				OnUsageError: usageError,
+				Flags: []cli.Flag{dataDir,
+					&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "how long the token may be used to join (0: forever)"},
+					&cli.StringFlag{Name: "description", Usage: "what the token is for"},
+				},
+				Action: tokenCreate,
+			},
+			{Name: "list", Usage: "List join tokens", OnUsageError: usageError, Flags: []cli.Flag{dataDir}, Action: tokenList},
+			{Name: "delete", Usage: "Delete join tokens by id", ArgsUsage: "ID...", OnUsageError: usageError, Flags: []cli.Flag{dataDir}, Action: tokenDelete},
+		},
+	}
+}
+
+// tokenClient is an admin client of the server whose data directory --data-dir names.
+func tokenClient(c *cli.Context) (kubernetes.Interface, *server.Config, error) {
+	cfg := &server.Config{DataDir: c.String("data-dir")}
+	restConfig, err := clientcmd.BuildConfigFromFlags("", cfg.AdminKubeconfig())
+	if err != nil {
+		return nil, nil, fmt.Errorf("no server credentials in %s (%v): run this on the server, with its --data-dir", cfg.DataDir, err)
+	}
+	restConfig.Timeout = 30 * time.Second
+	client, err := kubernetes.NewForConfig(restConfig)
+	return client, cfg, err
+}
+
+func tokenCreate(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see 'k1s token create --help')", c.Args().First())
+	}
+	if c.Duration("ttl") < 0 {
+		return fmt.Errorf("--ttl %s is negative", c.Duration("ttl"))
+	}
+	client, cfg, err := tokenClient(c)
+	if err != nil {
+		return err
+	}
+	cas, err := certutil.CertsFromFile(cfg.ServerCAFile())
+	if err != nil {
+		return fmt.Errorf("reading the cluster CA: %w", err)
+	}
+	token, err := pki.NewJoinToken(cas[0])
+	if err != nil {
+		return err
+	}
+	var expiration metav1.Time
+	if ttl := c.Duration("ttl"); ttl > 0 {
+		expiration = metav1.NewTime(time.Now().Add(ttl))
+	}
+	secret := server.BootstrapTokenSecret(token, c.String("description"), expiration)
+	if _, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating the token: %w", err)
+	}
+	fmt.Fprintln(c.App.Writer, token.String())
+	return nil
+}
+
+func tokenList(c *cli.Context) error {
+	client, _, err := tokenClient(c)
+	if err != nil {
+		return err
+	}
+	list, err := client.CoreV1().Secrets(metav1.NamespaceSystem).List(context.Background(), metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("type", string(bootstrapapi.SecretTypeBootstrapToken)).String()})
+	if err != nil {
+		return fmt.Errorf("listing tokens: %w", err)
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tEXPIRES\tGROUPS\tDESCRIPTION")
+	now := time.Now()
+	for i := range list.Items {
+		s := &list.Items[i]
+		expires := "never"
+		if left, expired := bootstrapsecrets.GetExpiration(s, now); expired {
+			expires = "expired"
+		} else if left > 0 {
+			expires = bootstrapsecrets.GetData(s, bootstrapapi.BootstrapTokenExpirationKey)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", bootstrapsecrets.GetData(s, bootstrapapi.BootstrapTokenIDKey), expires,
+			bootstrapsecrets.GetData(s, bootstrapapi.BootstrapTokenExtraGroupsKey), bootstrapsecrets.GetData(s, bootstrapapi.BootstrapTokenDescriptionKey))
+	}
+	return w.Flush()
+}
+
+func tokenDelete(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return fmt.Errorf("give the id of the token to delete (see 'k1s token list')")
+	}
+	client, _, err := tokenClient(c)
+	if err != nil {
+		return err
+	}
+	for _, id := range c.Args().Slice() {
+		err := client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(context.Background(), bootstrapapi.BootstrapTokenSecretPrefix+id, metav1.DeleteOptions{})
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("no token with id %q (see 'k1s token list')", id)
+		}
+		if err != nil {
+			return fmt.Errorf("deleting token %s: %w", id, err)
+		}
+		fmt.Fprintf(c.App.Writer, "deleted token %s\n", id)
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+package pki
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+	"k8s.io/cluster-bootstrap/util/tokens"
+)
+
+// tokenPrefix marks a full join token: K10<CA hash>::<id>.<secret>, k3s's token shape.
+const tokenPrefix = "K10"
+
+// ReasonNodeNameTaken is the Denied reason of a join CSR for a name another Node has.
+const ReasonNodeNameTaken = "NodeNameTaken"
+
+// NodeNameTakenMessage is what a node joining under a taken name is told.
+func NodeNameTakenMessage(name string) string {
+	return fmt.Sprintf("node name %s is already taken: delete it with 'k1s kubectl delete node %s' or choose --node-name", name, name)
+}
+
+// JoinToken is what a node needs to join: a bootstrap token (id and secret) and, in the full
+// form, the hash of the cluster CA that lets the node authenticate the server before it sends
+// the secret.
+type JoinToken struct {
+	// CAHash is the hex SHA-256 of the cluster CA's SubjectPublicKeyInfo (kubeadm's
+	// discovery hash); empty for a bare <id>.<secret> token.
+	CAHash string
+	ID     string
+	Secret string
+}
+
+// NewJoinToken returns a token with a random bootstrap token for the CA ca.
+func NewJoinToken(ca *x509.Certificate) (JoinToken, error) {
+	bootstrap, err := bootstraputil.GenerateBootstrapToken()
+	if err != nil {
+		return JoinToken{}, fmt.Errorf("generating a join token: %w", err)
+	}
+	id, secret, err := tokens.ParseToken(bootstrap)
+	if err != nil {
+		return JoinToken{}, err
+	}
+	return JoinToken{CAHash: CAHash(ca), ID: id, Secret: secret}, nil
+}
+
+// ParseJoinToken reads a full (K10<hash>::<id>.<secret>) or bare (<id>.<secret>) token.
+func ParseJoinToken(s string) (JoinToken, error) {
+	s = strings.TrimSpace(s)
+	var t JoinToken
+	bootstrap := s
+	if strings.HasPrefix(s, tokenPrefix) {
+		hash, rest, ok := strings.Cut(strings.TrimPrefix(s, tokenPrefix), "::")
+		if !ok {
+			return t, fmt.Errorf("the join token is malformed: expected K10<CA hash>::<id>.<secret> (read it from the server's node-token file)")
+		}
+		raw, err := hex.DecodeString(hash)
+		if err != nil || len(raw) != sha256.Size {
+			return t, fmt.Errorf("the join token's CA hash is not a hex SHA-256: read the token again from the server's node-token file")
+		}
+		t.CAHash = strings.ToLower(hash)
+		bootstrap = rest
+	}
+	id, secret, err := tokens.ParseToken(bootstrap)
+	if err != nil {
+		// The parser's own error quotes the token: it must not reach a log.
+		return t, fmt.Errorf("the join token is malformed: expected K10<CA hash>::<id>.<secret> from the server's node-token file")
+	}
+	t.ID, t.Secret = id, secret
+	return t, nil
+}
+
+// String is the token's full form when it has a CA hash.
+func (t JoinToken) String() string {
+	if t.CAHash == "" {
+		return t.Bootstrap()
+	}
+	return tokenPrefix + t.CAHash + "::" + t.Bootstrap()
+}
+
+// Bootstrap is the bootstrap token (<id>.<secret>) the apiserver authenticates.
+func (t JoinToken) Bootstrap() string { return bootstraputil.TokenFromIDAndSecret(t.ID, t.Secret) }
+
+// CAHash is the hex SHA-256 of cert's SubjectPublicKeyInfo.
+func CAHash(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
+}
