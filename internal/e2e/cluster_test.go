@@ -202,7 +202,8 @@ func (c *testCluster) pickNetwork() {
 		if netns, _ := filepath.Glob("/run/netns/k1s-e2e-" + id + "-*"); len(netns) > 0 {
 			continue
 		}
-		c.id, c.subnet, c.bridge = id, subnet, "k1sbr"+id
+		// .1 is the host's (the server's) address; agents get .2 on.
+		c.id, c.subnet, c.bridge, c.lastHost = id, subnet, "k1sbr"+id, 1
 		return
 	}
 	c.t.Fatal("found no free 10.199.x.0/24")
