@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -119,6 +120,11 @@ func tokenList(c *cli.Context) error {
 func tokenDelete(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return fmt.Errorf("give the id of the token to delete (see 'k1s token list')")
+	}
+	for _, id := range c.Args().Slice() {
+		if strings.HasPrefix(id, "-") {
+			return fmt.Errorf("flags go before the token ids: k1s token delete %s ID", id)
+		}
 	}
 	client, _, err := tokenClient(c)
 	if err != nil {

@@ -232,8 +232,25 @@ func TestMultiNode(t *testing.T) {
 // through the bridge instead of an overlay.
 func TestMultiNodeHostGW(t *testing.T) {
 	c := newTestCluster(t, clusterOptions{backend: "host-gw"})
-	a := c.addAgent("agent-a")
+	// Pass-through arguments of each kind must reach their component: the kubelet's health
+	// port (which k1s's readiness check must follow) and kube-proxy's listen addresses (which
+	// a config file would override).
+	a := c.addAgent("agent-a", "--kubelet-arg", "healthz-port=10348",
+		"--kube-proxy-arg", "healthz-bind-address=127.0.0.1:10356", "--kube-proxy-arg", "metrics-bind-address=127.0.0.1:10349")
 	c.waitNodesReady(t, 2)
+
+	t.Run("pass-through arguments reach the kubelet and kube-proxy", func(t *testing.T) {
+		for _, url := range []string{"http://127.0.0.1:10348/healthz", "http://127.0.0.1:10356/healthz", "http://127.0.0.1:10349/metrics"} {
+			if out, err := a.exec("curl", "-sf", "-o", "/dev/null", url); err != nil {
+				t.Errorf("%s does not answer on the agent: %v %s", url, err, out)
+			}
+		}
+		for _, url := range []string{"http://127.0.0.1:10248/healthz", "http://127.0.0.1:10256/healthz", "http://127.0.0.1:10249/metrics"} {
+			if out, err := a.exec("curl", "-sf", "-o", "/dev/null", url); err == nil {
+				t.Errorf("%s (the default) still answers on the agent: %s", url, out)
+			}
+		}
+	})
 	serverCIDR := c.kubectl(t, "get", "node", c.serverNode, "-o", "jsonpath={.spec.podCIDR}")
 	agentCIDR := c.kubectl(t, "get", "node", a.name, "-o", "jsonpath={.spec.podCIDR}")
 
@@ -346,7 +363,7 @@ func TestJoinErrors(t *testing.T) {
 		if out, err := bootstrapKubectl(c, bare, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"); err != nil || out != "system:bootstrap:"+tid {
 			t.Fatalf("a new token authenticates as %q (%v)", out, err)
 		}
-		if out, err := runK1s("token", "delete", tid, "--data-dir", c.server.dataDir); err != nil {
+		if out, err := runK1s("token", "delete", "--data-dir", c.server.dataDir, tid); err != nil {
 			t.Fatalf("token delete: %v\n%s", err, out)
 		}
 		if out, err := runK1s("token", "list", "--data-dir", c.server.dataDir); err != nil || strings.Contains(out, tid) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -60,8 +61,20 @@ func selectRoutes(routes []netlink.Route, gone map[int]bool) []netlink.Route {
 
 // removeNetwork deletes the node's routes, then its interfaces, in the current network
 // namespace only (an agent's killall runs in the agent's).
+// consistentDump retries a netlink dump that the kernel interrupted because the list changed
+// meanwhile (as it does while the pods' veths go away with their namespaces).
+func consistentDump[T any](dump func() ([]T, error)) ([]T, error) {
+	for attempt := 0; ; attempt++ {
+		list, err := dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || attempt == 20 {
+			return list, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func removeNetwork(report func(string, ...any)) error {
-	links, err := netlink.LinkList()
+	links, err := consistentDump(netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("listing interfaces: %w", err)
 	}
@@ -80,7 +93,9 @@ func removeNetwork(report func(string, ...any)) error {
 		}
 	}
 	var errs []error
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	routes, err := consistentDump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listing routes: %w", err))
 	}
