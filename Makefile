@@ -25,7 +25,7 @@ TAGS    := providerless k1s_payload
 # Unit and e2e test binaries do not embed the payload: `go test ./...` works on a fresh clone.
 TEST_TAGS := providerless
 PAYLOAD := internal/payload/assets/payload.tar.zst
-PAYLOAD_SOURCES := scripts/build-payload.sh $(wildcard scripts/payload/go.* scripts/payload/*/*.go) go.mod
+PAYLOAD_SOURCES := scripts/build-payload.sh $(filter-out scripts/payload/netbench/%,$(wildcard scripts/payload/go.* scripts/payload/*/*.go)) go.mod
 
 export CGO_ENABLED ?= 0
 
