@@ -96,8 +96,9 @@ func Objects(manifest []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// New returns the component that applies (or deletes) addons once the apiserver serves.
-func New(fsys fs.FS, config func() (*rest.Config, error), addons []Addon) component.Component {
+// New returns the component, called name, that applies (or deletes) addons once the
+// apiserver serves.
+func New(name string, fsys fs.FS, config func() (*rest.Config, error), addons []Addon) component.Component {
 	var done atomic.Bool
 	run := func(ctx context.Context) error {
 		cfg, err := config()
@@ -135,11 +136,11 @@ func New(fsys fs.FS, config func() (*rest.Config, error), addons []Addon) compon
 	}
 	ready := func(context.Context) error {
 		if !done.Load() {
-			return errors.New("applying add-ons")
+			return errors.New("applying " + name)
 		}
 		return nil
 	}
-	return component.NewFunc("add-ons", run, ready)
+	return component.NewFunc(name, run, ready)
 }
 
 func sync(ctx context.Context, client dynamic.Interface, mapper meta.RESTMapper, obj *unstructured.Unstructured, remove bool) error {

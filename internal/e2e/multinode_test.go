@@ -240,10 +240,14 @@ func TestMultiNodeHostGW(t *testing.T) {
 	c.waitNodesReady(t, 2)
 
 	t.Run("pass-through arguments reach the kubelet and kube-proxy", func(t *testing.T) {
+		// kube-proxy starts once the node's pod network is up, just after the Node is Ready.
 		for _, url := range []string{"http://127.0.0.1:10348/healthz", "http://127.0.0.1:10356/healthz", "http://127.0.0.1:10349/metrics"} {
-			if out, err := a.exec("curl", "-sf", "-o", "/dev/null", url); err != nil {
-				t.Errorf("%s does not answer on the agent: %v %s", url, err, out)
-			}
+			eventually(t, time.Minute, url+" on the agent", func() error {
+				if out, err := a.exec("curl", "-sf", "-o", "/dev/null", url); err != nil {
+					return fmt.Errorf("%v %s", err, out)
+				}
+				return nil
+			})
 		}
 		for _, url := range []string{"http://127.0.0.1:10248/healthz", "http://127.0.0.1:10256/healthz", "http://127.0.0.1:10249/metrics"} {
 			if out, err := a.exec("curl", "-sf", "-o", "/dev/null", url); err == nil {

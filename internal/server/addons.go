@@ -17,7 +17,14 @@ import (
 	"github.com/k1s-io/k1s/manifests"
 )
 
-// newAddons returns the component that deploys the add-ons: k1s's RBAC (always) and CoreDNS.
+// newRBAC returns the component that applies k1s's RBAC, which nodes need to join.
+func newRBAC(admin *adminClient) component.Component {
+	return deploy.New("k1s RBAC", manifests.FS, admin.restConfig, []deploy.Addon{
+		{Name: "rbac", Values: map[string]string{"APISERVER_KUBELET_USER": pki.APIServerKubeletUser}},
+	})
+}
+
+// newAddons returns the component that deploys the add-ons (CoreDNS).
 func newAddons(cfg *Config, admin *adminClient) (component.Component, error) {
 	disabled := slices.Contains(cfg.Disable, "coredns")
 	values := map[string]string{"CLUSTER_DNS": cfg.ClusterDNS.String(), "CLUSTER_DOMAIN": cfg.ClusterDomain}
@@ -34,10 +41,7 @@ func newAddons(cfg *Config, admin *adminClient) (component.Component, error) {
 			cfg.Log.Warnf("%s names no resolver CoreDNS can forward to (loopback resolvers are the pod's own): cluster names resolve, others do not", cfg.ResolvConf)
 		}
 	}
-	return deploy.New(manifests.FS, admin.restConfig, []deploy.Addon{
-		{Name: "rbac", Values: map[string]string{"APISERVER_KUBELET_USER": pki.APIServerKubeletUser}},
-		{Name: "coredns", Disabled: disabled, Values: values},
-	}), nil
+	return deploy.New("add-ons", manifests.FS, admin.restConfig, []deploy.Addon{{Name: "coredns", Disabled: disabled, Values: values}}), nil
 }
 
 // forwardDirective is CoreDNS's forward line for the resolvers in resolvConf. Loopback

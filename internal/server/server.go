@@ -89,7 +89,9 @@ func Prepare(cfg *Config) (*Server, error) {
 		lock.Release()
 		return nil, err
 	}
-	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, s.newBootstrap(admin), addons, newCSRApprover(admin)}
+	// Nothing waits for the add-ons: nodes join without them.
+	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, s.newBootstrap(admin),
+		newRBAC(admin), newCSRApprover(admin), component.Background(addons)}
 	return s, nil
 }
 
