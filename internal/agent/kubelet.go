@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/pflag"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
@@ -59,6 +60,8 @@ imageGCHighThresholdPercent: 90
 imageGCLowThresholdPercent: 80
 rotateCertificates: true
 serverTLSBootstrap: true
+tlsMinVersion: %s
+tlsCipherSuites: [%s]
 `
 
 // kubelet is the kubelet component with its arguments, parsed when the node is prepared.
@@ -84,7 +87,7 @@ func (a *Agent) kubeletConfig() string {
 	cfg := a.cfg
 	return fmt.Sprintf(kubeletConfigTemplate, cfg.NodeIP, cfg.clientCAFile(), cfg.cgroupDriver(),
 		a.cluster.ClusterDNS, a.cluster.ClusterDomain, cfg.ResolvConf, "unix://"+cfg.containerdSocket(),
-		filepath.Join(cfg.agentDir(), "pod-logs"))
+		filepath.Join(cfg.agentDir(), "pod-logs"), pki.TLSMinVersion, strings.Join(pki.TLSCipherSuites, ", "))
 }
 
 // newKubelet parses the kubelet's flags now (a bad --kubelet-arg stops k1s before anything

@@ -44,6 +44,8 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "etcd-arg", Usage: "key=value for etcd (repeatable)"},
 			&cli.BoolFlag{Name: "disable-agent", Usage: "run only the control plane, no node"},
 			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy this add-on, and remove it if deployed (coredns)"},
+			&cli.StringFlag{Name: "pod-security-default", Value: server.DefaultPodSecurity, Usage: "Pod Security level enforced in namespaces that set none (privileged, baseline, restricted); kube-system is exempt"},
+			&cli.StringFlag{Name: "audit-policy-file", Usage: "audit policy replacing k1s's (metadata of every request, no bodies)"},
 		),
 			nodeFlags()...),
 	}
@@ -71,6 +73,8 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		ExtraEtcdArgs:              c.StringSlice("etcd-arg"),
 		ResolvConf:                 c.String("resolv-conf"),
 		Disable:                    c.StringSlice("disable"),
+		PodSecurityDefault:         c.String("pod-security-default"),
+		AuditPolicyFile:            c.String("audit-policy-file"),
 	}
 	var err error
 	for _, ip := range []struct {

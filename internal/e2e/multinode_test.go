@@ -423,6 +423,24 @@ func TestJoinErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("anonymous requests reach only cluster-info and health", func(t *testing.T) {
+		base := c.serverURL()
+		for path, want := range map[string]string{
+			"/api/v1/namespaces/kube-public/configmaps/cluster-info": "200",
+			"/readyz": "200",
+			"/api/v1/namespaces/kube-public/configmaps": "401",
+			"/api/v1/namespaces":                        "401",
+			"/version":                                  "401",
+		} {
+			// The cluster CA is what a joining node checks; the request carries no credential.
+			out, err := exec.Command("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+				filepath.Join(c.server.dataDir, "server", "tls", "server-ca.crt"), base+path).Output()
+			if err != nil || string(out) != want {
+				t.Errorf("anonymous GET %s: %q (%v), want %s", path, out, err, want)
+			}
+		}
+	})
+
 	t.Run("bootstrap token gets no certificate beyond a new kubelet's", func(t *testing.T) {
 		const kubeletSigner, clientSigner = "kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/kube-apiserver-client"
 		csrs := []struct {

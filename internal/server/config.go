@@ -46,6 +46,10 @@ type Config struct {
 	ResolvConf string
 	// Disable lists add-ons not to deploy (and to remove): coredns.
 	Disable []string
+	// PodSecurityDefault is the Pod Security level enforced where a namespace sets none.
+	PodSecurityDefault string
+	// AuditPolicyFile replaces k1s's audit policy.
+	AuditPolicyFile string
 
 	ExtraAPIServerArgs         []string
 	ExtraControllerManagerArgs []string
@@ -179,6 +183,20 @@ func (c *Config) Complete() error {
 			return fmt.Errorf("--disable %q: unknown add-on; k1s ships: coredns", d)
 		}
 	}
+	if c.PodSecurityDefault == "" {
+		c.PodSecurityDefault = DefaultPodSecurity
+	}
+	if err := validatePodSecurity(c.PodSecurityDefault); err != nil {
+		return err
+	}
+	if c.AuditPolicyFile != "" {
+		if c.AuditPolicyFile, err = filepath.Abs(c.AuditPolicyFile); err != nil {
+			return err
+		}
+		if err := checkReadable("--audit-policy-file", c.AuditPolicyFile); err != nil {
+			return err
+		}
+	}
 	if c.KubeconfigOutput == "" {
 		c.KubeconfigOutput = DefaultKubeconfigOutput
 	}
@@ -193,6 +211,15 @@ func (c *Config) serverDir() string { return filepath.Join(c.DataDir, "server") 
 func (c *Config) tlsDir() string    { return filepath.Join(c.serverDir(), "tls") }
 func (c *Config) credDir() string   { return filepath.Join(c.serverDir(), "cred") }
 func (c *Config) etcdDir() string   { return filepath.Join(c.serverDir(), "db", "etcd") }
+func (c *Config) admissionConfigFile() string {
+	return filepath.Join(c.serverDir(), "etc", "admission-config.yaml")
+}
+func (c *Config) defaultAuditPolicyFile() string {
+	return filepath.Join(c.serverDir(), "etc", "audit-policy.yaml")
+}
+
+// AuditLog is where the apiserver writes its audit log.
+func (c *Config) AuditLog() string { return filepath.Join(c.serverDir(), "logs", "audit.log") }
 func (c *Config) authenticationConfigFile() string {
 	return filepath.Join(c.serverDir(), "etc", "authentication-config.yaml")
 }

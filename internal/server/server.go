@@ -126,6 +126,9 @@ func (s *Server) prepareHost(argv *componentArgs, etcdURL, etcdPeerURL *url.URL)
 	if err := pki.WriteFileAtomic(cfg.authenticationConfigFile(), authenticationConfig(), 0o600); err != nil {
 		return err
 	}
+	if err := cfg.writePolicies(); err != nil {
+		return err
+	}
 	if err := pki.WriteKubeconfig(cfg.KubeconfigOutput, cfg.localAPIServerURL(), cp.ServerCA.CertFile, cp.Admin, true, cfg.KubeconfigMode); err != nil {
 		return fmt.Errorf("writing the admin kubeconfig (--write-kubeconfig): %w", err)
 	}
@@ -178,7 +181,10 @@ func buildArgs(cfg *Config) (*componentArgs, error) {
 	apiserver := map[string]string{
 		"advertise-address":                  cfg.AdvertiseAddress.String(),
 		"allow-privileged":                   "true",
+		"admission-control-config-file":      cfg.admissionConfigFile(),
 		"api-audiences":                      ServiceAccountIssuer,
+		"audit-log-path":                     cfg.AuditLog(),
+		"audit-policy-file":                  cfg.auditPolicyFile(),
 		"authentication-config":              cfg.authenticationConfigFile(),
 		"authorization-mode":                 "Node,RBAC",
 		"bind-address":                       cfg.BindAddress.String(),
@@ -209,7 +215,12 @@ func buildArgs(cfg *Config) (*componentArgs, error) {
 		"service-node-port-range":            "30000-32767",
 		"storage-backend":                    "etcd3",
 		"tls-cert-file":                      tls + "/serving-kube-apiserver.crt",
+		"tls-cipher-suites":                  strings.Join(pki.TLSCipherSuites, ","),
+		"tls-min-version":                    pki.TLSMinVersion,
 		"tls-private-key-file":               tls + "/serving-kube-apiserver.key",
+	}
+	for k, v := range auditLogArgs {
+		apiserver[k] = v
 	}
 	controllerManager := map[string]string{
 		"allocate-node-cidrs":       "true",
