@@ -17,6 +17,7 @@ import (
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
 	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
+	"github.com/k1s-io/k1s/internal/host"
 	"github.com/k1s-io/k1s/internal/network"
 	"github.com/k1s-io/k1s/internal/payload"
 	"github.com/k1s-io/k1s/internal/pki"
@@ -152,10 +153,10 @@ func Prepare(cfg *Config) (*Agent, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := recordHostSysctls(cfg.DataDir); err != nil {
+	if err := host.RecordSysctls(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("recording the host's kernel settings: %w", err)
 	}
-	if err := EnsureCgroupRoot(cfg.DataDir, a.kubelet.cgroupRoot()); err != nil {
+	if err := host.EnsureCgroupRoot(cfg.DataDir, a.kubelet.cgroupRoot()); err != nil {
 		return nil, err
 	}
 	if a.payload, err = payload.Extract(cfg.DataDir, []string{"k1s", "kubectl", "ctr", "containerd"}); err != nil {

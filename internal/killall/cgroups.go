@@ -10,13 +10,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/k1s-io/k1s/internal/agent"
+	"github.com/k1s-io/k1s/internal/host"
 )
 
 // removeCgroups removes the kubelet's cgroups in every hierarchy: the recorded cgroup root
 // with everything below it, or with root "/", the kubepods* trees only.
 func removeCgroups(root string, report func(string, ...any)) error {
-	hierarchies, err := agent.CgroupHierarchies()
+	hierarchies, err := host.CgroupHierarchies()
 	if err != nil {
 		return err
 	}

@@ -22,8 +22,8 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
-	"github.com/k1s-io/k1s/internal/agent"
 	"github.com/k1s-io/k1s/internal/datadir"
+	"github.com/k1s-io/k1s/internal/host"
 )
 
 const (
@@ -60,7 +60,7 @@ func Run(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("locating the k1s binary: %w", err)
 	}
-	cgroupRoot := agent.RecordedCgroupRoot(dataDir)
+	cgroupRoot := host.RecordedCgroupRoot(dataDir)
 	var errs []error
 	note := func(err error) {
 		if err != nil {
@@ -72,7 +72,7 @@ func Run(opts Options) error {
 	note(removeNetwork(opts.Report))
 	note(removeFirewall(opts.Report))
 	note(removeCgroups(cgroupRoot, opts.Report))
-	restored, err := agent.RestoreHostSysctls(dataDir)
+	restored, err := host.RestoreSysctls(dataDir)
 	note(err)
 	for _, r := range restored {
 		opts.Report("restored %s", r)

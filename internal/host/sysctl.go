@@ -1,4 +1,4 @@
-package agent
+package host
 
 import (
 	"encoding/json"
@@ -14,9 +14,9 @@ import (
 	"github.com/k1s-io/k1s/internal/pki"
 )
 
-// HostSysctls are the kernel settings a node changes: the kubelet sets the first three (with
+// Sysctls are the kernel settings a node changes: the kubelet sets the first three (with
 // protectKernelDefaults off, field notes §7), the pod network the others.
-var HostSysctls = []string{
+var Sysctls = []string{
 	"kernel/panic",
 	"kernel/panic_on_oops",
 	"vm/overcommit_memory",
@@ -31,9 +31,9 @@ func SysctlRecordFile(dataDir string) string {
 	return filepath.Join(dataDir, "agent", "host-sysctls.json")
 }
 
-// recordHostSysctls writes the current values, unless an earlier start already recorded the
+// RecordSysctls writes the current values, unless an earlier start already recorded the
 // values the host had before any k1s.
-func recordHostSysctls(dataDir string) error {
+func RecordSysctls(dataDir string) error {
 	return recordHostSysctlsFrom(dataDir, "/proc/sys")
 }
 
@@ -43,7 +43,7 @@ func recordHostSysctlsFrom(dataDir, procSys string) error {
 		return nil
 	}
 	values := map[string]string{}
-	for _, key := range HostSysctls {
+	for _, key := range Sysctls {
 		if v, err := os.ReadFile(filepath.Join(procSys, key)); err == nil {
 			values[key] = strings.TrimSpace(string(v))
 		}
@@ -55,13 +55,13 @@ func recordHostSysctlsFrom(dataDir, procSys string) error {
 	return pki.WriteFileAtomic(path, data, 0o600)
 }
 
-// RestoreHostSysctls puts back what recordHostSysctls recorded, and forgets it. It returns the
+// RestoreSysctls puts back what RecordSysctls recorded, and forgets it. It returns the
 // settings it restored.
-func RestoreHostSysctls(dataDir string) ([]string, error) {
+func RestoreSysctls(dataDir string) ([]string, error) {
 	return restoreHostSysctls(dataDir, "/proc/sys")
 }
 
-// restoreHostSysctls writes under procSys only the keys of HostSysctls, with numeric values: the
+// restoreHostSysctls writes under procSys only the keys of Sysctls, with numeric values: the
 // record is a file on disk, and killall runs as root.
 func restoreHostSysctls(dataDir, procSys string) ([]string, error) {
 	path := SysctlRecordFile(dataDir)
@@ -102,10 +102,10 @@ func restoreHostSysctls(dataDir, procSys string) ([]string, error) {
 }
 
 // checkSysctl refuses a key k1s does not change (a "../" key would write anywhere) and any value
-// that is not a short integer, as all of HostSysctls are.
+// that is not a short integer, as all of Sysctls are.
 func checkSysctl(key, value string) error {
-	if !slices.Contains(HostSysctls, key) {
-		return fmt.Errorf("refusing to restore %q: k1s changes only %s; remove that entry and rerun killall", key, strings.Join(HostSysctls, ", "))
+	if !slices.Contains(Sysctls, key) {
+		return fmt.Errorf("refusing to restore %q: k1s changes only %s; remove that entry and rerun killall", key, strings.Join(Sysctls, ", "))
 	}
 	digits := strings.TrimPrefix(value, "-") // kernel.panic may be negative
 	if digits == "" || len(digits) > 19 || strings.Trim(digits, "0123456789") != "" {
