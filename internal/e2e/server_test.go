@@ -285,3 +285,30 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestKillallRefusesForeignDirectory: killall acts only on a k1s data directory (one with the
+// lock file k1s writes) and touches nothing elsewhere.
+func TestKillallRefusesForeignDirectory(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mounting a tmpfs: %v", err)
+	}
+	defer syscall.Unmount(sub, syscall.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(sub, "keep"), []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runK1s("killall", "--data-dir", dir)
+	if err == nil || !strings.Contains(out, "is not a k1s data directory") {
+		t.Fatalf("killall on a foreign directory: %v\n%s", err, out)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 {
+		t.Errorf("killall printed more than its one-line refusal:\n%s", out)
+	}
+	if data, err := os.ReadFile(filepath.Join(sub, "keep")); err != nil || string(data) != "data" {
+		t.Errorf("the mount under the directory was touched: %q %v", data, err)
+	}
+}
