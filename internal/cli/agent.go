@@ -10,7 +10,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/k1s-io/k1s/internal/agent"
-	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/logging"
 	"github.com/k1s-io/k1s/internal/network"
@@ -89,14 +88,7 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signalContext()
-	defer stop()
-	manager := &component.Manager{Log: log, OnStop: logs.Stopping}
-	if err := manager.Run(ctx, node.Components()...); err != nil {
-		return err
-	}
-	log.Info("k1s stopped")
-	return nil
+	return runComponents(logs, node.Components())
 }
 
 // joinToken reads --token or --token-file; both empty is allowed (a node that has joined

@@ -13,6 +13,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/logging"
 	"github.com/k1s-io/k1s/internal/version"
 )
 
@@ -75,4 +77,17 @@ func signalContext() (context.Context, context.CancelFunc) {
 		os.Exit(1)
 	}()
 	return ctx, func() { signal.Stop(ch); cancel(context.Canceled) }
+}
+
+// runComponents runs a server's or agent's components until a signal or a component's failure,
+// then stops them in reverse order.
+func runComponents(logs *logging.Logs, components []component.Component) error {
+	ctx, stop := signalContext()
+	defer stop()
+	manager := &component.Manager{Log: logs.Logger, OnStop: logs.Stopping}
+	if err := manager.Run(ctx, components...); err != nil {
+		return err
+	}
+	logs.Logger.Info("k1s stopped")
+	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/k1s-io/k1s/internal/agent"
-	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/logging"
 	"github.com/k1s-io/k1s/internal/server"
 	"github.com/k1s-io/k1s/internal/version"
@@ -136,14 +135,7 @@ func runServer(c *cli.Context) error {
 		components = node.ComponentsAround(components)
 	}
 
-	ctx, stop := signalContext()
-	defer stop()
-	manager := &component.Manager{Log: log, OnStop: logs.Stopping}
-	if err := manager.Run(ctx, components...); err != nil {
-		return err
-	}
-	log.Info("k1s stopped")
-	return nil
+	return runComponents(logs, components)
 }
 
 // prepareLocalNode prepares the server's own node: an agent like any other, joining this
