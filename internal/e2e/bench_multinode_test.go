@@ -22,62 +22,67 @@ import (
 // VXLAN and host-gw. It asserts nothing.
 func BenchmarkAgent(b *testing.B) {
 	for _, backend := range []string{"vxlan", "host-gw"} {
-		c := newTestCluster(b, clusterOptions{backend: backend})
-		client := c.server.client()
-		if backend == "vxlan" {
-			n := c.addNode("bench")
-			var joins []time.Duration
-			for i := 0; i < 5; i++ {
-				name := fmt.Sprintf("bench-%d", i)
-				p := n.newAgent(name, c.joinArgs()...)
-				begin := time.Now()
-				p.start()
-				for {
-					node, err := client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
-					if err == nil && isReady(*node) {
-						break
-					}
-					if time.Since(begin) > 3*time.Minute || !p.running() {
-						b.Fatalf("agent %s not Ready:\n%s", name, strings.Join(p.lines(), "\n"))
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-				joins = append(joins, time.Since(begin))
-				if i == 4 {
-					time.Sleep(30 * time.Second)
-					pss, rss := processTreeMemory(p.pid(), p.dataDir)
-					fmt.Printf("agent 30 s after Ready (no pods): PSS %.0f MB, RSS %.0f MB\n", pss, rss)
-					b.ReportMetric(pss, "MB-agent-PSS-idle")
+		// One cluster at a time: each sub-benchmark's clean-up removes its cluster.
+		b.Run(backend, func(b *testing.B) { benchmarkAgent(b, backend) })
+	}
+}
+
+func benchmarkAgent(b *testing.B, backend string) {
+	c := newTestCluster(b, clusterOptions{backend: backend})
+	client := c.server.client()
+	if backend == "vxlan" {
+		n := c.addNode("bench")
+		var joins []time.Duration
+		for i := 0; i < 5; i++ {
+			name := fmt.Sprintf("bench-%d", i)
+			p := n.newAgent(name, c.joinArgs()...)
+			begin := time.Now()
+			p.start()
+			for {
+				node, err := client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+				if err == nil && isReady(*node) {
 					break
 				}
-				p.stop()
-				if out, err := n.k1s("killall", "--data-dir", p.dataDir); err != nil {
-					b.Fatalf("killall: %v\n%s", err, out)
+				if time.Since(begin) > 3*time.Minute || !p.running() {
+					b.Fatalf("agent %s not Ready:\n%s", name, strings.Join(p.lines(), "\n"))
 				}
-				if err := client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
-					b.Fatal(err)
-				}
+				time.Sleep(20 * time.Millisecond)
 			}
-			fmt.Printf("agent exec to Node Ready: median %s of %v\n", median(joins), joins)
-			b.ReportMetric(median(joins).Seconds(), "s-agent-ready")
-		}
-		a := c.addAgent("agent-" + strings.ReplaceAll(backend, "-", ""))
-		c.waitNodesReady(b, 2+boolInt(backend == "vxlan"))
-		c.kubectl(b, "apply", "-f", c.file("netbench.yaml", fmt.Sprintf(netbenchManifest, c.serverNode, c.serverNode, a.name)))
-		c.kubectl(b, "wait", "--for=condition=Ready", "--timeout=180s", "pod/netbench-server", "pod/netbench-local", "pod/netbench-remote")
-		serverIP := c.kubectl(b, "get", "pod", "netbench-server", "-o", "jsonpath={.status.podIP}")
-		for _, from := range []string{"local", "remote"} {
-			out := c.kubectl(b, "exec", "netbench-"+from, "--", "netbench", "client", "-addr", serverIP+":5001", "-mib", "1024")
-			tput, rtt := parseNetbench(b, out)
-			where := "on one node"
-			if from == "remote" {
-				where = "across nodes (" + backend + ")"
+			joins = append(joins, time.Since(begin))
+			if i == 4 {
+				time.Sleep(30 * time.Second)
+				pss, rss := processTreeMemory(p.pid(), p.dataDir)
+				fmt.Printf("agent 30 s after Ready (no pods): PSS %.0f MB, RSS %.0f MB\n", pss, rss)
+				b.ReportMetric(pss, "MB-agent-PSS-idle")
+				break
 			}
-			fmt.Printf("pod to pod %-22s throughput %6.0f MiB/s, round trip %4d µs\n", where, tput, rtt)
-			metric := strings.ReplaceAll(backend, "-", "") + "-" + from
-			b.ReportMetric(tput, "MiBps-"+metric)
-			b.ReportMetric(float64(rtt), "us-rtt-"+metric)
+			p.stop()
+			if out, err := n.k1s("killall", "--data-dir", p.dataDir); err != nil {
+				b.Fatalf("killall: %v\n%s", err, out)
+			}
+			if err := client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+				b.Fatal(err)
+			}
 		}
+		fmt.Printf("agent exec to Node Ready: median %s of %v\n", median(joins), joins)
+		b.ReportMetric(median(joins).Seconds(), "s-agent-ready")
+	}
+	a := c.addAgent("agent-" + strings.ReplaceAll(backend, "-", ""))
+	c.waitNodesReady(b, 2+boolInt(backend == "vxlan"))
+	c.kubectl(b, "apply", "-f", c.file("netbench.yaml", fmt.Sprintf(netbenchManifest, c.serverNode, c.serverNode, a.name)))
+	c.kubectl(b, "wait", "--for=condition=Ready", "--timeout=180s", "pod/netbench-server", "pod/netbench-local", "pod/netbench-remote")
+	serverIP := c.kubectl(b, "get", "pod", "netbench-server", "-o", "jsonpath={.status.podIP}")
+	for _, from := range []string{"local", "remote"} {
+		out := c.kubectl(b, "exec", "netbench-"+from, "--", "netbench", "client", "-addr", serverIP+":5001", "-mib", "1024")
+		tput, rtt := parseNetbench(b, out)
+		where := "on one node"
+		if from == "remote" {
+			where = "across nodes (" + backend + ")"
+		}
+		fmt.Printf("pod to pod %-22s throughput %6.0f MiB/s, round trip %4d µs\n", where, tput, rtt)
+		metric := strings.ReplaceAll(backend, "-", "") + "-" + from
+		b.ReportMetric(tput, "MiBps-"+metric)
+		b.ReportMetric(float64(rtt), "us-rtt-"+metric)
 	}
 }
 
