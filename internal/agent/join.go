@@ -198,10 +198,11 @@ func discoverOnce(ctx context.Context, server string, token pki.JoinToken) ([]by
 		if _, ok := cm[bootstrapapi.JWSSignatureKeyPrefix+token.ID]; ok || time.Now().After(deadline) {
 			break
 		}
+		// On a server's first start its own node waits here for the first signature.
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	kubeconfig := cm[bootstrapapi.KubeConfigKey]
