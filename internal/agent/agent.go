@@ -76,6 +76,9 @@ func (c *Config) cgroupDriver() string {
 	return "cgroupfs"
 }
 
+// maxSocketPath is the longest path a unix socket can be bound at (sun_path less its NUL).
+const maxSocketPath = 107
+
 // Validate checks what can be checked before anything is written.
 func (c *Config) Validate() error {
 	if err := ValidateServerURL(c.ServerURL); err != nil {
@@ -83,6 +86,16 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeIP == nil || c.NodeName == "" || c.Log == nil {
 		return fmt.Errorf("agent config: node name, node IP and logger must be set")
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
+	}
+	c.DataDir = abs
+	// The kubelet listens on unix sockets under its directory (pod-resources/<random>), and
+	// the kernel binds no socket path longer than 107 bytes: the kubelet would exit later.
+	if n := len(filepath.Join(c.kubeletDir(), "pod-resources", "0123456789")); n > maxSocketPath {
+		return fmt.Errorf("--data-dir %s is too long: the kubelet's sockets under it would take %d bytes, more than the kernel's %d; choose a shorter --data-dir", c.DataDir, n, maxSocketPath)
 	}
 	switch c.FlannelBackend {
 	case "":

@@ -31,7 +31,7 @@ func benchmarkAgent(b *testing.B, backend string) {
 	c := newTestCluster(b, clusterOptions{backend: backend})
 	client := c.server.client()
 	if backend == "vxlan" {
-		n := c.addNode("bench")
+		n := c.addNode("b")
 		var joins []time.Duration
 		for i := 0; i < 5; i++ {
 			name := fmt.Sprintf("bench-%d", i)
@@ -67,7 +67,7 @@ func benchmarkAgent(b *testing.B, backend string) {
 		fmt.Printf("agent exec to Node Ready: median %s of %v\n", median(joins), joins)
 		b.ReportMetric(median(joins).Seconds(), "s-agent-ready")
 	}
-	a := c.addAgent("agent-" + strings.ReplaceAll(backend, "-", ""))
+	a := c.addAgent(map[string]string{"vxlan": "vx", "host-gw": "gw"}[backend])
 	c.waitNodesReady(b, 2+boolInt(backend == "vxlan"))
 	c.kubectl(b, "apply", "-f", c.file("netbench.yaml", fmt.Sprintf(netbenchManifest, c.serverNode, c.serverNode, a.name)))
 	c.kubectl(b, "wait", "--for=condition=Ready", "--timeout=180s", "pod/netbench-server", "pod/netbench-local", "pod/netbench-remote")

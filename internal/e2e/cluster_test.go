@@ -371,11 +371,13 @@ func (a *agentNode) k1s(args ...string) (string, error) {
 func (a *agentNode) newAgent(name string, extra ...string) *server {
 	t := a.c.t
 	t.Helper()
-	base, err := os.MkdirTemp(a.dir, "agent-")
+	// Short: the kubelet's unix sockets live under the data directory, and a socket path has
+	// at most 107 bytes.
+	base, err := os.MkdirTemp(a.dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dataDir := filepath.Join(base, "data")
+	dataDir := filepath.Join(base, "d")
 	images := filepath.Join(dataDir, "agent", "images")
 	if err := os.MkdirAll(images, 0o700); err != nil {
 		t.Fatal(err)

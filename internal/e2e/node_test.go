@@ -471,6 +471,18 @@ func assertHostClean(t *testing.T, dataDir string) {
 
 // TestNodeBadInput covers what a host can lack.
 func TestNodeBadInput(t *testing.T) {
+	t.Run("data dir too long for the kubelet's sockets", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), strings.Repeat("x", 80))
+		token := "K10" + strings.Repeat("0", 64) + "::abcdef.0123456789abcdef"
+		out, err := runK1s("agent", "--server", "https://127.0.0.1:1", "--token", token, "--data-dir", dir)
+		if err == nil || !strings.Contains(out, "is too long") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Fatalf("exit %v:\n%s", err, out)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Error("the data directory was created")
+		}
+	})
+
 	t.Run("no iptables or nft", func(t *testing.T) {
 		s := newServer(t)
 		cmd := exec.Command(*k1sBinary, removeArg(s.args, "--disable-agent")...)
