@@ -90,7 +90,6 @@ func newServerIn(t testing.TB, dir string, extra ...string) *server {
 		"--kube-controller-manager-arg", "secure-port=" + strconv.Itoa(freePort(t)),
 		"--kube-scheduler-arg", "secure-port=" + strconv.Itoa(freePort(t)),
 		"--etcd-arg", "listen-client-urls=https://127.0.0.1:" + strconv.Itoa(freePort(t)),
-		"--etcd-arg", "listen-peer-urls=http://127.0.0.1:" + strconv.Itoa(freePort(t)),
 	}, extra...)
 	// The default config file must not leak into tests; an explicit --config that does not
 	// exist is an error, so give an empty one.

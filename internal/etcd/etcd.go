@@ -26,8 +26,12 @@ type Config struct {
 	Name string
 	// DataDir is <data-dir>/server/db/etcd.
 	DataDir string
-	// ClientPort is the client port on 127.0.0.1; PeerPort the peer port on 127.0.0.1.
-	ClientPort, PeerPort int
+	// ClientPort is the client port on 127.0.0.1.
+	ClientPort int
+	// PeerURL is the member's peer address. A single server never listens on it: etcd's raft
+	// peers are other servers, and an open peer port would be an unauthenticated way into the
+	// database. It only names the member, unless --etcd-arg listen-peer-urls=… opens a listener.
+	PeerURL string
 	// CAFile verifies clients; CertFile and KeyFile serve.
 	CAFile, CertFile, KeyFile string
 	// ExtraArgs are the user's --etcd-arg values, in etcd's own flag syntax.
@@ -38,6 +42,7 @@ type Config struct {
 // Server is the embedded etcd, as a component.Component.
 type Server struct {
 	cfg      *embed.Config
+	args     []string
 	stopping *atomic.Bool
 
 	mu     sync.Mutex
@@ -55,13 +60,12 @@ func New(c Config) (*Server, error) {
 	ecfg.AddFlags(fs)
 
 	clientURL := fmt.Sprintf("https://127.0.0.1:%d", c.ClientPort)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", c.PeerPort)
+	peerURL := c.PeerURL
 	defaults := map[string]string{
 		"name":                        c.Name,
 		"data-dir":                    c.DataDir,
 		"listen-client-urls":          clientURL,
 		"advertise-client-urls":       clientURL,
-		"listen-peer-urls":            peerURL,
 		"initial-advertise-peer-urls": peerURL,
 		"initial-cluster":             c.Name + "=" + peerURL,
 		"trusted-ca-file":             c.CAFile,
@@ -110,7 +114,10 @@ func New(c Config) (*Server, error) {
 	}
 	// embed.Config.AddFlags binds URL lists to flag values only; etcd's own main copies them
 	// into the config the same way.
-	ecfg.ListenPeerUrls = flags.UniqueURLsFromFlag(fs, "listen-peer-urls")
+	ecfg.ListenPeerUrls = nil
+	if _, ok := user["listen-peer-urls"]; ok {
+		ecfg.ListenPeerUrls = flags.UniqueURLsFromFlag(fs, "listen-peer-urls")
+	}
 	ecfg.AdvertisePeerUrls = flags.UniqueURLsFromFlag(fs, "initial-advertise-peer-urls")
 	ecfg.ListenClientUrls = flags.UniqueURLsFromFlag(fs, "listen-client-urls")
 	ecfg.AdvertiseClientUrls = flags.UniqueURLsFromFlag(fs, "advertise-client-urls")
@@ -122,14 +129,23 @@ func New(c Config) (*Server, error) {
 	if err := ecfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid etcd configuration: %w", err)
 	}
-	return &Server{cfg: ecfg, stopping: stopping, exited: make(chan struct{})}, nil
+	if len(ecfg.ListenPeerUrls) == 0 {
+		merged = append(merged, "--listen-peer-urls=")
+	}
+	return &Server{cfg: ecfg, args: merged, stopping: stopping, exited: make(chan struct{})}, nil
 }
 
-// PeerURL is where etcd listens for its peers.
-func (s *Server) PeerURL() *url.URL {
+// PeerListenURL is where etcd listens for its peers, or nil: by default it does not.
+func (s *Server) PeerListenURL() *url.URL {
+	if len(s.cfg.ListenPeerUrls) == 0 {
+		return nil
+	}
 	u := s.cfg.ListenPeerUrls[0]
 	return &u
 }
+
+// Args is etcd's effective command line.
+func (s *Server) Args() []string { return s.args }
 
 // ClientURL is the URL the apiserver reaches etcd at.
 func (s *Server) ClientURL() *url.URL {
