@@ -17,6 +17,7 @@ import (
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
 	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
+	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/host"
 	"github.com/k1s-io/k1s/internal/network"
 	"github.com/k1s-io/k1s/internal/payload"
@@ -49,6 +50,10 @@ type Config struct {
 	// (default: the node IP's).
 	FlannelBackend string
 	FlannelIface   string
+
+	// Hardened runs the kubelet with the k3s hardening guide's settings (hardenedKubelet),
+	// the kernel parameters it needs set by k1s first.
+	Hardened bool
 
 	Log *logrus.Logger
 }
@@ -112,11 +117,13 @@ func (c *Config) Validate() error {
 
 // Agent is a node ready to start.
 type Agent struct {
-	cfg         *Config
-	payload     *payload.Dir
-	kubelet     *kubelet
-	proxyMode   string
-	snapshotter string
+	cfg       *Config
+	payload   *payload.Dir
+	kubelet   *kubelet
+	proxyMode string
+	// kubeProxyArgs is kube-proxy's command line before the cluster's settings are added.
+	kubeProxyArgs []string
+	snapshotter   string
 	// cluster is what the node learned from the cluster at join; the components after the
 	// join read it when they start.
 	cluster *network.Cluster
@@ -168,6 +175,16 @@ func Prepare(cfg *Config) (*Agent, error) {
 	}
 	if err := host.RecordSysctls(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("recording the host's kernel settings: %w", err)
+	}
+	if cfg.Hardened {
+		if err := host.SetKubeletTunables(); err != nil {
+			return nil, err
+		}
+	}
+	for name, argv := range map[string][]string{"kubelet": kubeletArgs, "kube-proxy": a.kubeProxyArgs} {
+		if err := datadir.RecordArgs(cfg.DataDir, "agent", name, argv); err != nil {
+			return nil, err
+		}
 	}
 	if err := host.EnsureCgroupRoot(cfg.DataDir, a.kubelet.cgroupRoot()); err != nil {
 		return nil, err

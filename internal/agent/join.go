@@ -295,9 +295,9 @@ func fetchClientCA(ctx context.Context, client kubernetes.Interface, path string
 				return fmt.Errorf("the apiserver's client CA is unreadable: %w", err)
 			}
 			if old, _ := os.ReadFile(path); bytes.Equal(old, data) {
-				return nil
+				return os.Chmod(path, pki.CertMode)
 			}
-			return pki.WriteFileAtomic(path, data, 0o644)
+			return pki.WriteFileAtomic(path, data, pki.CertMode)
 		}
 		// Right after the first start the RBAC that lets nodes read it may still be on its way.
 		select {

@@ -27,8 +27,9 @@ import (
 // kubeletConfigTemplate is the KubeletConfiguration k1s writes; fmt verbs are filled from
 // Config. Settings follow the field notes: webhook authn/authz, no anonymous access, no
 // read-only port, relaxed eviction for small disks, system images never garbage collected
-// (they are pinned in containerd), and no kernel tunables forced. The node's certificates come
-// from the cluster by CSR and are renewed by the kubelet itself.
+// (they are pinned in containerd), and kernel tunables left to the kubelet unless hardened
+// (then k1s sets them first). The node's certificates come from the cluster by CSR and are
+// renewed by the kubelet itself.
 const kubeletConfigTemplate = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: %s
@@ -50,7 +51,7 @@ resolvConf: %q
 containerRuntimeEndpoint: %q
 podLogsDir: %q
 serializeImagePulls: false
-protectKernelDefaults: false
+protectKernelDefaults: %t
 evictionHard:
   memory.available: 100Mi
   nodefs.available: 5%%
@@ -62,6 +63,14 @@ rotateCertificates: true
 serverTLSBootstrap: true
 tlsMinVersion: %s
 tlsCipherSuites: [%s]
+`
+
+// hardenedKubelet is what --hardened adds (the k3s hardening guide's kubelet settings):
+// the runtime's default seccomp profile for every container, a PID limit per pod, idle
+// streaming connections closed after 5 minutes. protectKernelDefaults is set above.
+const hardenedKubelet = `seccompDefault: true
+podPidsLimit: 4096
+streamingConnectionIdleTimeout: 5m
 `
 
 // kubelet is the kubelet component with its arguments, parsed when the node is prepared.
@@ -85,9 +94,13 @@ func (k *kubelet) cgroupRoot() string {
 // kubeletConfig is the content of the KubeletConfiguration file.
 func (a *Agent) kubeletConfig() string {
 	cfg := a.cfg
-	return fmt.Sprintf(kubeletConfigTemplate, cfg.NodeIP, cfg.clientCAFile(), cfg.cgroupDriver(),
+	out := fmt.Sprintf(kubeletConfigTemplate, cfg.NodeIP, cfg.clientCAFile(), cfg.cgroupDriver(),
 		a.cluster.ClusterDNS, a.cluster.ClusterDomain, cfg.ResolvConf, "unix://"+cfg.containerdSocket(),
-		filepath.Join(cfg.agentDir(), "pod-logs"), pki.TLSMinVersion, strings.Join(pki.TLSCipherSuites, ", "))
+		filepath.Join(cfg.agentDir(), "pod-logs"), cfg.Hardened, pki.TLSMinVersion, strings.Join(pki.TLSCipherSuites, ", "))
+	if cfg.Hardened {
+		out += hardenedKubelet
+	}
+	return out
 }
 
 // newKubelet parses the kubelet's flags now (a bad --kubelet-arg stops k1s before anything

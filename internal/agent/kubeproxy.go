@@ -56,6 +56,7 @@ func (a *Agent) newKubeProxy() (component.Component, network.ListenPort, error) 
 	if _, _, err := parseKubeProxyFlags(argv); err != nil {
 		return nil, network.ListenPort{}, err
 	}
+	a.kubeProxyArgs = argv
 	healthz, _ := args.Value(argv, "healthz-bind-address")
 	host, port, err := net.SplitHostPort(healthz)
 	if err != nil {

@@ -128,6 +128,7 @@ func nodeFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "kube-proxy-arg", Usage: "key=value for kube-proxy (repeatable)"},
 		&cli.StringFlag{Name: "flannel-backend", Value: network.BackendVXLAN, Usage: "pod network between nodes: vxlan, host-gw (nodes on one L2 network) or none"},
 		&cli.StringFlag{Name: "flannel-iface", Usage: "interface the pod network between nodes uses (default: the node IP's)"},
+		&cli.BoolFlag{Name: "hardened", EnvVars: []string{"K1S_HARDENED"}, Usage: "CIS hardening: restricted Pod Security, secrets encryption, EventRateLimit, kubelet protect-kernel-defaults, seccomp default, pod PID limit (see README)"},
 	}
 }
 
@@ -147,6 +148,7 @@ func nodeConfig(c *cli.Context, dataDir, nodeName string, nodeIP net.IP, serverU
 		ExtraKubeProxyArgs:         c.StringSlice("kube-proxy-arg"),
 		FlannelBackend:             c.String("flannel-backend"),
 		FlannelIface:               c.String("flannel-iface"),
+		Hardened:                   c.Bool("hardened"),
 		Log:                        log,
 	}
 }

@@ -43,7 +43,8 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "etcd-arg", Usage: "key=value for etcd (repeatable)"},
 			&cli.BoolFlag{Name: "disable-agent", Usage: "run only the control plane, no node"},
 			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy this add-on, and remove it if deployed (coredns)"},
-			&cli.StringFlag{Name: "pod-security-default", Value: server.DefaultPodSecurity, Usage: "Pod Security level enforced in namespaces that set none (privileged, baseline, restricted); kube-system is exempt"},
+			&cli.StringFlag{Name: "pod-security-default", Usage: "Pod Security level enforced in namespaces that set none (privileged, baseline, restricted; default baseline, restricted with --hardened); kube-system is exempt"},
+			&cli.BoolFlag{Name: "secrets-encryption", EnvVars: []string{"K1S_SECRETS_ENCRYPTION"}, Usage: "encrypt Secrets in etcd with a generated AES-CBC key (stays on once enabled; see 'k1s secrets-encrypt')"},
 			&cli.StringFlag{Name: "audit-policy-file", Usage: "audit policy replacing k1s's (metadata of every request, no bodies)"},
 		),
 			nodeFlags()...),
@@ -74,6 +75,8 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		Disable:                    c.StringSlice("disable"),
 		PodSecurityDefault:         c.String("pod-security-default"),
 		AuditPolicyFile:            c.String("audit-policy-file"),
+		SecretsEncryption:          c.Bool("secrets-encryption"),
+		Hardened:                   c.Bool("hardened"),
 	}
 	var err error
 	for _, ip := range []struct {

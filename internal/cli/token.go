@@ -22,8 +22,13 @@ import (
 	"github.com/k1s-io/k1s/internal/server"
 )
 
+// serverDataDirFlag is --data-dir of the commands that act on a running server from its host.
+func serverDataDirFlag() cli.Flag {
+	return &cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "the server's data directory (k1s's own credential and CA are read from it)"}
+}
+
 func tokenCommand() *cli.Command {
-	dataDir := &cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "the server's data directory (its admin credential and CA are read from it)"}
+	dataDir := serverDataDirFlag()
 	return &cli.Command{
 		Name:            "token",
 		Usage:           "Manage join tokens (bootstrap tokens) on a server",
@@ -46,10 +51,11 @@ func tokenCommand() *cli.Command {
 	}
 }
 
-// tokenClient is an admin client of the server whose data directory --data-dir names.
-func tokenClient(c *cli.Context) (kubernetes.Interface, *server.Config, error) {
+// supervisorClient is k1s's own client (system:masters) of the server whose data directory
+// --data-dir names.
+func supervisorClient(c *cli.Context) (kubernetes.Interface, *server.Config, error) {
 	cfg := &server.Config{DataDir: c.String("data-dir")}
-	restConfig, err := clientcmd.BuildConfigFromFlags("", cfg.AdminKubeconfig())
+	restConfig, err := clientcmd.BuildConfigFromFlags("", cfg.SupervisorKubeconfig())
 	if err != nil {
 		return nil, nil, fmt.Errorf("no server credentials in %s (%v): run this on the server, with its --data-dir", cfg.DataDir, err)
 	}
@@ -65,7 +71,7 @@ func tokenCreate(c *cli.Context) error {
 	if c.Duration("ttl") < 0 {
 		return fmt.Errorf("--ttl %s is negative", c.Duration("ttl"))
 	}
-	client, cfg, err := tokenClient(c)
+	client, cfg, err := supervisorClient(c)
 	if err != nil {
 		return err
 	}
@@ -90,7 +96,7 @@ func tokenCreate(c *cli.Context) error {
 }
 
 func tokenList(c *cli.Context) error {
-	client, _, err := tokenClient(c)
+	client, _, err := supervisorClient(c)
 	if err != nil {
 		return err
 	}
@@ -126,7 +132,7 @@ func tokenDelete(c *cli.Context) error {
 			return fmt.Errorf("flags go before the token ids: k1s token delete %s ID", id)
 		}
 	}
-	client, _, err := tokenClient(c)
+	client, _, err := supervisorClient(c)
 	if err != nil {
 		return err
 	}

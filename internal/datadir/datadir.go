@@ -65,3 +65,17 @@ func (l *Lock) Release() {
 		l.f.Close()
 	}
 }
+
+// Held reports whether a running k1s holds the data directory's lock.
+func Held(dataDir string) bool {
+	f, err := os.Open(LockFile(dataDir))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}

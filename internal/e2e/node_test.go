@@ -17,7 +17,8 @@ import (
 )
 
 // The kernel settings the kubelet and the pod network change (field notes §7).
-var watchedSysctls = []string{"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "net/ipv4/ip_forward"}
+var watchedSysctls = []string{"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "vm/panic_on_oom",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward"}
 
 func readSysctls(t testing.TB) map[string]string {
 	t.Helper()
@@ -89,6 +90,8 @@ func (s *server) waitNodeReady(t testing.TB) {
 	})
 }
 
+// webManifest's pods meet Pod Security "restricted", so that the same workloads run under
+// every profile (--hardened enforces restricted).
 const webManifest = `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -98,12 +101,16 @@ spec:
   template:
     metadata: {labels: {app: web}}
     spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
       containers:
       - name: httpd
         image: k1s.local/busybox:test
         imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        command: ["sh", "-c", "echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
         ports: [{containerPort: 8080}]
+        securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+        volumeMounts: [{name: www, mountPath: /www}]
+      volumes: [{name: www, emptyDir: {}}]
 ---
 apiVersion: v1
 kind: Service
@@ -117,11 +124,13 @@ apiVersion: v1
 kind: Pod
 metadata: {name: client}
 spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
   containers:
   - name: client
     image: k1s.local/busybox:test
     imagePullPolicy: Never
     command: ["sh", "-c", "echo client-started; exec sleep 3600"]
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
 `
 
 const volumesManifest = `apiVersion: v1
@@ -215,41 +224,7 @@ func TestNode(t *testing.T) {
 		})
 	})
 
-	s.mustKubectl("apply", "-f", writeTemp(t, "web.yaml", webManifest))
-	waitPodsRunning(t, s, "app=web", 2)
-	waitPodsRunning(t, s, "", 3)
-	clusterIP := s.mustKubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
-	nodePort := s.mustKubectl("get", "service", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
-	nodeIP := s.mustKubectl("get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
-
-	t.Run("pod resolves and reaches the service", func(t *testing.T) {
-		eventually(t, time.Minute, "DNS answer", func() error {
-			out, err := s.kubectl("exec", "client", "--", "nslookup", "web.default.svc.cluster.local")
-			if err != nil || !strings.Contains(out, clusterIP) {
-				return fmt.Errorf("nslookup: %v %s", err, out)
-			}
-			return nil
-		})
-		eventually(t, time.Minute, "page through the service", func() error {
-			out, err := s.kubectl("exec", "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 web.default.svc.cluster.local 80`)
-			if err != nil || !strings.Contains(out, "hello-from-web-") {
-				return fmt.Errorf("fetch: %v %s", err, out)
-			}
-			return nil
-		})
-	})
-
-	t.Run("host reaches the service", func(t *testing.T) {
-		for _, addr := range []string{clusterIP + ":80", nodeIP + ":" + nodePort} {
-			eventually(t, time.Minute, "GET "+addr, func() error {
-				body, err := httpGet(addr)
-				if err != nil || !strings.HasPrefix(body, "hello-from-web-") {
-					return fmt.Errorf("%q %v", body, err)
-				}
-				return nil
-			})
-		}
-	})
+	_, nodeIP, nodePort := checkWorkloads(t, s)
 
 	t.Run("logs exec port-forward", func(t *testing.T) {
 		if out := s.mustKubectl("logs", "client"); !strings.Contains(out, "client-started") {
@@ -352,6 +327,49 @@ func TestNode(t *testing.T) {
 			t.Errorf("killall removed the data directory: %v", err)
 		}
 	})
+}
+
+// checkWorkloads runs webManifest and checks what every profile must keep working: the pods
+// run, a pod resolves the Service through CoreDNS and reaches it, and the host reaches it
+// through its ClusterIP and NodePort. It returns the Service's ClusterIP and NodePort and the
+// node's address.
+func checkWorkloads(t *testing.T, s *server) (clusterIP, nodeIP, nodePort string) {
+	t.Helper()
+	s.mustKubectl("apply", "-f", writeTemp(t, "web.yaml", webManifest))
+	waitPodsRunning(t, s, "app=web", 2)
+	waitPodsRunning(t, s, "", 3)
+	clusterIP = s.mustKubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+	nodePort = s.mustKubectl("get", "service", "web", "-o", "jsonpath={.spec.ports[0].nodePort}")
+	nodeIP = s.mustKubectl("get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+	t.Run("pod resolves and reaches the service", func(t *testing.T) {
+		eventually(t, time.Minute, "DNS answer", func() error {
+			out, err := s.kubectl("exec", "client", "--", "nslookup", "web.default.svc.cluster.local")
+			if err != nil || !strings.Contains(out, clusterIP) {
+				return fmt.Errorf("nslookup: %v %s", err, out)
+			}
+			return nil
+		})
+		eventually(t, time.Minute, "page through the service", func() error {
+			out, err := s.kubectl("exec", "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 web.default.svc.cluster.local 80`)
+			if err != nil || !strings.Contains(out, "hello-from-web-") {
+				return fmt.Errorf("fetch: %v %s", err, out)
+			}
+			return nil
+		})
+	})
+
+	t.Run("host reaches the service", func(t *testing.T) {
+		for _, addr := range []string{clusterIP + ":80", nodeIP + ":" + nodePort} {
+			eventually(t, time.Minute, "GET "+addr, func() error {
+				body, err := httpGet(addr)
+				if err != nil || !strings.HasPrefix(body, "hello-from-web-") {
+					return fmt.Errorf("%q %v", body, err)
+				}
+				return nil
+			})
+		}
+	})
+	return clusterIP, nodeIP, nodePort
 }
 
 // childPID finds the child of parent called name (argv[0]).

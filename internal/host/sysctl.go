@@ -14,15 +14,46 @@ import (
 	"github.com/k1s-io/k1s/internal/pki"
 )
 
-// Sysctls are the kernel settings a node changes: the kubelet sets the first three (with
-// protectKernelDefaults off, field notes §7), the pod network the others.
+// Sysctls are the kernel settings a node changes: the kubelet's tunables (which the kubelet
+// sets itself with protectKernelDefaults off, field notes §7, and k1s sets for it when
+// hardened), and the pod network's.
 var Sysctls = []string{
 	"kernel/panic",
 	"kernel/panic_on_oops",
 	"vm/overcommit_memory",
+	"vm/panic_on_oom",
+	"kernel/keys/root_maxkeys",
+	"kernel/keys/root_maxbytes",
 	"net/ipv4/ip_forward",
 	"net/bridge/bridge-nf-call-iptables",
 	"net/bridge/bridge-nf-call-ip6tables",
+}
+
+// kubeletTunables are the values the kubelet requires (its setupKernelTunables): with
+// protectKernelDefaults it refuses to start unless the host has them.
+var kubeletTunables = map[string]string{
+	"vm/overcommit_memory":      "1",
+	"vm/panic_on_oom":           "0",
+	"kernel/panic":              "10",
+	"kernel/panic_on_oops":      "1",
+	"kernel/keys/root_maxkeys":  "1000000",
+	"kernel/keys/root_maxbytes": "25000000",
+}
+
+// SetKubeletTunables sets the kernel parameters the kubelet needs, for a kubelet that must
+// not change them itself (--hardened). Call RecordSysctls first.
+func SetKubeletTunables() error {
+	keys := make([]string, 0, len(kubeletTunables))
+	for key := range kubeletTunables {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(kubeletTunables[key]), 0o644); err != nil {
+			return fmt.Errorf("setting %s=%s for the kubelet (protect-kernel-defaults): %w", sysctlName(key), kubeletTunables[key], err)
+		}
+	}
+	return nil
 }
 
 // SysctlRecordFile is where a node records the host's settings before it first changes them;
@@ -31,22 +62,34 @@ func SysctlRecordFile(dataDir string) string {
 	return filepath.Join(dataDir, "agent", "host-sysctls.json")
 }
 
-// RecordSysctls writes the current values, unless an earlier start already recorded the
-// values the host had before any k1s.
+// RecordSysctls writes the current values of Sysctls, except those an earlier start already
+// recorded (the values the host had before any k1s).
 func RecordSysctls(dataDir string) error {
 	return recordHostSysctlsFrom(dataDir, "/proc/sys")
 }
 
 func recordHostSysctlsFrom(dataDir, procSys string) error {
 	path := SysctlRecordFile(dataDir)
-	if _, err := os.Stat(path); err == nil {
-		return nil
-	}
 	values := map[string]string{}
+	if data, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(data, &values); err != nil {
+			return fmt.Errorf("%s is malformed (%w): restore the host's sysctls by hand and remove it", path, err)
+		}
+	}
+	// Keys an earlier start recorded keep the host's value from before any k1s; keys it did
+	// not know yet are recorded now, before this start changes them.
+	added := false
 	for _, key := range Sysctls {
+		if _, ok := values[key]; ok {
+			continue
+		}
 		if v, err := os.ReadFile(filepath.Join(procSys, key)); err == nil {
 			values[key] = strings.TrimSpace(string(v))
+			added = true
 		}
+	}
+	if !added {
+		return nil
 	}
 	data, err := json.MarshalIndent(values, "", "  ")
 	if err != nil {

@@ -1,7 +1,9 @@
 package pki
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,7 +14,15 @@ import (
 
 // Users the control plane's own clients authenticate as.
 const (
-	AdminUser             = "system:admin"
+	// AdminUser is the admin kubeconfig's identity (--write-kubeconfig): a cluster admin only
+	// through the AdminGroup's RBAC binding, so deleting that binding revokes it.
+	AdminUser  = "k1s:admin"
+	AdminGroup = "k1s:cluster-admins"
+	// SupervisorUser is k1s's own identity (bootstrap, add-ons, CSR approval, token and
+	// secrets-encrypt commands): in system:masters, so no RBAC change can lock k1s out.
+	SupervisorUser = "k1s:supervisor"
+	// BreakGlassUser is the emergency admin whose kubeconfig stays under the data directory.
+	BreakGlassUser        = "k1s:break-glass"
 	ControllerManagerUser = "system:kube-controller-manager"
 	SchedulerUser         = "system:kube-scheduler"
 	// APIServerKubeletUser is the apiserver's identity towards kubelets (logs, exec, port-forward);
@@ -34,6 +44,22 @@ type ControlPlaneSpec struct {
 	APIServerNames []string
 	// APIServerURL is what the local kubeconfigs point at.
 	APIServerURL string
+	// Rotate names services (see Services) whose certificates are issued again, with new
+	// keys, whatever they hold.
+	Rotate []string
+}
+
+// Services are the names `k1s certificate rotate --service` takes, each with the
+// certificates (under the tls directory) it renews.
+var Services = map[string][]string{
+	"api-server":         {"serving-kube-apiserver", "client-kube-apiserver"},
+	"auth-proxy":         {"client-auth-proxy"},
+	"admin":              {"client-admin"},
+	"supervisor":         {"client-supervisor"},
+	"break-glass":        {"client-break-glass"},
+	"controller-manager": {"client-controller"},
+	"scheduler":          {"client-scheduler"},
+	"etcd":               {"etcd/server-client", "etcd/client"},
 }
 
 // ControlPlane is where the control plane's credentials are on disk.
@@ -46,10 +72,15 @@ type ControlPlane struct {
 	EtcdServing         Pair
 	EtcdAPIServerClient Pair
 	Admin               Pair
+	Supervisor          Pair
+	BreakGlass          Pair
+	// Renewed lists the certificates this call issued again (by their name under Dir).
+	Renewed []string
 	// ServiceAccountKey signs and verifies service-account tokens.
 	ServiceAccountKey string
 
-	AdminKubeconfig             string
+	SupervisorKubeconfig        string
+	BreakGlassKubeconfig        string
 	ControllerManagerKubeconfig string
 	SchedulerKubeconfig         string
 }
@@ -76,6 +107,16 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		}
 	}
 
+	rotate := map[string]bool{}
+	for _, service := range spec.Rotate {
+		names, ok := Services[service]
+		if !ok {
+			return nil, fmt.Errorf("unknown service %q to rotate", service)
+		}
+		for _, name := range names {
+			rotate[name] = true
+		}
+	}
 	localhost := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
 	for _, c := range []struct {
 		dst  *Pair
@@ -91,7 +132,11 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		{&cp.AuthProxyClient, cp.RequestHeaderCA, spec.Dir, "client-auth-proxy",
 			CertSpec{CommonName: AuthProxyUser, Client: true}},
 		{&cp.Admin, cp.ClientCA, spec.Dir, "client-admin",
-			CertSpec{CommonName: AdminUser, Organization: []string{mastersGroup}, Client: true}},
+			CertSpec{CommonName: AdminUser, Organization: []string{AdminGroup}, Client: true}},
+		{&cp.Supervisor, cp.ClientCA, spec.Dir, "client-supervisor",
+			CertSpec{CommonName: SupervisorUser, Organization: []string{mastersGroup}, Client: true}},
+		{&cp.BreakGlass, cp.ClientCA, spec.Dir, "client-break-glass",
+			CertSpec{CommonName: BreakGlassUser, Organization: []string{mastersGroup}, Client: true}},
 		{nil, cp.ClientCA, spec.Dir, "client-controller",
 			CertSpec{CommonName: ControllerManagerUser, Client: true}},
 		{nil, cp.ClientCA, spec.Dir, "client-scheduler",
@@ -101,9 +146,13 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		{&cp.EtcdAPIServerClient, cp.EtcdCA, filepath.Join(spec.Dir, "etcd"), "client",
 			CertSpec{CommonName: "etcd-client", Client: true}},
 	} {
-		pair, _, err := c.ca.Ensure(c.dir, c.name, c.spec)
+		rel, _ := filepath.Rel(spec.Dir, filepath.Join(c.dir, c.name))
+		pair, wrote, err := c.ca.Ensure(c.dir, c.name, c.spec, rotate[rel])
 		if err != nil {
 			return nil, err
+		}
+		if wrote {
+			cp.Renewed = append(cp.Renewed, rel)
 		}
 		if c.dst != nil {
 			*c.dst = pair
@@ -115,19 +164,36 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		return nil, err
 	}
 
-	cp.AdminKubeconfig = filepath.Join(spec.CredDir, "admin.kubeconfig")
+	cp.SupervisorKubeconfig = SupervisorKubeconfig(spec.CredDir)
+	cp.BreakGlassKubeconfig = filepath.Join(spec.CredDir, "break-glass.kubeconfig")
 	cp.ControllerManagerKubeconfig = filepath.Join(spec.CredDir, "controller.kubeconfig")
 	cp.SchedulerKubeconfig = filepath.Join(spec.CredDir, "scheduler.kubeconfig")
-	for path, pair := range map[string]Pair{
-		cp.AdminKubeconfig:             cp.Admin,
-		cp.ControllerManagerKubeconfig: pairIn(spec.Dir, "client-controller"),
-		cp.SchedulerKubeconfig:         pairIn(spec.Dir, "client-scheduler"),
+	// The in-process clients read their certificates from the files (and so see renewed
+	// ones); the break-glass kubeconfig carries its own, to work wherever it is copied.
+	for _, k := range []struct {
+		path  string
+		pair  Pair
+		embed bool
+	}{
+		{cp.SupervisorKubeconfig, cp.Supervisor, false},
+		{cp.BreakGlassKubeconfig, cp.BreakGlass, true},
+		{cp.ControllerManagerKubeconfig, pairIn(spec.Dir, "client-controller"), false},
+		{cp.SchedulerKubeconfig, pairIn(spec.Dir, "client-scheduler"), false},
 	} {
-		if err := WriteKubeconfig(path, spec.APIServerURL, cp.ServerCA.CertFile, pair, false, 0o600); err != nil {
+		if err := WriteKubeconfig(k.path, spec.APIServerURL, cp.ServerCA.CertFile, k.pair, k.embed, 0o600); err != nil {
 			return nil, err
 		}
 	}
+	// Earlier versions kept a system:masters admin kubeconfig here.
+	if err := os.Remove(filepath.Join(spec.CredDir, "admin.kubeconfig")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	return cp, nil
+}
+
+// SupervisorKubeconfig is k1s's own credential in credDir (<data-dir>/server/cred).
+func SupervisorKubeconfig(credDir string) string {
+	return filepath.Join(credDir, "supervisor.kubeconfig")
 }
 
 func pairIn(dir, name string) Pair {

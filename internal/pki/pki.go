@@ -27,9 +27,14 @@ import (
 
 const (
 	leafValidity = 365 * 24 * time.Hour
-	// renewBefore is how close to expiry a leaf certificate is issued again at start.
-	renewBefore = 90 * 24 * time.Hour
+	// RenewBefore is how close to expiry a leaf certificate is issued again (at start and
+	// while k1s runs), and a certificate k1s does not renew (a CA) is warned about.
+	RenewBefore = 90 * 24 * time.Hour
 )
+
+// CertMode is the mode of certificates on disk: owner-only like keys (CIS 1.1.20, 4.1.7);
+// only root reads them.
+const CertMode os.FileMode = 0o600
 
 // CA is a certificate authority whose key is on disk.
 type CA struct {
@@ -61,7 +66,7 @@ func EnsureCA(dir, name, commonName string) (*CA, error) {
 	cert, key, err := loadPair(ca.CertFile, ca.KeyFile)
 	if err == nil {
 		ca.Cert, ca.Key = cert, key
-		return ca, nil
+		return ca, os.Chmod(ca.CertFile, CertMode) // written 0644 by earlier versions
 	}
 	// A new CA only when neither half exists: replacing a CA whose key alone went missing
 	// would silently invalidate every credential it issued.
@@ -87,14 +92,17 @@ func EnsureCA(dir, name, commonName string) (*CA, error) {
 
 // Ensure loads the certificate stored as dir/name.crt and dir/name.key, and issues it again
 // (keeping the key) when it does not verify against ca, lacks a name or address of spec, or
-// expires soon. It reports whether it wrote a new certificate.
-func (ca *CA) Ensure(dir, name string, spec CertSpec) (Pair, bool, error) {
+// expires soon; with rotate, it issues it again with a new key whatever it holds. It reports
+// whether it wrote a new certificate.
+func (ca *CA) Ensure(dir, name string, spec CertSpec, rotate bool) (Pair, bool, error) {
 	pair := Pair{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
 	cert, key, err := loadPair(pair.CertFile, pair.KeyFile)
 	switch {
+	case err == nil && rotate:
+		key = nil
 	case err == nil:
 		if ca.fits(cert, spec) {
-			return pair, false, nil
+			return pair, false, os.Chmod(pair.CertFile, CertMode) // written 0644 by earlier versions
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		key = nil
@@ -123,7 +131,7 @@ func (ca *CA) fits(cert *x509.Certificate, spec CertSpec) bool {
 	if cert.CheckSignatureFrom(ca.Cert) != nil {
 		return false
 	}
-	if time.Until(cert.NotAfter) < renewBefore {
+	if time.Until(cert.NotAfter) < RenewBefore {
 		return false
 	}
 	if cert.Subject.CommonName != spec.CommonName || !slices.Equal(cert.Subject.Organization, spec.Organization) {
@@ -164,6 +172,32 @@ func (ca *CA) sign(pub crypto.PublicKey, spec CertSpec) ([]byte, error) {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 	}
 	return x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+}
+
+// Expiry is a certificate on disk and when it expires.
+type Expiry struct {
+	File     string
+	Subject  string
+	NotAfter time.Time
+}
+
+// ExpiringWithin lists the certificates (*.crt) below dir that expire within d.
+func ExpiringWithin(dir string, d time.Duration) ([]Expiry, error) {
+	var out []Expiry
+	err := filepath.WalkDir(dir, func(path string, entry fs.DirEntry, err error) error {
+		if err != nil || entry.IsDir() || filepath.Ext(path) != ".crt" {
+			return err
+		}
+		certs, err := certutil.CertsFromFile(path)
+		if err != nil {
+			return fmt.Errorf("reading certificate %s: %w", path, err)
+		}
+		if time.Until(certs[0].NotAfter) < d {
+			out = append(out, Expiry{File: path, Subject: certs[0].Subject.CommonName, NotAfter: certs[0].NotAfter})
+		}
+		return nil
+	})
+	return out, err
 }
 
 // EnsureKey loads the private key at path, or creates it. It is the service-account signing key.
@@ -242,7 +276,7 @@ func writePair(certFile, keyFile string, certDER []byte, key crypto.Signer) erro
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(certFile, pemCert, 0o644)
+	return WriteFileAtomic(certFile, pemCert, CertMode)
 }
 
 // WriteFileAtomic writes data to path through a temporary file and a rename, so that a reader

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
@@ -56,8 +58,15 @@ func TestControlPlaneCertificatesVerifyAndCoverSANs(t *testing.T) {
 	if _, err := admin.Verify(x509.VerifyOptions{Roots: clientRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("admin certificate does not verify against the client CA: %v", err)
 	}
-	if !slices.Contains(admin.Subject.Organization, "system:masters") {
-		t.Errorf("admin certificate groups = %v", admin.Subject.Organization)
+	// The admin is an admin through RBAC only (revocable); the supervisor and break-glass
+	// credentials are in system:masters.
+	if !slices.Equal(admin.Subject.Organization, []string{AdminGroup}) {
+		t.Errorf("admin certificate groups = %v, want [%s]", admin.Subject.Organization, AdminGroup)
+	}
+	for _, pair := range []Pair{cp.Supervisor, cp.BreakGlass} {
+		if c := mustCert(t, pair.CertFile); !slices.Equal(c.Subject.Organization, []string{mastersGroup}) {
+			t.Errorf("%s groups = %v, want [%s]", pair.CertFile, c.Subject.Organization, mastersGroup)
+		}
 	}
 	if _, err := admin.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
 		t.Error("admin certificate verifies against the server CA")
@@ -215,5 +224,64 @@ func TestCAWithMissingKeyIsNotReplaced(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(cp.ServerCA.CertFile); !bytes.Equal(before, after) {
 		t.Fatal("the CA certificate was overwritten")
+	}
+}
+
+func TestRotateIssuesOnlyTheServiceAgainWithNewKeys(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	first, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Renewed) != 10 {
+		t.Errorf("first start issued %v, want all 10 leaves", first.Renewed)
+	}
+	before := readAll(t, spec.Dir)
+	spec.Rotate = []string{"api-server"}
+	cp, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cp.Renewed, Services["api-server"]) {
+		t.Errorf("renewed %v, want %v", cp.Renewed, Services["api-server"])
+	}
+	after := readAll(t, spec.Dir)
+	for name, data := range before {
+		base := filepath.Base(name)
+		rotated := strings.HasPrefix(base, "serving-kube-apiserver.") || strings.HasPrefix(base, "client-kube-apiserver.")
+		if changed := !bytes.Equal(data, after[name]); changed != rotated {
+			t.Errorf("%s changed=%v, want %v", name, changed, rotated)
+		}
+	}
+	spec.Rotate = []string{"kubelet"}
+	if _, err := EnsureControlPlane(spec); err == nil {
+		t.Error("rotating an unknown service did not fail")
+	}
+}
+
+func TestCertificatesOwnerOnlyAndExpiry(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	cp, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A certificate written 0644 by an earlier version is made owner-only at the next start.
+	if err := os.Chmod(cp.APIServerServing.CertFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureControlPlane(spec); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{cp.APIServerServing.CertFile, cp.ServerCA.CertFile} {
+		if info, err := os.Stat(f); err != nil || info.Mode().Perm() != CertMode {
+			t.Errorf("%s: mode %v %v, want %v", f, info.Mode().Perm(), err, CertMode)
+		}
+	}
+	// Leaves last a year, CAs ten: none is due within 90 days, all are within two years.
+	if soon, err := ExpiringWithin(spec.Dir, RenewBefore); err != nil || len(soon) != 0 {
+		t.Errorf("expiring within 90 days: %v %v", soon, err)
+	}
+	if soon, err := ExpiringWithin(spec.Dir, 2*365*24*time.Hour); err != nil || len(soon) != 10 {
+		t.Errorf("expiring within two years: %d %v, want the 10 leaves", len(soon), err)
 	}
 }

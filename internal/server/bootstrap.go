@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -116,6 +117,12 @@ func (s *Server) newBootstrap(admin *adminClient) component.Component {
 		if err := s.applyNodeConfig(ctx, client); err != nil {
 			return err
 		}
+		if err := s.grantAdmin(ctx, client); err != nil {
+			return err
+		}
+		if err := s.writeAdminKubeconfig(); err != nil {
+			return err
+		}
 		// Clusters of earlier k1s versions let the upstream approver approve every bootstrap
 		// CSR, bypassing the check that a joining node's name is not taken.
 		err = client.RbacV1().ClusterRoleBindings().Delete(ctx, "k1s:node-autoapprove-bootstrap", metav1.DeleteOptions{})
@@ -133,6 +140,29 @@ func (s *Server) newBootstrap(admin *adminClient) component.Component {
 		return nil
 	}
 	return component.NewFunc("k1s bootstrap", run, ready)
+}
+
+// AdminBinding makes the admin kubeconfig's group cluster-admin.
+const AdminBinding = "k1s:cluster-admins"
+
+// grantAdmin binds the admin kubeconfig's group to cluster-admin once per data directory: an
+// admin who deletes the binding has revoked every admin kubeconfig, and a restart must not
+// grant them again. The break-glass kubeconfig (system:masters) can create it anew.
+func (s *Server) grantAdmin(ctx context.Context, client kubernetes.Interface) error {
+	marker := s.cfg.adminGrantedFile()
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: AdminBinding, Labels: map[string]string{"app.kubernetes.io/managed-by": fieldManager}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: pki.AdminGroup}},
+	}
+	_, err := client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{FieldManager: fieldManager})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("granting the admin kubeconfig cluster-admin: %w", err)
+	}
+	return pki.WriteFileAtomic(marker, []byte("the "+AdminBinding+" ClusterRoleBinding was created; k1s will not create it again\n"), 0o600)
 }
 
 func ensureTokenSecret(ctx context.Context, client kubernetes.Interface, token pki.JoinToken) error {

@@ -15,6 +15,7 @@ import (
 	netutils "k8s.io/utils/net"
 
 	"github.com/k1s-io/k1s/internal/network"
+	"github.com/k1s-io/k1s/internal/pki"
 )
 
 // Config is everything a k1s server is told. Fill it, call Complete once, then Run.
@@ -50,6 +51,11 @@ type Config struct {
 	PodSecurityDefault string
 	// AuditPolicyFile replaces k1s's audit policy.
 	AuditPolicyFile string
+	// SecretsEncryption encrypts Secrets in etcd with a key k1s generates.
+	SecretsEncryption bool
+	// Hardened turns on what k3s's hardening guide asks users to set by hand (see
+	// hardenedArgs); it implies SecretsEncryption and, unless set, restricted Pod Security.
+	Hardened bool
 
 	ExtraAPIServerArgs         []string
 	ExtraControllerManagerArgs []string
@@ -73,7 +79,9 @@ const (
 	DefaultControllerManagerPort = 10257
 	DefaultSchedulerPort         = 10259
 	DefaultEtcdClientPort        = 2379
-	DefaultEtcdPeerPort          = 2380
+	// DefaultEtcdPeerPort is in the member's advertised peer URL only: a single server opens
+	// no peer listener unless --etcd-arg listen-peer-urls=… asks for one.
+	DefaultEtcdPeerPort = 2380
 	// ServiceAccountIssuer is the issuer of service-account tokens.
 	ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
 )
@@ -185,6 +193,12 @@ func (c *Config) Complete() error {
 	}
 	if c.PodSecurityDefault == "" {
 		c.PodSecurityDefault = DefaultPodSecurity
+		if c.Hardened {
+			c.PodSecurityDefault = PodSecurityRestricted
+		}
+	}
+	if c.Hardened {
+		c.SecretsEncryption = true
 	}
 	if err := validatePodSecurity(c.PodSecurityDefault); err != nil {
 		return err
@@ -231,8 +245,11 @@ func (c *Config) NodeTokenFile() string { return filepath.Join(c.serverDir(), "n
 // whose hash join tokens carry.
 func (c *Config) ServerCAFile() string { return filepath.Join(c.tlsDir(), "server-ca.crt") }
 
-// AdminKubeconfig is the server's own admin credential under the data directory.
-func (c *Config) AdminKubeconfig() string { return filepath.Join(c.credDir(), "admin.kubeconfig") }
+// adminGrantedFile records that k1s granted the admin kubeconfig its RBAC binding.
+func (c *Config) adminGrantedFile() string { return filepath.Join(c.credDir(), "admin-granted") }
+
+// SupervisorKubeconfig is k1s's own credential (system:masters) under the data directory.
+func (c *Config) SupervisorKubeconfig() string { return pki.SupervisorKubeconfig(c.credDir()) }
 func (c *Config) firstServiceIP() net.IP {
 	ip, _ := netutils.GetIndexedIP(c.ServiceCIDR, 1)
 	return ip

@@ -20,9 +20,10 @@ const (
 )
 
 // admissionConfig enforces the Pod Security level, and warns and audits what "restricted"
-// would refuse, everywhere but kube-system (k1s's own system pods).
-func admissionConfig(level string) []byte {
-	return []byte(fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+// would refuse, everywhere but kube-system (k1s's own system pods). Hardened, it also
+// configures EventRateLimit (the k3s hardening guide's server-wide limit).
+func admissionConfig(level string, hardened bool) []byte {
+	out := fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
 kind: AdmissionConfiguration
 plugins:
 - name: PodSecurity
@@ -38,8 +39,33 @@ plugins:
       warn-version: latest
     exemptions:
       namespaces: [kube-system]
-`, level))
+`, level)
+	if hardened {
+		out += `- name: EventRateLimit
+  configuration:
+    apiVersion: eventratelimit.admission.k8s.io/v1alpha1
+    kind: Configuration
+    limits:
+    - type: Server
+      qps: 5000
+      burst: 20000
+`
+	}
+	return []byte(out)
 }
+
+// What --hardened changes in the control plane, besides restricted Pod Security, secrets
+// encryption and the node's settings (see the agent): the k3s hardening guide's settings that
+// k1s does not already default to.
+var (
+	hardenedAPIServerArgs = map[string]string{
+		"enable-admission-plugins":                "NodeRestriction,EventRateLimit",
+		"service-account-extend-token-expiration": "false",
+	}
+	hardenedControllerManagerArgs = map[string]string{
+		"terminated-pod-gc-threshold": "10",
+	}
+)
 
 // auditPolicy logs who did what to which object, never a request's or response's body (so no
 // Secret's data ever reaches the log), and skips the read-only chatter of health checks.
@@ -76,7 +102,7 @@ func validatePodSecurity(level string) error {
 // writePolicies writes the admission configuration and, unless the user gave one, the audit
 // policy.
 func (c *Config) writePolicies() error {
-	if err := pki.WriteFileAtomic(c.admissionConfigFile(), admissionConfig(c.PodSecurityDefault), 0o600); err != nil {
+	if err := pki.WriteFileAtomic(c.admissionConfigFile(), admissionConfig(c.PodSecurityDefault, c.Hardened), 0o600); err != nil {
 		return err
 	}
 	if c.AuditPolicyFile != "" {

@@ -26,6 +26,7 @@ type Server struct {
 	cfg        *Config
 	lock       *datadir.Lock
 	components []component.Component
+	pkiSpec    pki.ControlPlaneSpec
 	// PKI is where the control plane's credentials are.
 	PKI *pki.ControlPlane
 	// NodeToken is the server's default join token (the node-token file); the server's own
@@ -45,7 +46,7 @@ func Prepare(cfg *Config) (*Server, error) {
 		Name:       cfg.NodeName,
 		DataDir:    cfg.etcdDir(),
 		ClientPort: DefaultEtcdClientPort,
-		PeerPort:   DefaultEtcdPeerPort,
+		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", DefaultEtcdPeerPort),
 		CAFile:     cfg.tlsDir() + "/etcd/server-ca.crt",
 		CertFile:   cfg.tlsDir() + "/etcd/server-client.crt",
 		KeyFile:    cfg.tlsDir() + "/etcd/server-client.key",
@@ -59,7 +60,7 @@ func Prepare(cfg *Config) (*Server, error) {
 	argv.apiserver = append(argv.apiserver, "--etcd-servers="+etcdURL.String())
 
 	// The admin client reads its credentials when first used, after the PKI exists.
-	admin := &adminClient{kubeconfig: cfg.AdminKubeconfig()}
+	admin := &adminClient{kubeconfig: cfg.SupervisorKubeconfig()}
 	apiServer, err := newAPIServer(argv.apiserver, admin)
 	if err != nil {
 		return nil, err
@@ -85,37 +86,41 @@ func Prepare(cfg *Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, lock: lock}
-	if err := s.prepareHost(argv, etcdURL, etcdServer.PeerURL()); err != nil {
+	if err := s.prepareHost(argv, etcdServer.Args(), etcdURL, etcdServer.PeerListenURL()); err != nil {
 		lock.Release()
 		return nil, err
 	}
 	// Nothing waits for the add-ons: nodes join without them.
 	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, s.newBootstrap(admin),
-		newRBAC(admin), newCSRApprover(admin), component.Background(addons)}
+		newRBAC(admin), newCSRApprover(admin), s.newCertificateRenewal(), component.Background(addons)}
 	return s, nil
 }
 
-// prepareHost checks the ports and writes the PKI and the admin kubeconfig.
-func (s *Server) prepareHost(argv *componentArgs, etcdURL, etcdPeerURL *url.URL) error {
+// prepareHost checks the ports and writes the PKI, the join token and the policies.
+func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, etcdPeerURL *url.URL) error {
 	cfg := s.cfg
-	if err := network.CheckPortsFree([]network.ListenPort{
+	ports := []network.ListenPort{
 		{Host: cfg.BindAddress.String(), Port: strconv.Itoa(cfg.HTTPSPort), Owner: "kube-apiserver", Flag: "--https-listen-port"},
 		{Host: etcdURL.Hostname(), Port: etcdURL.Port(), Owner: "etcd client", Flag: "--etcd-arg listen-client-urls=…"},
-		{Host: etcdPeerURL.Hostname(), Port: etcdPeerURL.Port(), Owner: "etcd peer", Flag: "--etcd-arg listen-peer-urls=…"},
 		{Host: argv.cmHost, Port: argv.cmPort, Owner: "kube-controller-manager", Flag: "--kube-controller-manager-arg secure-port=…"},
 		{Host: argv.schedulerHost, Port: argv.schedulerPort, Owner: "kube-scheduler", Flag: "--kube-scheduler-arg secure-port=…"},
-	}); err != nil {
+	}
+	if etcdPeerURL != nil {
+		ports = append(ports, network.ListenPort{Host: etcdPeerURL.Hostname(), Port: etcdPeerURL.Port(), Owner: "etcd peer", Flag: "--etcd-arg listen-peer-urls=…"})
+	}
+	if err := network.CheckPortsFree(ports); err != nil {
 		return err
 	}
 
 	ips, names := cfg.apiServerSANs()
-	cp, err := pki.EnsureControlPlane(pki.ControlPlaneSpec{
+	s.pkiSpec = pki.ControlPlaneSpec{
 		Dir:            cfg.tlsDir(),
 		CredDir:        cfg.credDir(),
 		APIServerIPs:   ips,
 		APIServerNames: names,
 		APIServerURL:   cfg.localAPIServerURL(),
-	})
+	}
+	cp, err := s.ensurePKI()
 	if err != nil {
 		return fmt.Errorf("preparing certificates in %s: %w", cfg.tlsDir(), err)
 	}
@@ -129,7 +134,25 @@ func (s *Server) prepareHost(argv *componentArgs, etcdURL, etcdPeerURL *url.URL)
 	if err := cfg.writePolicies(); err != nil {
 		return err
 	}
-	if err := pki.WriteKubeconfig(cfg.KubeconfigOutput, cfg.localAPIServerURL(), cp.ServerCA.CertFile, cp.Admin, true, cfg.KubeconfigMode); err != nil {
+	if cfg.encryptionEnabled() {
+		if err := ensureEncryptionConfig(cfg.EncryptionConfigFile()); err != nil {
+			return fmt.Errorf("secrets encryption: %w", err)
+		}
+	}
+	for name, argv := range map[string][]string{"kube-apiserver": argv.apiserver, "kube-controller-manager": argv.controllerManager,
+		"kube-scheduler": argv.scheduler, "etcd": etcdArgs} {
+		if err := datadir.RecordArgs(cfg.DataDir, "server", name, argv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeAdminKubeconfig writes the admin kubeconfig (--write-kubeconfig). It is written once
+// its RBAC binding exists, so that a kubeconfig on disk always works.
+func (s *Server) writeAdminKubeconfig() error {
+	cfg := s.cfg
+	if err := pki.WriteKubeconfig(cfg.KubeconfigOutput, cfg.localAPIServerURL(), s.PKI.ServerCA.CertFile, s.PKI.Admin, true, cfg.KubeconfigMode); err != nil {
 		return fmt.Errorf("writing the admin kubeconfig (--write-kubeconfig): %w", err)
 	}
 	return nil
@@ -222,6 +245,10 @@ func buildArgs(cfg *Config) (*componentArgs, error) {
 	for k, v := range auditLogArgs {
 		apiserver[k] = v
 	}
+	if cfg.encryptionEnabled() {
+		apiserver["encryption-provider-config"] = cfg.EncryptionConfigFile()
+		apiserver["encryption-provider-config-automatic-reload"] = "true"
+	}
 	controllerManager := map[string]string{
 		"allocate-node-cidrs":       "true",
 		"authentication-kubeconfig": cred + "/controller.kubeconfig",
@@ -260,6 +287,14 @@ func buildArgs(cfg *Config) (*componentArgs, error) {
 		"leader-elect":              "false",
 		"profiling":                 "false",
 		"secure-port":               strconv.Itoa(DefaultSchedulerPort),
+	}
+	if cfg.Hardened {
+		for k, v := range hardenedAPIServerArgs {
+			apiserver[k] = v
+		}
+		for k, v := range hardenedControllerManagerArgs {
+			controllerManager[k] = v
+		}
 	}
 	out := &componentArgs{}
 	var err error

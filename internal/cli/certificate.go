@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/k1s-io/k1s/internal/datadir"
+	"github.com/k1s-io/k1s/internal/server"
+)
+
+func certificateCommand() *cli.Command {
+	return &cli.Command{
+		Name:            "certificate",
+		Usage:           "Manage the control plane's certificates",
+		OnUsageError:    usageError,
+		HideHelpCommand: true,
+		Subcommands: []*cli.Command{{
+			Name:         "rotate",
+			Usage:        "Issue the control plane's certificates again, with new keys (all, or those of --service); a running server does it at once, a stopped one at its next start",
+			OnUsageError: usageError,
+			Flags: []cli.Flag{serverDataDirFlag(),
+				&cli.StringSliceFlag{Name: "service", Aliases: []string{"s"}, Usage: "only this service's certificates (repeatable): " + fmt.Sprint(server.ServiceNames())},
+			},
+			Action: certificateRotate,
+		}},
+	}
+}
+
+func certificateRotate(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see 'k1s certificate rotate --help')", c.Args().First())
+	}
+	cfg := &server.Config{DataDir: c.String("data-dir")}
+	if _, err := os.Stat(datadir.LockFile(cfg.DataDir)); err != nil {
+		return fmt.Errorf("%s is not a k1s server's data directory (%v): give the --data-dir the server runs with", cfg.DataDir, errors.Unwrap(err))
+	}
+	services := c.StringSlice("service")
+	if len(services) == 0 {
+		services = server.ServiceNames()
+	}
+	request := cfg.CertificateRotateRequestFile()
+	if err := server.RequestCertificateRotation(request, services); err != nil {
+		return err
+	}
+	if !datadir.Held(cfg.DataDir) {
+		fmt.Fprintf(c.App.Writer, "k1s is not running on %s: the certificates of %v are issued again when it starts\n", cfg.DataDir, services)
+		return nil
+	}
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(request); errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(c.App.Writer, "rotated the certificates of %v; the components load them without a restart\n", services)
+			return nil
+		}
+		time.Sleep(time.Second)
+	}
+	return fmt.Errorf("the running server did not rotate the certificates within a minute; see its log (the request stays in %s)", request)
+}

@@ -1,0 +1,156 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/pki"
+)
+
+// How often the running server looks for certificates to renew, and for a rotation that
+// `k1s certificate rotate` asked for.
+const (
+	renewalInterval     = 12 * time.Hour
+	rotateCheckInterval = 5 * time.Second
+)
+
+// CertificateRotateRequestFile is where `k1s certificate rotate` leaves the services whose
+// certificates the server issues again (at once if it runs, else at its next start).
+func (c *Config) CertificateRotateRequestFile() string {
+	return filepath.Join(c.tlsDir(), "rotate-request.json")
+}
+
+// RequestCertificateRotation adds services to the pending rotation request.
+func RequestCertificateRotation(path string, services []string) error {
+	for _, s := range services {
+		if _, ok := pki.Services[s]; !ok {
+			return fmt.Errorf("--service %q: choose from %s (the kubelet renews its own certificates)", s, strings.Join(ServiceNames(), ", "))
+		}
+	}
+	pending, err := readRotateRequest(path)
+	if err != nil {
+		return err
+	}
+	for _, s := range services {
+		if !slices.Contains(pending, s) {
+			pending = append(pending, s)
+		}
+	}
+	data, err := json.Marshal(pending)
+	if err != nil {
+		return err
+	}
+	return pki.WriteFileAtomic(path, data, 0o600)
+}
+
+// ServiceNames are the services whose certificates can be rotated, sorted.
+func ServiceNames() []string {
+	names := make([]string, 0, len(pki.Services))
+	for name := range pki.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func readRotateRequest(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var services []string
+	if err := json.Unmarshal(data, &services); err != nil {
+		return nil, fmt.Errorf("%s is malformed (%w): remove it and run 'k1s certificate rotate' again", path, err)
+	}
+	return services, nil
+}
+
+// ensurePKI creates or renews the control plane's certificates, rotating those a pending
+// request names, and removes the request once done.
+func (s *Server) ensurePKI() (*pki.ControlPlane, error) {
+	request := s.cfg.CertificateRotateRequestFile()
+	rotate, err := readRotateRequest(request)
+	if err != nil {
+		return nil, err
+	}
+	spec := s.pkiSpec
+	spec.Rotate = rotate
+	cp, err := pki.EnsureControlPlane(spec)
+	if err != nil {
+		return nil, err
+	}
+	if len(rotate) > 0 {
+		if err := os.Remove(request); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return cp, nil
+}
+
+// newCertificateRenewal returns the component that keeps the control plane's certificates
+// valid while k1s runs: every renewalInterval it issues again those that expire within
+// pki.RenewBefore (the components read their certificates from the files and pick the new
+// ones up), rotates at once what `k1s certificate rotate` asks for, and warns about every
+// certificate, CAs included, that will expire within pki.RenewBefore.
+func (s *Server) newCertificateRenewal() component.Component {
+	run := func(ctx context.Context) error {
+		s.warnExpiring()
+		lastRenewal := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(rotateCheckInterval):
+			}
+			_, err := os.Stat(s.cfg.CertificateRotateRequestFile())
+			if err != nil && time.Since(lastRenewal) < renewalInterval {
+				continue
+			}
+			lastRenewal = time.Now()
+			if err := s.renewCertificates(); err != nil {
+				s.cfg.Log.Errorf("renewing certificates: %v (retrying in %s)", err, renewalInterval)
+			}
+			s.warnExpiring()
+		}
+	}
+	return component.NewFunc("certificate renewal", run, func(context.Context) error { return nil })
+}
+
+func (s *Server) renewCertificates() error {
+	cp, err := s.ensurePKI()
+	if err != nil {
+		return err
+	}
+	if len(cp.Renewed) == 0 {
+		return nil
+	}
+	s.cfg.Log.Infof("renewed certificates: %s", strings.Join(cp.Renewed, ", "))
+	// The admin kubeconfig carries its certificate; the others read theirs from the files.
+	if slices.Contains(cp.Renewed, "client-admin") {
+		return s.writeAdminKubeconfig()
+	}
+	return nil
+}
+
+func (s *Server) warnExpiring() {
+	expiring, err := pki.ExpiringWithin(s.cfg.tlsDir(), pki.RenewBefore)
+	if err != nil {
+		s.cfg.Log.Warnf("checking certificate expiry: %v", err)
+	}
+	for _, e := range expiring {
+		s.cfg.Log.Warnf("certificate %s (%s) expires on %s, in %d days: k1s renews leaf certificates itself, but not CAs; plan a CA rotation", e.File, e.Subject, e.NotAfter.Format(time.DateOnly), int(time.Until(e.NotAfter).Hours()/24))
+	}
+}
