@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -296,4 +297,58 @@ func handshake(addr string, suite uint16) error {
 		return err
 	}
 	return conn.Close()
+}
+
+// TestKillallLeavesOtherServers runs two servers on one host, a control plane (A) and a
+// server with its node (B): `killall --data-dir A` stops A only, and leaves B, its pods and
+// its firewall rules as they were.
+func TestKillallLeavesOtherServers(t *testing.T) {
+	b := newNode(t, nil)
+	b.start()
+	b.waitNodeReady(t)
+	b.mustKubectl("apply", "-f", writeTemp(t, "web.yaml", webManifest))
+	waitPodsRunning(t, b, "app=web", 2)
+	a := newServer(t)
+	a.start()
+	a.waitReady(2 * time.Minute)
+
+	rules := func() string {
+		out, err := exec.Command("iptables-save").Output()
+		if err != nil {
+			t.Fatalf("iptables-save: %v", err)
+		}
+		var kept []string
+		for _, l := range strings.Split(string(out), "\n") {
+			// Counters and kube-proxy's periodic resyncs aside, B's rules stay the same.
+			if strings.Contains(l, "KUBE-") || strings.Contains(l, "CNI-") || strings.Contains(l, "K1S-") || strings.Contains(l, "FLANNEL") {
+				kept = append(kept, regexp.MustCompile(`\[\d+:\d+\]`).ReplaceAllString(l, ""))
+			}
+		}
+		return strings.Join(kept, "\n")
+	}
+	before := rules()
+	containers := containerIDs(t, b, "app=web")
+
+	out, err := runK1s("killall", "--data-dir", a.dataDir)
+	if err != nil || !strings.Contains(out, "no node ran from") {
+		t.Fatalf("killall A: %v\n%s", err, out)
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("A still runs after its killall")
+	}
+	if !b.running() {
+		t.Fatalf("killall A stopped B:\n%s", tail(b.lines(), 20))
+	}
+	if after := rules(); after != before {
+		t.Errorf("killall A changed B's firewall rules:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if _, err := os.Stat("/sys/class/net/cni0"); err != nil {
+		t.Errorf("B's bridge cni0 is gone: %v", err)
+	}
+	if after := containerIDs(t, b, "app=web"); after != containers {
+		t.Errorf("B's containers changed: %s -> %s", containers, after)
+	}
+	b.waitNodeReady(t)
 }

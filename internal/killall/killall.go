@@ -68,7 +68,14 @@ func Run(opts Options) error {
 		}
 	}
 	note(stopProcesses(self, dataDir, opts.Report))
-	note(unmountAll(dataDir, opts.Report))
+	// A control plane without a node (--disable-agent) set up nothing of a node on the host:
+	// the host's pod network, firewall chains and /run/k1s belong to another k1s, if any.
+	if !ranNode(dataDir) {
+		note(unmountAll(opts.Report, dataDir))
+		opts.Report("no node ran from %s: the host's network, firewall and node state are left alone", dataDir)
+		return errors.Join(errs...)
+	}
+	note(unmountAll(opts.Report, dataDir, runDir))
 	note(removeNetwork(opts.Report))
 	note(removeFirewall(opts.Report))
 	note(removeCgroups(cgroupRoot, opts.Report))
@@ -80,6 +87,12 @@ func Run(opts Options) error {
 	note(removeHostFiles(dataDir, opts.Report))
 	note(removeRunDir(opts.Report))
 	return errors.Join(errs...)
+}
+
+// ranNode reports whether a node (an agent, or a server's own node) ever ran from dataDir.
+func ranNode(dataDir string) bool {
+	info, err := os.Stat(filepath.Join(dataDir, "agent"))
+	return err == nil && info.IsDir()
 }
 
 // checkDataDir returns dir absolute and resolved (as /proc and mountinfo show paths), if it
@@ -102,12 +115,12 @@ func checkDataDir(dir string) (string, error) {
 	return dataDir, nil
 }
 
-// unmountAll unmounts everything below the data directory and /run/k1s (containerd's state,
-// with the pods' network namespaces), deepest first. Those directories themselves stay
+// unmountAll unmounts everything below the prefixes, deepest first: the data directory and,
+// for a node, /run/k1s (containerd's state, with the pods' network namespaces). They stay
 // mounted: a dedicated disk for the data, or an agent's private /run/k1s, is not k1s's mount.
-func unmountAll(dataDir string, report func(string, ...any)) error {
+func unmountAll(report func(string, ...any), prefixes ...string) error {
 	var points []string
-	for _, prefix := range []string{dataDir, runDir} {
+	for _, prefix := range prefixes {
 		mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(prefix))
 		if err != nil {
 			return fmt.Errorf("listing mounts: %w", err)
