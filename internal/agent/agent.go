@@ -140,6 +140,11 @@ func Prepare(cfg *Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Without the memory controller the kubelet cannot limit pods (the usual case on a
+	// Raspberry Pi): say so now, with the fix, rather than let the kubelet fail later.
+	if ok, found := host.MemoryCgroupAvailable("", ""); !ok {
+		return nil, fmt.Errorf("the memory cgroup controller is missing (%s): %s", found, host.MemoryCgroupFix)
+	}
 	a := &Agent{cfg: cfg}
 	var err error
 	if a.proxyMode, err = proxyMode(); err != nil {

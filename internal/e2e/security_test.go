@@ -92,9 +92,27 @@ func TestSecureDefaults(t *testing.T) {
 // peer listener, certificates rotated under a running server, the CIS report of the default
 // profile, and an admin kubeconfig that deleting its RBAC binding revokes.
 func TestSecureDefaultsCredentials(t *testing.T) {
-	s := newServer(t)
+	s := newServer(t, "--kube-apiserver-arg", "enable-admission-plugins+=AlwaysPullImages")
 	s.start()
 	s.waitReady(2 * time.Minute)
+
+	t.Run("enable-admission-plugins+= keeps NodeRestriction", func(t *testing.T) {
+		if args := recordedArgs(t, s, "kube-apiserver"); !strings.Contains(args, `"--enable-admission-plugins=NodeRestriction,AlwaysPullImages"`) {
+			t.Errorf("the apiserver's admission plugins: %s", args)
+		}
+		// The appended plugin is really on: it rewrites the pull policy.
+		pod := `{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulled"}, "spec": {"containers": [{"name": "c", "image": "k1s.local/busybox:test", "imagePullPolicy": "Never"}]}}`
+		eventually(t, time.Minute, "a pod created", func() error {
+			out, err := s.kubectl("create", "-f", writeTemp(t, "pulled.json", pod))
+			if err != nil {
+				return fmt.Errorf("%v %s", err, out) // the default ServiceAccount may not exist yet
+			}
+			return nil
+		})
+		if policy := s.mustKubectl("get", "pod", "pulled", "-o", "jsonpath={.spec.containers[0].imagePullPolicy}"); policy != "Always" {
+			t.Errorf("AlwaysPullImages is not on: imagePullPolicy %q", policy)
+		}
+	})
 
 	t.Run("no etcd peer listener", func(t *testing.T) {
 		if conn, err := net.DialTimeout("tcp", "127.0.0.1:2380", 2*time.Second); err == nil {
