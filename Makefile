@@ -24,26 +24,70 @@ LDFLAGS := -s -w -X github.com/k1s-io/k1s/internal/version.Version=$(VERSION) \
 TAGS    := providerless k1s_payload
 # Unit and e2e test binaries do not embed the payload: `go test ./...` works on a fresh clone.
 TEST_TAGS := providerless
-PAYLOAD := internal/payload/assets/payload.tar.zst
-PAYLOAD_SOURCES := scripts/build-payload.sh $(filter-out scripts/payload/netbench/%,$(wildcard scripts/payload/go.* scripts/payload/*/*.go)) go.mod
-
+# One build cache for vet, tests and binaries: the same flags compile each package once.
+export GOFLAGS := -trimpath
 export CGO_ENABLED ?= 0
 
-.PHONY: all build payload run test unit e2e bench clean
+HOST_ARCH   := $(shell $(GO) env GOARCH)
+# Release architectures; "arm" is armv7 (GOARM=7: Raspberry Pi 2 and newer, install.sh
+# refuses armv6).
+DIST_ARCHS  := amd64 arm64 arm
+export GOARM := 7
+DIST        := dist
+payload_of   = internal/payload/assets/$(1)/payload.tar.zst
+PAYLOAD     := $(call payload_of,$(HOST_ARCH))
+PAYLOAD_SOURCES := scripts/build-payload.sh $(filter-out scripts/payload/netbench/%,$(wildcard scripts/payload/go.* scripts/payload/*/*.go)) go.mod
+GO_BUILD     = $(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
+# A second host binary that differs only in its version: the e2e upgrade test installs it over
+# dist/k1s-$(HOST_ARCH).
+UPGRADE_DIR := $(BIN)/upgrade
+
+.PHONY: all build payload dist upgrade-build run test unit e2e bench clean FORCE
 .DELETE_ON_ERROR:
+# Built by a pattern rule but kept: each binary embeds its arch's payload.
+.SECONDARY: $(foreach a,$(DIST_ARCHS),$(call payload_of,$(a)))
 
 all: build
 
-# The helper programs and system images embedded in bin/k1s (see internal/payload).
+# The helper programs and system images embedded in k1s (see internal/payload), per arch.
 payload: $(PAYLOAD)
-$(PAYLOAD): $(PAYLOAD_SOURCES)
-	scripts/build-payload.sh $@
+internal/payload/assets/%/payload.tar.zst: $(PAYLOAD_SOURCES)
+	GOARCH=$* scripts/build-payload.sh $@
 
 build: $(PAYLOAD)
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(K1S) .
+	$(GO_BUILD) -o $(K1S) .
 	@for l in $(LINKS); do ln -sf k1s $(BIN)/$$l; done
 	@ls -lh $(K1S)
+
+# Release artifacts: a stripped binary per arch with its payload, checksums, the installer.
+dist: $(foreach a,$(DIST_ARCHS),$(DIST)/k1s-$(a) $(DIST)/sha256sum-$(a).txt) $(DIST)/install.sh
+
+# The host's release binary is bin/k1s itself (same flags), not a second build.
+$(DIST)/k1s-$(HOST_ARCH): build
+	@mkdir -p $(DIST)
+	cp $(K1S) $@
+
+# FORCE: go build knows best whether the binary is up to date.
+$(DIST)/k1s-%: $(call payload_of,%) FORCE
+	@mkdir -p $(DIST)
+	GOARCH=$* $(GO_BUILD) -o $@ .
+	@ls -lh $@
+
+$(DIST)/sha256sum-%.txt: $(DIST)/k1s-%
+	cd $(DIST) && sha256sum k1s-$* > sha256sum-$*.txt
+
+$(DIST)/install.sh: install.sh
+	@mkdir -p $(DIST)
+	cp $< $@
+
+upgrade-build: build
+	@mkdir -p $(UPGRADE_DIR)
+	$(GO) build -tags '$(TAGS)' -ldflags '$(subst Version=$(VERSION),Version=$(VERSION)-upgrade,$(LDFLAGS))' \
+		-o $(UPGRADE_DIR)/k1s-$(HOST_ARCH) .
+	cd $(UPGRADE_DIR) && sha256sum k1s-$(HOST_ARCH) > sha256sum-$(HOST_ARCH).txt
+
+FORCE:
 
 # Build, then run a one-node cluster in the foreground on the default data directory.
 run: build
@@ -53,15 +97,18 @@ run: build
 test: unit e2e
 
 unit:
+	shellcheck -s sh install.sh
 	$(GO) vet -tags '$(TEST_TAGS)' ./...
 	$(GO) test -tags '$(TEST_TAGS)' ./...
 
-e2e: build
-	$(GO) test -tags 'e2e $(TEST_TAGS)' -count=1 -timeout 30m -v ./internal/e2e/ -k1s $(CURDIR)/$(K1S)
+E2E_FLAGS = -k1s $(CURDIR)/$(K1S) -dist $(CURDIR)/$(DIST) -upgrade $(CURDIR)/$(UPGRADE_DIR)
 
-# Figures only: start-up time, memory, binary size.
-bench: build
-	$(GO) test -tags 'e2e $(TEST_TAGS)' -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./internal/e2e/ -k1s $(CURDIR)/$(K1S)
+e2e: build dist upgrade-build
+	$(GO) test -tags 'e2e $(TEST_TAGS)' -count=1 -timeout 40m -v ./internal/e2e/ $(E2E_FLAGS)
+
+# Figures only: start-up time, memory, binary and download sizes.
+bench: build dist upgrade-build
+	$(GO) test -tags 'e2e $(TEST_TAGS)' -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./internal/e2e/ $(E2E_FLAGS)
 
 clean:
-	rm -rf $(BIN) $(PAYLOAD) $(PAYLOAD).sha256
+	rm -rf $(BIN) $(DIST) internal/payload/assets

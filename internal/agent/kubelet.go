@@ -28,7 +28,8 @@ import (
 // Config. Settings follow the field notes: webhook authn/authz, no anonymous access, no
 // read-only port, relaxed eviction for small disks, system images never garbage collected
 // (they are pinned in containerd), and kernel tunables left to the kubelet unless hardened
-// (then k1s sets them first). The node's certificates come from the cluster by CSR and are
+// (then k1s sets them first), FlexVolume plugins under the data directory rather than
+// /usr/libexec/kubernetes. The node's certificates come from the cluster by CSR and are
 // renewed by the kubelet itself.
 const kubeletConfigTemplate = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -50,6 +51,7 @@ clusterDomain: %q
 resolvConf: %q
 containerRuntimeEndpoint: %q
 podLogsDir: %q
+volumePluginDir: %q
 serializeImagePulls: false
 protectKernelDefaults: %t
 evictionHard:
@@ -96,7 +98,7 @@ func (a *Agent) kubeletConfig() string {
 	cfg := a.cfg
 	out := fmt.Sprintf(kubeletConfigTemplate, cfg.NodeIP, cfg.clientCAFile(), cfg.cgroupDriver(),
 		a.cluster.ClusterDNS, a.cluster.ClusterDomain, cfg.ResolvConf, "unix://"+cfg.containerdSocket(),
-		filepath.Join(cfg.agentDir(), "pod-logs"), cfg.Hardened, pki.TLSMinVersion, strings.Join(pki.TLSCipherSuites, ", "))
+		filepath.Join(cfg.agentDir(), "pod-logs"), filepath.Join(cfg.kubeletDir(), "volume-plugins"), cfg.Hardened, pki.TLSMinVersion, strings.Join(pki.TLSCipherSuites, ", "))
 	if cfg.Hardened {
 		out += hardenedKubelet
 	}

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 
 	"github.com/k1s-io/k1s/internal/component"
@@ -82,12 +83,48 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return ctx, func() { signal.Stop(ch); cancel(context.Canceled) }
 }
 
+// systemdNotifier tells the service manager about k1s's state; without NOTIFY_SOCKET (not a
+// Type=notify service) it does nothing.
+type systemdNotifier struct {
+	logs   *logging.Logs
+	socket string
+}
+
+// newSystemdNotifier takes NOTIFY_SOCKET out of the environment: the kubelet, run in-process,
+// would otherwise report READY=1 as soon as it starts, before the node is registered.
+func newSystemdNotifier(logs *logging.Logs) *systemdNotifier {
+	n := &systemdNotifier{logs: logs, socket: os.Getenv("NOTIFY_SOCKET")}
+	os.Unsetenv("NOTIFY_SOCKET")
+	return n
+}
+
+func (n *systemdNotifier) notify(state string) {
+	if n.socket == "" {
+		return
+	}
+	// SdNotify reads the socket from the environment and, told to, removes it again.
+	os.Setenv("NOTIFY_SOCKET", n.socket)
+	if _, err := daemon.SdNotify(true, state); err != nil {
+		n.logs.Logger.Warnf("telling systemd %q: %v", state, err)
+	}
+}
+
 // runComponents runs a server's or agent's components until a signal or a component's failure,
 // then stops them in reverse order.
 func runComponents(logs *logging.Logs, components []component.Component) error {
 	ctx, stop := signalContext()
 	defer stop()
-	manager := &component.Manager{Log: logs.Logger, OnStop: logs.Stopping}
+	systemd := newSystemdNotifier(logs)
+	manager := &component.Manager{
+		Log: logs.Logger,
+		// Under a systemd unit of Type=notify the service becomes active only now, so
+		// `systemctl start k1s` returns once the cluster (and the node) is usable.
+		OnReady: func() { systemd.notify(daemon.SdNotifyReady) },
+		OnStop: func() {
+			systemd.notify(daemon.SdNotifyStopping)
+			logs.Stopping()
+		},
+	}
 	if err := manager.Run(ctx, components...); err != nil {
 		return err
 	}

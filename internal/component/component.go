@@ -124,6 +124,8 @@ type Manager struct {
 	StopTimeout time.Duration
 	// OnStop, if set, is called when stopping begins.
 	OnStop func()
+	// OnReady, if set, is called once every component is ready.
+	OnReady func()
 
 	started []Component
 }
@@ -136,6 +138,9 @@ func (m *Manager) Run(ctx context.Context, components ...Component) error {
 	err := m.startAll(ctx, components)
 	if err == nil && ctx.Err() == nil {
 		m.Log.Infof("k1s is ready")
+		if m.OnReady != nil {
+			m.OnReady()
+		}
 		err = m.wait(ctx)
 	} else if err == nil {
 		m.Log.Infof("stopping before ready: %v", context.Cause(ctx))

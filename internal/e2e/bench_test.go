@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,18 +46,6 @@ func BenchmarkControlPlane(b *testing.B) {
 	b.ReportMetric(median(cold).Seconds(), "s-cold-start")
 	b.ReportMetric(median(warm).Seconds(), "s-restart")
 
-	info, err := os.Stat(*k1sBinary)
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := exec.Command("sh", "-c", "zstd -19 -T0 -c "+*k1sBinary+" | wc -c").Output()
-	if err != nil {
-		b.Fatalf("zstd: %v", err)
-	}
-	compressed, _ := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
-	fmt.Printf("bin/k1s (stripped): %.1f MiB; zstd -19: %.1f MiB\n", float64(info.Size())/(1<<20), float64(compressed)/(1<<20))
-	b.ReportMetric(float64(info.Size())/(1<<20), "MiB-binary")
-	b.ReportMetric(float64(compressed)/(1<<20), "MiB-zstd19")
 }
 
 // timeToReady starts s and returns the time from exec to the first /readyz "ok".

@@ -65,6 +65,8 @@ type server struct {
 	prefix []string
 	// env is added to the process's environment.
 	env []string
+	// binary is the k1s binary to run (default: -k1s).
+	binary string
 
 	cmd    *exec.Cmd
 	mu     sync.Mutex
@@ -102,7 +104,11 @@ func newServerIn(t testing.TB, dir string, extra ...string) *server {
 // start launches the server and registers its stop with the test's clean-up.
 func (s *server) start() {
 	s.t.Helper()
-	argv := append(append(append([]string(nil), s.prefix...), *k1sBinary), s.args...)
+	binary := s.binary
+	if binary == "" {
+		binary = *k1sBinary
+	}
+	argv := append(append(append([]string(nil), s.prefix...), binary), s.args...)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = append(append(os.Environ(), "KUBECONFIG="), s.env...)
 	stderr, err := s.cmd.StderrPipe()

@@ -265,6 +265,8 @@ func buildArgs(cfg *Config) (*componentArgs, error) {
 		"cluster-signing-legacy-unknown-key-file":         tls + "/server-ca.key",
 		"configure-cloud-routes":                          "false",
 		"controllers":                                     "*,bootstrapsigner,tokencleaner",
+		// FlexVolume drivers (for attach/detach) under the data directory, not /usr/libexec.
+		"flex-volume-plugin-dir": cfg.serverDir() + "/volume-plugins",
 		// Per-controller credentials cost two API calls per controller at start; with the
 		// default 20 QPS that alone delays the node's pod CIDR by ~5 s.
 		"kube-api-burst":                   "200",

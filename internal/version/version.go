@@ -20,11 +20,27 @@ const kubernetesModule = "k8s.io/kubernetes"
 // String is the multi-line text `k1s --version` prints.
 func String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "k1s version %s (%s/%s, %s)\n", Version, runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(&b, "k1s version %s (%s/%s, %s)\n", Version, runtime.GOOS, Arch(), runtime.Version())
 	fmt.Fprintf(&b, "kubernetes %s\n", Kubernetes())
 	fmt.Fprintf(&b, "etcd %s\n", etcdversion.Version)
 	fmt.Fprintf(&b, "containerd v%s\n", strings.TrimSuffix(containerdversion.Version, "+unknown"))
 	return b.String()
+}
+
+// Arch is the architecture the binary was built for, with the ARM level on 32-bit ARM
+// ("arm64", "armv7"): an armv7 build uses instructions armv6 lacks.
+func Arch() string {
+	if runtime.GOARCH != "arm" {
+		return runtime.GOARCH
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "GOARM" {
+				return "armv" + strings.SplitN(s.Value, ",", 2)[0]
+			}
+		}
+	}
+	return "arm"
 }
 
 // Kubernetes is the Kubernetes version the binary reports to clients; it falls back to the

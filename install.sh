@@ -1,0 +1,424 @@
+#!/bin/sh
+# k1s installer: installs k1s as a systemd or openrc service, as a server or (with K1S_URL) as an
+# agent joining one. Re-running it upgrades in place: the service restarts only when its binary,
+# unit or environment file changed, and running pods and the data directory are kept.
+#
+#   curl -sfL https://github.com/k1s-io/k1s/releases/latest/download/install.sh | sh -
+#   curl -sfL .../install.sh | K1S_URL=https://SERVER:6443 K1S_TOKEN=K10... sh -
+#   curl -sfL .../install.sh | sh -s - server --hardened     # command and flags after '-'
+#
+# Environment (INSTALL_K1S_* configure the installer; every K1S_* and proxy variable is written to
+# the service's environment file, mode 0600):
+#   INSTALL_K1S_DOWNLOAD_URL  directory holding k1s-<arch> and sha256sum-<arch>.txt
+#                             (default: the project's GitHub releases)
+#   INSTALL_K1S_VERSION       release to install; with INSTALL_K1S_DOWNLOAD_URL the files are
+#                             read from <url>/<version>/ (default: the latest release)
+#   INSTALL_K1S_BIN_DIR       where k1s, its links and the uninstall script go (/usr/local/bin)
+#   INSTALL_K1S_SKIP_DOWNLOAD=true   airgap: use the k1s binary already in INSTALL_K1S_BIN_DIR
+#   INSTALL_K1S_EXEC          command and flags for the service, e.g. "server --disable coredns"
+#   INSTALL_K1S_SKIP_ENABLE=true     do not enable the service at boot (implies SKIP_START)
+#   INSTALL_K1S_SKIP_START=true      do not start or restart the service
+#   INSTALL_K1S_SYSTEMD_DIR   where the systemd unit goes (/etc/systemd/system)
+#   K1S_URL, K1S_TOKEN, K1S_TOKEN_FILE   join a server as an agent (the token is then required)
+#
+# Everything below is functions until the last line, so a partial download runs nothing.
+
+set -e
+
+GITHUB_RELEASES=https://github.com/k1s-io/k1s/releases
+
+info() { echo "[k1s] $*"; }
+fatal() {
+	echo "[k1s] ERROR: $*" >&2
+	exit 1
+}
+
+is_true() {
+	case "$1" in
+	true | yes | 1) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+# --- what to run -------------------------------------------------------------------------------
+
+# setup_command sets CMD_K1S (server or agent) and CMD_K1S_EXEC (the service's arguments).
+setup_command() {
+	if [ -z "$INSTALL_K1S_EXEC" ] && [ $# -gt 0 ]; then
+		INSTALL_K1S_EXEC="$*"
+	fi
+	case "$INSTALL_K1S_EXEC" in
+	server | server\ * | agent | agent\ *) CMD_K1S=${INSTALL_K1S_EXEC%% *} ;;
+	*)
+		if [ -n "$K1S_URL" ]; then CMD_K1S=agent; else CMD_K1S=server; fi
+		INSTALL_K1S_EXEC="$CMD_K1S${INSTALL_K1S_EXEC:+ $INSTALL_K1S_EXEC}"
+		;;
+	esac
+	CMD_K1S_EXEC=$INSTALL_K1S_EXEC
+	if [ "$CMD_K1S" = agent ]; then
+		[ -n "$K1S_URL" ] || case " $CMD_K1S_EXEC " in *" --server"* | *" -s "*) ;; *)
+			fatal "an agent needs the server to join: set K1S_URL=https://SERVER:6443" ;;
+		esac
+		[ -n "$K1S_TOKEN" ] || [ -n "$K1S_TOKEN_FILE" ] || case " $CMD_K1S_EXEC " in *" --token"* | *" -t "*) ;; *)
+			fatal "an agent needs a join token: set K1S_TOKEN (the server's <data-dir>/server/node-token, or 'k1s token create' there) or K1S_TOKEN_FILE" ;;
+		esac
+		if [ -n "$K1S_TOKEN_FILE" ] && [ ! -r "$K1S_TOKEN_FILE" ]; then
+			fatal "K1S_TOKEN_FILE=$K1S_TOKEN_FILE cannot be read: copy the token file there first"
+		fi
+	fi
+	SERVICE_NAME=k1s
+	UNINSTALL_NAME=k1s-uninstall.sh
+	if [ "$CMD_K1S" = agent ]; then
+		SERVICE_NAME=k1s-agent
+		UNINSTALL_NAME=k1s-agent-uninstall.sh
+	fi
+	DATA_DIR=$(data_dir_of "$CMD_K1S_EXEC")
+}
+
+# data_dir_of prints the data directory the service's arguments (or K1S_DATA_DIR) select.
+data_dir_of() {
+	dir=${K1S_DATA_DIR:-/var/lib/k1s}
+	next=
+	for arg in $1; do
+		if [ -n "$next" ]; then
+			dir=$arg
+			next=
+			continue
+		fi
+		case "$arg" in
+		--data-dir=* | -d=*) dir=${arg#*=} ;;
+		--data-dir | -d) next=1 ;;
+		esac
+	done
+	echo "$dir"
+}
+
+# --- checks before anything is installed -------------------------------------------------------
+
+verify_root() {
+	[ "$(id -u)" -eq 0 ] || fatal "k1s must be installed as root: curl -sfL ... | sudo sh -"
+}
+
+setup_arch() {
+	machine=$(uname -m)
+	case "$machine" in
+	x86_64 | amd64) ARCH=amd64 ;;
+	aarch64 | arm64) ARCH=arm64 ;;
+	armv7* | armv8l) ARCH=arm ;;
+	armv6* | armv5*)
+		fatal "this $machine CPU (e.g. Raspberry Pi 1 or Zero) is not supported: the arm build of k1s needs armv7 or later (Raspberry Pi 2 and newer)" ;;
+	*) fatal "unsupported architecture $machine: k1s is built for x86_64 (amd64), aarch64 (arm64) and armv7 (arm)" ;;
+	esac
+}
+
+setup_init() {
+	if [ -d /run/systemd/system ]; then
+		INIT=systemd
+	elif command -v openrc-run >/dev/null 2>&1 || [ -x /sbin/openrc-run ]; then
+		INIT=openrc
+	else
+		fatal "found neither systemd nor openrc to run the k1s service: run '$BIN_DIR/k1s $CMD_K1S_EXEC' under your own supervisor"
+	fi
+}
+
+memory_cgroup_enabled() {
+	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+		grep -qw memory /sys/fs/cgroup/cgroup.controllers
+	else
+		awk '$1 == "memory" && $4 == 1 { found = 1 } END { exit !found }' /proc/cgroups 2>/dev/null
+	fi
+}
+
+raspberry_pi() {
+	for model in /proc/device-tree/model /sys/firmware/devicetree/base/model; do
+		[ -r "$model" ] && grep -q "Raspberry Pi" "$model" 2>/dev/null && return 0
+	done
+	return 1
+}
+
+verify_host() {
+	if ! memory_cgroup_enabled; then
+		if raspberry_pi; then
+			cmdline=/boot/firmware/cmdline.txt
+			[ -f "$cmdline" ] || [ ! -f /boot/cmdline.txt ] || cmdline=/boot/cmdline.txt
+			fatal "the memory cgroup is disabled: add 'cgroup_memory=1 cgroup_enable=memory' to the end of the single line in $cmdline (/boot/cmdline.txt on older systems), then reboot"
+		fi
+		fatal "the memory cgroup is disabled: boot the kernel with 'cgroup_enable=memory' (e.g. in GRUB_CMDLINE_LINUX of /etc/default/grub, then update-grub), then reboot"
+	fi
+	if ! command -v iptables >/dev/null 2>&1 && ! command -v nft >/dev/null 2>&1; then
+		fatal "neither iptables nor nft is installed: install one (apt-get install iptables, apk add iptables, dnf install iptables)"
+	fi
+}
+
+# --- download and install the binary -----------------------------------------------------------
+
+setup_tmp() {
+	TMP_DIR=$(mktemp -d -t k1s-install.XXXXXXXX)
+	trap 'rm -rf "$TMP_DIR"' EXIT
+	trap 'exit 130' INT TERM
+}
+
+download() { # URL FILE
+	if command -v curl >/dev/null 2>&1; then
+		curl -fsSL -o "$2" "$1" || fatal "downloading $1 failed"
+	elif command -v wget >/dev/null 2>&1; then
+		wget -q -O "$2" "$1" || fatal "downloading $1 failed"
+	else
+		fatal "curl or wget is needed to download k1s"
+	fi
+}
+
+download_url() {
+	if [ -n "$INSTALL_K1S_DOWNLOAD_URL" ]; then
+		echo "${INSTALL_K1S_DOWNLOAD_URL%/}${INSTALL_K1S_VERSION:+/$INSTALL_K1S_VERSION}"
+	elif [ -n "$INSTALL_K1S_VERSION" ]; then
+		echo "$GITHUB_RELEASES/download/$INSTALL_K1S_VERSION"
+	else
+		echo "$GITHUB_RELEASES/latest/download"
+	fi
+}
+
+download_and_verify() {
+	url=$(download_url)
+	info "downloading k1s-$ARCH from $url"
+	download "$url/sha256sum-$ARCH.txt" "$TMP_DIR/sha256sum.txt"
+	download "$url/k1s-$ARCH" "$TMP_DIR/k1s"
+	want=$(awk -v f="k1s-$ARCH" '$2 == f || $2 == "*" f { print $1 }' "$TMP_DIR/sha256sum.txt")
+	[ -n "$want" ] || fatal "$url/sha256sum-$ARCH.txt lists no checksum for k1s-$ARCH: nothing was installed"
+	got=$(sha256sum "$TMP_DIR/k1s" | awk '{ print $1 }')
+	[ "$got" = "$want" ] ||
+		fatal "k1s-$ARCH from $url does not match its checksum (got $got, want $want): the download is damaged or was tampered with; nothing was installed"
+	chmod 755 "$TMP_DIR/k1s"
+	"$TMP_DIR/k1s" --version >/dev/null 2>&1 ||
+		fatal "the downloaded k1s-$ARCH does not run on this host ($(uname -m)): nothing was installed"
+}
+
+install_binary() {
+	mkdir -p "$BIN_DIR"
+	if is_true "$INSTALL_K1S_SKIP_DOWNLOAD"; then
+		[ -x "$BIN_DIR/k1s" ] || fatal "INSTALL_K1S_SKIP_DOWNLOAD is set but $BIN_DIR/k1s is missing: copy k1s-$ARCH there first"
+		info "using the k1s already in $BIN_DIR (INSTALL_K1S_SKIP_DOWNLOAD)"
+		return
+	fi
+	download_and_verify
+	if [ -f "$BIN_DIR/k1s" ] && cmp -s "$TMP_DIR/k1s" "$BIN_DIR/k1s"; then
+		info "$BIN_DIR/k1s is already this version"
+		return
+	fi
+	# A rename replaces the file a running k1s executes without touching it.
+	cp "$TMP_DIR/k1s" "$BIN_DIR/.k1s.new"
+	mv -f "$BIN_DIR/.k1s.new" "$BIN_DIR/k1s"
+	CHANGED=1
+	info "installed $("$BIN_DIR/k1s" --version | head -n 1) in $BIN_DIR"
+}
+
+create_links() {
+	for cmd in kubectl ctr crictl; do
+		link="$BIN_DIR/$cmd"
+		if [ -L "$link" ] && [ "$(readlink "$link")" = k1s ]; then
+			continue
+		fi
+		if [ -e "$link" ] || command -v "$cmd" >/dev/null 2>&1; then
+			info "not linking $cmd: $(command -v "$cmd" || echo "$link") exists"
+			continue
+		fi
+		# Only names this binary answers to.
+		"$BIN_DIR/k1s" "$cmd" --help >/dev/null 2>&1 || continue
+		ln -s k1s "$link"
+		info "linked $link"
+	done
+}
+
+# --- service ------------------------------------------------------------------------------------
+
+# replace_if_changed moves NEW over FILE (mode MODE) when their contents differ.
+replace_if_changed() { # NEW FILE MODE
+	chmod "$3" "$1"
+	if [ -f "$2" ] && cmp -s "$1" "$2"; then
+		rm -f "$1"
+		chmod "$3" "$2"
+		return
+	fi
+	mv -f "$1" "$2"
+	CHANGED=1
+	info "wrote $2"
+}
+
+write_env_file() {
+	(
+		umask 077
+		env | grep -E '^(K1S_|HTTP_PROXY=|HTTPS_PROXY=|NO_PROXY=|http_proxy=|https_proxy=|no_proxy=)' | LC_ALL=C sort |
+			sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/=\(.*\)/="\1"/' >"$ENV_FILE.new" || true
+	)
+	replace_if_changed "$ENV_FILE.new" "$ENV_FILE" 600
+}
+
+# service_args quotes the service's arguments for a unit's ExecStart (one per line, indented).
+service_args() {
+	for arg in $CMD_K1S_EXEC; do
+		printf " \\\\\n\t'%s'" "$arg"
+	done
+}
+
+write_systemd_unit() {
+	cat >"$UNIT_FILE.new" <<EOF
+[Unit]
+Description=k1s: Kubernetes in one binary ($CMD_K1S)
+Documentation=https://github.com/k1s-io/k1s
+Wants=network-online.target
+After=network-online.target
+
+[Install]
+WantedBy=multi-user.target
+
+[Service]
+# k1s tells systemd once the API server answers and the node is registered.
+Type=notify
+EnvironmentFile=-/etc/default/%N
+EnvironmentFile=-$ENV_FILE
+# Only k1s itself is stopped: containerd's shims and so the pods keep running across a restart.
+KillMode=process
+Delegate=yes
+User=root
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+TimeoutStartSec=0
+Restart=always
+RestartSec=5s
+ExecStartPre=-/sbin/modprobe br_netfilter
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=$BIN_DIR/k1s$(service_args)
+EOF
+	replace_if_changed "$UNIT_FILE.new" "$UNIT_FILE" 644
+}
+
+write_openrc_script() {
+	cat >"$UNIT_FILE.new" <<EOF
+#!/sbin/openrc-run
+# k1s: Kubernetes in one binary ($CMD_K1S)
+
+depend() {
+	after network-online
+	want cgroups
+}
+
+supervisor=supervise-daemon
+name=$SERVICE_NAME
+command="$BIN_DIR/k1s"
+command_args="$CMD_K1S_EXEC"
+output_log=/var/log/$SERVICE_NAME.log
+error_log=/var/log/$SERVICE_NAME.log
+pidfile=/run/$SERVICE_NAME.pid
+respawn_delay=5
+respawn_max=0
+
+set -o allexport
+if [ -f "$ENV_FILE" ]; then . "$ENV_FILE"; fi
+set +o allexport
+EOF
+	replace_if_changed "$UNIT_FILE.new" "$UNIT_FILE" 755
+}
+
+write_uninstall_script() {
+	cat >"$BIN_DIR/$UNINSTALL_NAME.new" <<EOF
+#!/bin/sh
+# Removes the k1s $CMD_K1S installed by install.sh: the service, every process, mount, interface,
+# route, firewall rule and cgroup of the node (k1s killall), and k1s's files, data included.
+set -e
+[ "\$(id -u)" -eq 0 ] || { echo "run $UNINSTALL_NAME as root" >&2; exit 1; }
+
+if [ "$INIT" = systemd ]; then
+	systemctl stop $SERVICE_NAME 2>/dev/null || true
+	systemctl disable $SERVICE_NAME 2>/dev/null || true
+	rm -f "$UNIT_FILE"
+	systemctl daemon-reload
+	systemctl reset-failed $SERVICE_NAME 2>/dev/null || true
+else
+	rc-service $SERVICE_NAME stop 2>/dev/null || true
+	rc-update delete $SERVICE_NAME default 2>/dev/null || true
+	rm -f "$UNIT_FILE" /var/log/$SERVICE_NAME.log
+fi
+
+if [ -x "$BIN_DIR/k1s" ] && [ -e "$DATA_DIR" ]; then
+	"$BIN_DIR/k1s" killall --data-dir "$DATA_DIR"
+fi
+
+for cmd in kubectl ctr crictl; do
+	if [ -L "$BIN_DIR/\$cmd" ] && [ "\$(readlink "$BIN_DIR/\$cmd")" = k1s ]; then
+		rm -f "$BIN_DIR/\$cmd"
+	fi
+done
+rm -rf "$ENV_FILE" /etc/k1s "$DATA_DIR" /run/k1s /var/lib/cni /var/log/pods /var/log/containers \\
+	/var/lib/kubelet
+rm -f "$BIN_DIR/k1s" "$BIN_DIR/$UNINSTALL_NAME"
+echo "[k1s] uninstalled"
+EOF
+	replace_if_changed "$BIN_DIR/$UNINSTALL_NAME.new" "$BIN_DIR/$UNINSTALL_NAME" 755
+}
+
+start_service() {
+	if is_true "$INSTALL_K1S_SKIP_ENABLE"; then
+		info "not enabling or starting $SERVICE_NAME (INSTALL_K1S_SKIP_ENABLE)"
+		return
+	fi
+	if [ "$INIT" = systemd ]; then
+		systemctl daemon-reload
+		systemctl enable --quiet "$SERVICE_NAME"
+	else
+		rc-update add "$SERVICE_NAME" default >/dev/null
+	fi
+	if is_true "$INSTALL_K1S_SKIP_START"; then
+		info "not starting $SERVICE_NAME (INSTALL_K1S_SKIP_START)"
+		return
+	fi
+	if [ "$INIT" = systemd ]; then
+		if [ -n "$CHANGED" ]; then
+			info "starting $SERVICE_NAME (waits until the node is ready)"
+			systemctl restart "$SERVICE_NAME"
+		elif ! systemctl is-active --quiet "$SERVICE_NAME"; then
+			info "starting $SERVICE_NAME (waits until the node is ready)"
+			systemctl start "$SERVICE_NAME"
+		else
+			info "$SERVICE_NAME is up to date and running"
+		fi
+	else
+		if [ -n "$CHANGED" ]; then
+			rc-service "$SERVICE_NAME" restart
+		else
+			rc-service "$SERVICE_NAME" start
+		fi
+	fi
+}
+
+main() {
+	verify_root
+	BIN_DIR=${INSTALL_K1S_BIN_DIR:-/usr/local/bin}
+	setup_command "$@"
+	setup_arch
+	verify_host
+	setup_init
+	if [ "$INIT" = systemd ]; then
+		UNIT_FILE=${INSTALL_K1S_SYSTEMD_DIR:-/etc/systemd/system}/$SERVICE_NAME.service
+		ENV_FILE=$UNIT_FILE.env
+	else
+		UNIT_FILE=/etc/init.d/$SERVICE_NAME
+		mkdir -p /etc/k1s
+		ENV_FILE=/etc/k1s/$SERVICE_NAME.env
+	fi
+	CHANGED=
+	setup_tmp
+	install_binary
+	create_links
+	write_env_file
+	if [ "$INIT" = systemd ]; then write_systemd_unit; else write_openrc_script; fi
+	# The uninstall script is no reason to restart the service.
+	changed=$CHANGED
+	write_uninstall_script
+	CHANGED=$changed
+	start_service
+	info "done: $SERVICE_NAME${DATA_DIR:+ with data in $DATA_DIR}; remove it with $BIN_DIR/$UNINSTALL_NAME"
+}
+
+main "$@"
