@@ -344,6 +344,14 @@ func TestKillallLeavesOtherServers(t *testing.T) {
 		}
 		return strings.Join(kept, "\n")
 	}
+	// Every pod of B ready and in kube-proxy's rules first, so that B's rules are settled.
+	b.mustKubectl("wait", "--for=condition=Ready", "pod", "--all", "--all-namespaces", "--timeout=2m")
+	eventually(t, time.Minute, "kube-proxy's rules for B's ready pods", func() error {
+		if r := rules(); strings.Contains(r, "has no endpoints") {
+			return fmt.Errorf("still services without endpoints:\n%s", r)
+		}
+		return nil
+	})
 	before := rules()
 	containers := containerIDs(t, b, "app=web")
 
