@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -236,6 +237,8 @@ func (s *server) client() *kubernetes.Clientset {
 		s.t.Fatal(err)
 	}
 	cfg.Timeout = 2 * time.Second
+	// The benchmarks' pods are not "restricted"; the warnings would drown the figures.
+	cfg.WarningHandler = rest.NoWarnings{}
 	return kubernetes.NewForConfigOrDie(cfg)
 }
 
