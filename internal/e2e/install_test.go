@@ -320,12 +320,9 @@ func TestInstallSystemd(t *testing.T) {
 	}
 	before := map[*machine][]string{srv: srv.files(), agt: agt.files()}
 	srvPort := serveIn(t, srv.node.netns, releases)
-	install := func(m *machine, port int, version string, env []string, args ...string) (string, error) {
-		return m.install(port, version, env, args...)
-	}
 
 	// A damaged download is refused before anything is installed.
-	out, err := install(srv, srvPort, "damaged", nil, "server", "--node-ip", srv.node.ip)
+	out, err := srv.install(srvPort, "damaged", nil, "server", "--node-ip", srv.node.ip)
 	if err == nil || !strings.Contains(out, "does not match its checksum") {
 		t.Fatalf("install with a damaged checksum: %v\n%s", err, out)
 	}
@@ -334,7 +331,7 @@ func TestInstallSystemd(t *testing.T) {
 	}
 
 	begin := time.Now()
-	out, err = install(srv, srvPort, "current", nil, "server", "--node-ip", srv.node.ip)
+	out, err = srv.install(srvPort, "current", nil, "server", "--node-ip", srv.node.ip)
 	if err != nil {
 		t.Fatalf("installing the server: %v\n%s\n%s", err, out, srv.journal("k1s"))
 	}
@@ -351,7 +348,7 @@ func TestInstallSystemd(t *testing.T) {
 	pid := srv.mainPID(t, "k1s")
 
 	// The same version again: nothing changed, so no restart.
-	if out, err := install(srv, srvPort, "current", nil, "server", "--node-ip", srv.node.ip); err != nil ||
+	if out, err := srv.install(srvPort, "current", nil, "server", "--node-ip", srv.node.ip); err != nil ||
 		!strings.Contains(out, "already this version") {
 		t.Fatalf("re-running the same install: %v\n%s", err, out)
 	}
@@ -360,7 +357,7 @@ func TestInstallSystemd(t *testing.T) {
 	}
 
 	// The upgrade: new binary, restarted service, the same pod and container.
-	if out, err := install(srv, srvPort, "upgrade", nil, "server", "--node-ip", srv.node.ip); err != nil {
+	if out, err := srv.install(srvPort, "upgrade", nil, "server", "--node-ip", srv.node.ip); err != nil {
 		t.Fatalf("upgrading: %v\n%s\n%s", err, out, srv.journal("k1s"))
 	}
 	if v := srv.mustExec("k1s", "--version"); !strings.Contains(v, "-upgrade") {
@@ -383,7 +380,7 @@ func TestInstallSystemd(t *testing.T) {
 	}
 	agtPort := serveIn(t, agt.node.netns, releases)
 	env := []string{"K1S_URL=https://" + srv.node.ip + ":6443", "K1S_TOKEN=" + token}
-	if out, err := install(agt, agtPort, "current", env, "--node-ip", agt.node.ip); err != nil {
+	if out, err := agt.install(agtPort, "current", env, "--node-ip", agt.node.ip); err != nil {
 		t.Fatalf("installing the agent: %v\n%s\n%s", err, out, agt.journal("k1s-agent"))
 	}
 	agt.assertService(t, "k1s-agent")
