@@ -304,11 +304,7 @@ func TestInstallSystemd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bad, "sha256sum-"+arch+".txt"), []byte(strings.Repeat("0", 64)+"  k1s-"+arch+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	busybox := filepath.Join(network.dir, "busybox.tar")
-	script := filepath.Join(filepath.Dir(*k1sBinary), "..", "scripts", "build-test-image.sh")
-	if out, err := exec.Command(script, busybox).CombinedOutput(); err != nil {
-		t.Fatalf("building the busybox test image: %v\n%s", err, out)
-	}
+	busybox := network.testImage()
 
 	// The node's images, put where the install will find them.
 	for _, m := range []*machine{srv, agt} {
