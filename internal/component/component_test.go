@@ -183,3 +183,52 @@ func TestBackgroundOverlapsAndAwaitWaits(t *testing.T) {
 		t.Fatalf("stop order %v", stops)
 	}
 }
+
+func TestTaskReadyAfterWorkAndIdlesUntilStopped(t *testing.T) {
+	release := make(chan struct{})
+	task := Task("publish", "publishing cluster-info", func(ctx context.Context, progress Progress) error {
+		progress("the apiserver")
+		<-release
+		return nil
+	})
+	if err := task.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := task.Ready(context.Background())
+		if err != nil && err.Error() == "publishing cluster-info: waiting for the apiserver" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readiness before the work is done: %v", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for task.Ready(context.Background()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready after the work was done")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-task.Exited():
+		t.Fatal("the task exited after its work instead of idling")
+	case <-time.After(20 * time.Millisecond):
+	}
+	if err := task.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
+
+func TestTaskFailureEndsIt(t *testing.T) {
+	task := Task("join", "joining", func(context.Context, Progress) error { return errors.New("token refused") })
+	if err := task.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-task.Exited()
+	if err := task.Stop(); err == nil || err.Error() != "token refused" {
+		t.Fatalf("want the task's error, got %v", err)
+	}
+}
