@@ -28,14 +28,15 @@ func BenchmarkAgent(b *testing.B) {
 }
 
 func benchmarkAgent(b *testing.B, backend string) {
-	c := newTestCluster(b, clusterOptions{backend: backend})
-	client := c.server.client()
+	// Network: the agents join after the cluster is up.
+	c := newCluster(b, clusterSpec{Servers: 1, FlannelBackend: backend, Network: true})
+	client := c.server().client()
 	if backend == "vxlan" {
 		n := c.addNode("b")
 		var joins []time.Duration
 		for i := 0; i < 5; i++ {
 			name := fmt.Sprintf("bench-%d", i)
-			p := n.newAgent(name, c.joinArgs()...)
+			p := n.newProcess("agent", name, c.joinArgs()...)
 			begin := time.Now()
 			p.start()
 			for {
@@ -69,7 +70,7 @@ func benchmarkAgent(b *testing.B, backend string) {
 	}
 	a := c.addAgent(map[string]string{"vxlan": "vx", "host-gw": "gw"}[backend])
 	c.waitNodesReady(b, 2+boolInt(backend == "vxlan"))
-	c.kubectl(b, "apply", "-f", c.file("netbench.yaml", fmt.Sprintf(netbenchManifest, c.serverNode, c.serverNode, a.name)))
+	c.kubectl(b, "apply", "-f", c.file("netbench.yaml", fmt.Sprintf(netbenchManifest, c.Servers[0].name, c.Servers[0].name, a.name)))
 	c.kubectl(b, "wait", "--for=condition=Ready", "--timeout=180s", "pod/netbench-server", "pod/netbench-local", "pod/netbench-remote")
 	serverIP := c.kubectl(b, "get", "pod", "netbench-server", "-o", "jsonpath={.status.podIP}")
 	for _, from := range []string{"local", "remote"} {

@@ -26,9 +26,9 @@ import (
 func BenchmarkNode(b *testing.B) {
 	const runs = 5
 	var ready, dns, firstPod []time.Duration
-	var last *server
+	var last *process
 	for i := 0; i < runs; i++ {
-		s := newNode(b, nil)
+		s := prepareCluster(b, clusterSpec{Servers: 1}).server()
 		r, d, p := coldStart(b, s)
 		ready, dns, firstPod = append(ready, r), append(dns, d), append(firstPod, p)
 		if i < runs-1 {
@@ -62,7 +62,7 @@ func BenchmarkNode(b *testing.B) {
 
 // coldStart starts s on a fresh data directory and returns the times from exec to node Ready,
 // to CoreDNS answering a cluster name, and to the first pod Running.
-func coldStart(b *testing.B, s *server) (nodeReady, dnsAnswer, podRunning time.Duration) {
+func coldStart(b *testing.B, s *process) (nodeReady, dnsAnswer, podRunning time.Duration) {
 	b.Helper()
 	begin := time.Now()
 	s.start()
@@ -165,7 +165,7 @@ func podStartLatency(b *testing.B, client *kubernetes.Clientset, n int) (time.Du
 }
 
 // memory sums PSS and RSS (MB) of k1s, its containerd and the node's shims.
-func memory(s *server) (pss, rss float64, detail string) {
+func memory(s *process) (pss, rss float64, detail string) {
 	self, _ := os.Stat(*k1sBinary)
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	parts := map[string][2]float64{}

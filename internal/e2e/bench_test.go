@@ -49,7 +49,7 @@ func BenchmarkControlPlane(b *testing.B) {
 }
 
 // timeToReady starts s and returns the time from exec to the first /readyz "ok".
-func timeToReady(b *testing.B, s *server) time.Duration {
+func timeToReady(b *testing.B, s *process) time.Duration {
 	b.Helper()
 	begin := time.Now()
 	s.start()
@@ -71,7 +71,7 @@ func timeToReady(b *testing.B, s *server) time.Duration {
 }
 
 // clientWhenWritten waits for the server to write its kubeconfig and returns a client.
-func (s *server) clientWhenWritten(b *testing.B) *kubernetes.Clientset {
+func (s *process) clientWhenWritten(b *testing.B) *kubernetes.Clientset {
 	b.Helper()
 	for {
 		if _, err := os.Stat(s.kubeconfig); err == nil {

@@ -15,25 +15,52 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// A multi-node cluster on this one machine (field notes, "Two nodes on one machine"):
+// The cluster harness. A test asks for a cluster by counts and gets it started:
 //
-//   - the server runs on the host, its node (if any) on a test bridge k1sbr<id> with the
-//     address 10.199.<n>.1/24, which is also the apiserver's address for the agents;
-//   - each agent is a "node namespace": a network namespace k1s-e2e-<id>-<name> joined to the
-//     bridge by a veth (eth0 inside, 10.199.<n>.<i>/24, no default route), and a holder process
-//     (sleep) that owns a private mount namespace with tmpfs over the host paths a node writes
-//     whatever its data directory (nodePrivateDirs). Everything for that node runs through
-//     `nsenter -t <holder> -m -n`;
-//   - each agent has its own data directory, resolv.conf (nameserver 127.0.0.1) and kubelet
-//     cgroup root /k1s-e2e-<node name>.
+//	c := newCluster(t, clusterSpec{Servers: 1, Agents: 2, AgentArgs: []string{...}})
+//	c.waitNodesReady(t, 3)
+//
+// c.Servers and c.Agents are nodes of one kind (clusterNode): a node name, a directory of its
+// own (data directories, kubeconfig, config, resolv.conf), its own address and ports, and the
+// k1s processes it runs (proc is its main one). The topology (field notes, "Two nodes on one
+// machine"):
+//
+//   - the first server runs on the host. Alone (one server, no agents, Network unset) it uses
+//     the host's network as a standalone k1s does: the address and interface k1s finds, and
+//     free ports for the apiserver, etcd and the controllers, since the host may run a k1s of
+//     its own;
+//   - any larger cluster has a test bridge k1sbr<id> with the address 10.199.<n>.1/24, which is
+//     the first server's node IP (or advertised address) and the address the others join:
+//     --server https://10.199.<n>.1:<port> --token <its join token>;
+//   - every other node, server or agent, is a "node namespace": a network namespace
+//     k1s-e2e-<id>-<name> joined to the bridge by a veth (eth0 inside, 10.199.<n>.<i>/24, no
+//     default route), and a holder process (sleep) that owns a private mount namespace with
+//     tmpfs over the host paths a node writes whatever its data directory (nodePrivateDirs).
+//     Everything for that node runs through `nsenter -t <holder> -m -n`, on k1s's default ports,
+//     with a resolv.conf that sends nothing off the machine and the kubelet cgroup root
+//     /k1s-e2e-<node name>;
+//   - nodes are named server-a, server-b, … and agent-a, agent-b, …. newCluster starts the
+//     first server and waits for its API, then starts the other servers one at a time, each
+//     waited for (a joining server grows etcd by one member), then the agents without waiting
+//     (waitNodesReady). addServer, addAgent and addNode add nodes by name afterwards.
+//
+// So an HA test asks for clusterSpec{Servers: 3} and gets server-a on the host and server-b and
+// server-c in their namespaces, each started with `--server <server-a's URL> --token <token>`
+// and the ServerArgs. prepareCluster builds the same without starting anything, for a test that
+// starts or times the first server itself (its process is c.server()).
 //
 // No packet leaves the machine: the bridge has no uplink and the namespaces no default route.
-// Clean-up runs in reverse order whatever happened, then checks that nothing is left.
+// Clean-up runs in reverse order whatever happened: each node's processes are killed by PID and
+// `k1s killall` runs for each data directory, in the node's namespaces; then the namespaces,
+// veths and bridge go, the kernel settings and the host directories the cluster created are put
+// back, and a last check finds nothing of the cluster left on the host. t.TempDir removes the
+// directories.
 
 // nodePrivateDirs get a private tmpfs in each node namespace: the fixed host paths of a node
 // (field notes §8; /run/mount first: mount(8) itself creates it), and /run/netns so the
@@ -51,137 +78,226 @@ var joinTokenPattern = regexp.MustCompile(`K10([0-9a-f]{64})::([a-z0-9]{6})\.([a
 // flannel put there.
 var nodeLeftoverChain = regexp.MustCompile(`(KUBE|CNI|K1S|FLANNEL)-`)
 
-// clusterOptions says what newTestCluster builds.
-type clusterOptions struct {
-	// disableAgent runs the server as a control plane only (no node on the host).
-	disableAgent bool
-	// backend is --flannel-backend for every node; empty leaves k1s's default (vxlan).
-	backend string
-	// serverArgs are added to the server's flags, agentArgs to every agent's.
-	serverArgs []string
-	agentArgs  []string
+// clusterSpec says what newCluster and prepareCluster build.
+type clusterSpec struct {
+	// Servers is the number of servers (at least one), Agents the number of agents.
+	Servers, Agents int
+	// DisableAgent runs every server as a control plane only (--disable-agent): no node.
+	DisableAgent bool
+	// FlannelBackend is --flannel-backend for every node; empty leaves k1s's default (vxlan).
+	FlannelBackend string
+	// ServerArgs are added to every server's flags, AgentArgs to every agent's.
+	ServerArgs, AgentArgs []string
+	// Images are more files (name → content) in every node's agent/images, beside the busybox
+	// test image.
+	Images map[string]string
+	// Network puts a cluster of one server on a test bridge too, for a test that adds nodes
+	// itself (addNode, addAgent, addServer). Larger clusters always have it.
+	Network bool
+	// ServerDir is the first server's directory (its data directory, kubeconfig, config), for
+	// a test of the file system under it; default: one in the cluster's directory.
+	ServerDir string
 }
 
-// testCluster is a k1s server on the host and agents in node namespaces, on a private bridge.
-type testCluster struct {
+// cluster is the servers and agents of one k1s cluster under test (see the top of this file).
+type cluster struct {
 	t    testing.TB
-	opts clusterOptions
+	spec clusterSpec
 	// id (4 hex digits) names everything of this cluster on the host.
 	id  string
 	dir string
 
-	server *server
-	// serverNode is the server's node name ("" with disableAgent).
-	serverNode string
-	// token is the server's join token (<data-dir>/server/node-token).
+	// Servers[0] is the first server, on the host; the others and all agents are node
+	// namespaces. Agents also holds the nodes addNode adds, empty until a test runs k1s there.
+	Servers []*clusterNode
+	Agents  []*clusterNode
+
+	// token is the first server's join token (<data-dir>/server/node-token), read by joinToken.
 	token string
 
 	bridge string
+	// onBridge says whether the bridge exists (createBridge made it).
+	onBridge bool
 	// subnet is the bridge's /24 without its last number: "10.199.<n>.".
 	subnet   string
 	lastHost int
-	agents   []*agentNode
 
 	image string
-	// createdDirs are host directories that did not exist before the cluster; clean-up
-	// removes them if empty.
+	// sysctls are the kernel settings before the cluster; createdDirs are host directories that
+	// did not exist before it. Clean-up puts back the first and removes the second if empty.
+	sysctls     map[string]string
 	createdDirs []string
 }
 
-// agentNode is one node namespace (network namespace, veth, holder of the mount namespace)
-// and the k1s agents run in it.
-type agentNode struct {
-	c *testCluster
-	// name is the node name of its main agent.
+// clusterNode is one node of a cluster: the host (the first server) or a node namespace
+// (network namespace, veth, holder of the mount namespace), and the k1s processes run on it.
+type clusterNode struct {
+	c *cluster
+	// role is "server" or "agent": what its main process is.
+	role string
+	// name is the node name of its main process; "" for a first server off the bridge, whose
+	// node takes the host's name.
 	name string
-	ip   string
-	dir  string
+	// ip is its address on the bridge ("" off it); iface is its --flannel-iface (the bridge on
+	// the host, eth0 in a namespace).
+	ip, iface string
+	dir       string
 
+	// netns and hostVeth are "" on the host.
 	netns    string
 	hostVeth string
 	holder   *exec.Cmd
 	held     chan struct{}
 
-	// proc is the node's main agent (started by startAgent); procs are all agents run here,
-	// dataDirs all their data directories, for the clean-up.
-	proc     *server
-	procs    []*server
-	dataDirs []string
+	// proc is the node's main process (a server, or the agent startAgent starts); procs are all
+	// k1s processes prepared on the node, for the clean-up.
+	proc  *process
+	procs []*process
 	// machine: a booted machine uses the namespace (machine_test.go); it checks what it
 	// leaves itself, and the namespace goes with whatever is left in it.
 	machine bool
 }
 
-// newTestCluster creates the bridge, starts the server (with its node on the bridge unless
-// opts.disableAgent) and waits for its API. Everything is removed by the test's clean-up.
-func newTestCluster(t testing.TB, opts clusterOptions) *testCluster {
+// newCluster builds the cluster spec asks for and starts it: the first server (waiting for its
+// API), the other servers (each waited for) and the agents (not waited for). Everything is
+// removed by the test's clean-up.
+func newCluster(t testing.TB, spec clusterSpec) *cluster {
 	t.Helper()
-	c := &testCluster{t: t, opts: opts, dir: t.TempDir()}
+	c := prepareCluster(t, spec)
+	c.start()
+	return c
+}
+
+// prepareCluster builds the cluster spec asks for without starting any k1s: the bridge and the
+// node namespaces, and the first server's process (c.server()). Its clean-up is registered.
+func prepareCluster(t testing.TB, spec clusterSpec) *cluster {
+	t.Helper()
+	if spec.Servers < 1 || spec.Agents < 0 {
+		t.Fatalf("clusterSpec with %d servers and %d agents: a cluster has at least one server", spec.Servers, spec.Agents)
+	}
+	c := &cluster{t: t, spec: spec, dir: t.TempDir()}
 	c.pickNetwork()
-	sysctls := readSysctls(t)
+	c.saveHost()
+	bridged := spec.Network || spec.Servers+spec.Agents > 1
+
+	first := &clusterNode{c: c, role: "server", dir: spec.ServerDir}
+	if first.dir == "" {
+		first.dir = filepath.Join(c.dir, "server")
+		if err := os.MkdirAll(first.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bridged {
+		first.name, first.ip, first.iface = nodeName("server", 0), c.gateway(), c.bridge
+	}
+	c.Servers = append(c.Servers, first)
+	// Registered now, so it runs after the bridge's removal (as the agents' run before it).
+	t.Cleanup(func() { first.cleanup(t) })
+	first.proc = first.newProcess("server", first.name)
+
+	if bridged {
+		c.createBridge()
+	}
+	for i := 1; i < spec.Servers; i++ {
+		c.addNamespace("server", nodeName("server", i))
+	}
+	for i := 0; i < spec.Agents; i++ {
+		c.addNamespace("agent", nodeName("agent", i))
+	}
+	return c
+}
+
+// nodeName is the name of the i-th node of a role: server-a, server-b, …, agent-a, ….
+func nodeName(role string, i int) string { return fmt.Sprintf("%s-%c", role, 'a'+i) }
+
+// start starts what prepareCluster built: the first server, waiting (3 minutes) for its API
+// and its join token; then each other server, joining it, waiting for its API before the next
+// joins; then the agents, without waiting.
+func (c *cluster) start() {
+	c.t.Helper()
+	first := c.server()
+	first.start()
+	first.waitReady(3 * time.Minute)
+	if c.onBridge {
+		c.joinToken()
+	}
+	for _, s := range c.Servers[1:] {
+		if s.proc == nil {
+			s.startServer()
+		}
+	}
+	for _, a := range c.Agents[:c.spec.Agents] {
+		if a.proc == nil {
+			a.startAgent()
+		}
+	}
+}
+
+// saveHost records the kernel settings and which node host directories exist, and registers
+// the clean-up that puts them back and checks that nothing of the cluster is left.
+func (c *cluster) saveHost() {
+	c.t.Helper()
+	c.sysctls = readSysctls(c.t)
 	for _, d := range nodePrivateDirs {
 		if _, err := os.Stat(d); os.IsNotExist(err) {
 			c.createdDirs = append(c.createdDirs, d)
 		}
 	}
-	// Registered first, so it runs last: after the agents, the bridge and the server are gone.
-	t.Cleanup(func() {
-		for k, v := range sysctls {
-			_ = os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0o644)
-		}
-		for i := len(c.createdDirs) - 1; i >= 0; i-- {
-			d := c.createdDirs[i]
-			if d == "/run/netns" {
-				// `ip netns add` made it a mount point (a shared bind mount of itself).
-				if entries, err := os.ReadDir(d); err != nil || len(entries) > 0 {
-					continue
-				}
-				_ = syscall.Unmount(d, syscall.MNT_DETACH)
+	hostChecks.Lock()
+	defer hostChecks.Unlock()
+	t := c.t
+	if _, ok := hostChecks.byTest[t]; !ok {
+		// Registered before anything of the test's first cluster, so it runs last: after every
+		// cluster of the test is gone.
+		t.Cleanup(func() {
+			hostChecks.Lock()
+			clusters := hostChecks.byTest[t]
+			delete(hostChecks.byTest, t)
+			hostChecks.Unlock()
+			for i := len(clusters) - 1; i >= 0; i-- {
+				clusters[i].restoreHost()
 			}
-			_ = os.Remove(d) // only when empty: a server's node on the host may use it still
-		}
-		c.assertClean(t)
-	})
-
-	serverDir := filepath.Join(c.dir, "server")
-	if err := os.MkdirAll(serverDir, 0o700); err != nil {
-		t.Fatal(err)
+			for _, c := range clusters {
+				c.assertClean(t)
+			}
+		})
 	}
-	if opts.disableAgent {
-		c.server = newServerIn(t, serverDir, append([]string{"--disable-agent", "--advertise-address", c.gateway()}, opts.serverArgs...)...)
-	} else {
-		c.serverNode = "server"
-		args := []string{"--node-ip", c.gateway(), "--node-name", c.serverNode, "--flannel-iface", c.bridge}
-		if opts.backend != "" {
-			args = append(args, "--flannel-backend", opts.backend)
-		}
-		// newNodeIn's clean-up (registered now, so after the bridge's is done) stops the
-		// server, runs killall for it and puts the kernel settings back.
-		c.server = newNodeIn(t, serverDir, nil, append(args, opts.serverArgs...)...)
-	}
+	hostChecks.byTest[t] = append(hostChecks.byTest[t], c)
+}
 
-	c.createBridge()
-	c.server.start()
-	c.server.waitReady(3 * time.Minute)
-	tokenFile := filepath.Join(c.server.dataDir, "server", "node-token")
-	eventually(t, 30*time.Second, "the server's node-token", func() error {
-		data, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return err
+// hostChecks are the clusters of each running test, whose last clean-up runs once all of them
+// are gone: a test may run two clusters side by side on the host (TestKillallLeavesOtherServers),
+// and the check after the first must not find the second still running.
+var hostChecks = struct {
+	sync.Mutex
+	byTest map[testing.TB][]*cluster
+}{byTest: map[testing.TB][]*cluster{}}
+
+// restoreHost puts back the kernel settings and removes the host directories the cluster
+// created, if they are empty.
+func (c *cluster) restoreHost() {
+	for k, v := range c.sysctls {
+		_ = os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0o644)
+	}
+	for i := len(c.createdDirs) - 1; i >= 0; i-- {
+		d := c.createdDirs[i]
+		if d == "/run/netns" {
+			// `ip netns add` made it a mount point (a shared bind mount of itself).
+			if entries, err := os.ReadDir(d); err != nil || len(entries) > 0 {
+				continue
+			}
+			_ = syscall.Unmount(d, syscall.MNT_DETACH)
 		}
-		if c.token = joinTokenPattern.FindString(string(data)); c.token == "" {
-			return fmt.Errorf("%s holds no join token: %q", tokenFile, data)
-		}
-		return nil
-	})
-	return c
+		_ = os.Remove(d) // only when empty: a node on the host may use it still
+	}
 }
 
 // createBridge creates the cluster's bridge, with the gateway address, and its removal.
-func (c *testCluster) createBridge() {
+func (c *cluster) createBridge() {
 	t := c.t
 	t.Helper()
 	hostRun(t, "ip", "link", "add", c.bridge, "type", "bridge")
+	c.onBridge = true
 	t.Cleanup(func() {
 		if out, err := hostCmd("ip", "link", "del", c.bridge); err != nil {
 			t.Errorf("deleting the bridge %s: %v\n%s", c.bridge, err, out)
@@ -193,7 +309,7 @@ func (c *testCluster) createBridge() {
 
 // pickNetwork chooses the cluster's id, bridge name and a 10.199.<n>.0/24 nothing on this
 // machine uses.
-func (c *testCluster) pickNetwork() {
+func (c *cluster) pickNetwork() {
 	c.t.Helper()
 	addrs, _ := hostCmd("ip", "-o", "addr")
 	routes, _ := hostCmd("ip", "route", "show", "table", "all")
@@ -211,78 +327,139 @@ func (c *testCluster) pickNetwork() {
 		if netns, _ := filepath.Glob("/run/netns/k1s-e2e-" + id + "-*"); len(netns) > 0 {
 			continue
 		}
-		// .1 is the host's (the server's) address; agents get .2 on.
+		// .1 is the host's (the first server's) address; the node namespaces get .2 on.
 		c.id, c.subnet, c.bridge, c.lastHost = id, subnet, "k1sbr"+id, 1
 		return
 	}
 	c.t.Fatal("found no free 10.199.x.0/24")
 }
 
-// gateway is the bridge's address on the host: the server's node IP and apiserver address.
-func (c *testCluster) gateway() string { return c.subnet + "1" }
+// gateway is the bridge's address on the host: the first server's node IP and apiserver address.
+func (c *cluster) gateway() string { return c.subnet + "1" }
 
-// serverURL is the apiserver's address for the agents.
-func (c *testCluster) serverURL() string {
-	return fmt.Sprintf("https://%s:%d", c.gateway(), c.server.port)
+// server is the first server's process: the API the tests talk to.
+func (c *cluster) server() *process { return c.Servers[0].proc }
+
+// nodes are all the cluster's nodes: the servers, then the agents.
+func (c *cluster) nodes() []*clusterNode {
+	return append(append([]*clusterNode(nil), c.Servers...), c.Agents...)
 }
 
-// joinArgs are the flags that make an agent join this cluster.
-func (c *testCluster) joinArgs() []string {
-	return []string{"--server", c.serverURL(), "--token", c.token}
+// serverURL is the first server's apiserver, for the nodes that join it.
+func (c *cluster) serverURL() string {
+	return fmt.Sprintf("https://%s:%d", c.gateway(), c.server().port)
 }
 
-func (c *testCluster) netnsPrefix() string { return "k1s-e2e-" + c.id + "-" }
-func (c *testCluster) vethPrefix() string  { return "k1sv" + c.id }
+// joinToken is the first server's join token, read once (within 30 s) after it is written.
+func (c *cluster) joinToken() string {
+	c.t.Helper()
+	if c.token == "" {
+		tokenFile := filepath.Join(c.server().dataDir, "server", "node-token")
+		eventually(c.t, 30*time.Second, "the server's node-token", func() error {
+			data, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return err
+			}
+			if c.token = joinTokenPattern.FindString(string(data)); c.token == "" {
+				return fmt.Errorf("%s holds no join token: %q", tokenFile, data)
+			}
+			return nil
+		})
+	}
+	return c.token
+}
+
+// joinArgs are the flags that make a node join this cluster.
+func (c *cluster) joinArgs() []string {
+	return []string{"--server", c.serverURL(), "--token", c.joinToken()}
+}
+
+func (c *cluster) netnsPrefix() string { return "k1s-e2e-" + c.id + "-" }
+func (c *cluster) vethPrefix() string  { return "k1sv" + c.id }
+
+// dirs are the directories the cluster's nodes keep their files in.
+func (c *cluster) dirs() []string {
+	dirs := []string{c.dir}
+	if d := c.spec.ServerDir; d != "" && !strings.HasPrefix(d, c.dir+"/") {
+		dirs = append(dirs, d)
+	}
+	return dirs
+}
+
+// addServer adds a node namespace and starts a server in it as node name, joining the first
+// server with extra added to its flags, and waits (3 minutes) for its API.
+func (c *cluster) addServer(name string, extra ...string) *clusterNode {
+	c.t.Helper()
+	s := c.addNamespace("server", name)
+	s.startServer(extra...)
+	return s
+}
 
 // addAgent adds a node namespace and starts an agent joining the cluster in it, with the
 // busybox test image, as node name. It does not wait for the node.
-func (c *testCluster) addAgent(name string, extra ...string) *agentNode {
+func (c *cluster) addAgent(name string, extra ...string) *clusterNode {
 	c.t.Helper()
 	a := c.addNode(name)
 	a.startAgent(extra...)
 	return a
 }
 
-// addNode adds a node namespace (nothing runs in it yet but its holder) on the next address.
-func (c *testCluster) addNode(name string) *agentNode {
+// addNode adds a node namespace to the agents, where nothing runs yet but its holder.
+func (c *cluster) addNode(name string) *clusterNode {
+	c.t.Helper()
+	return c.addNamespace("agent", name)
+}
+
+// addNamespace adds a node namespace on the next address, to the servers or the agents by role.
+func (c *cluster) addNamespace(role, name string) *clusterNode {
 	t := c.t
 	t.Helper()
-	c.lastHost++
-	a := &agentNode{c: c, name: name, ip: c.subnet + strconv.Itoa(c.lastHost), dir: filepath.Join(c.dir, name),
-		netns: c.netnsPrefix() + name, hostVeth: fmt.Sprintf("%s%x", c.vethPrefix(), c.lastHost)}
-	if len(a.hostVeth)+1 > 15 {
-		t.Fatalf("interface name %sp too long", a.hostVeth)
+	if !c.onBridge {
+		t.Fatalf("adding node %s: the cluster has no test bridge (set clusterSpec.Network to add nodes to a cluster of one server)", name)
 	}
-	if err := os.MkdirAll(a.dir, 0o700); err != nil {
+	c.lastHost++
+	n := &clusterNode{c: c, role: role, name: name, ip: c.subnet + strconv.Itoa(c.lastHost), iface: "eth0",
+		dir: filepath.Join(c.dir, name), netns: c.netnsPrefix() + name, hostVeth: fmt.Sprintf("%s%x", c.vethPrefix(), c.lastHost)}
+	if len(n.hostVeth)+1 > 15 {
+		t.Fatalf("interface name %sp too long", n.hostVeth)
+	}
+	if err := os.MkdirAll(n.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	c.agents = append(c.agents, a)
-	t.Cleanup(func() { a.cleanup(t) })
+	if role == "server" {
+		c.Servers = append(c.Servers, n)
+	} else {
+		c.Agents = append(c.Agents, n)
+	}
+	t.Cleanup(func() { n.cleanup(t) })
 
-	peer := a.hostVeth + "p"
-	hostRun(t, "ip", "netns", "add", a.netns)
-	hostRun(t, "ip", "link", "add", a.hostVeth, "type", "veth", "peer", "name", peer)
-	hostRun(t, "ip", "link", "set", peer, "netns", a.netns)
-	hostRun(t, "ip", "link", "set", a.hostVeth, "master", c.bridge, "up")
-	hostRun(t, "ip", "-n", a.netns, "link", "set", peer, "name", "eth0")
-	hostRun(t, "ip", "-n", a.netns, "addr", "add", a.ip+"/24", "dev", "eth0")
-	hostRun(t, "ip", "-n", a.netns, "link", "set", "eth0", "up")
-	hostRun(t, "ip", "-n", a.netns, "link", "set", "lo", "up")
-	a.startHolder()
-	return a
+	peer := n.hostVeth + "p"
+	hostRun(t, "ip", "netns", "add", n.netns)
+	hostRun(t, "ip", "link", "add", n.hostVeth, "type", "veth", "peer", "name", peer)
+	hostRun(t, "ip", "link", "set", peer, "netns", n.netns)
+	hostRun(t, "ip", "link", "set", n.hostVeth, "master", c.bridge, "up")
+	hostRun(t, "ip", "-n", n.netns, "link", "set", peer, "name", "eth0")
+	hostRun(t, "ip", "-n", n.netns, "addr", "add", n.ip+"/24", "dev", "eth0")
+	hostRun(t, "ip", "-n", n.netns, "link", "set", "eth0", "up")
+	hostRun(t, "ip", "-n", n.netns, "link", "set", "lo", "up")
+	n.startHolder()
+	return n
 }
+
+// onHost says whether the node is the host (the first server) rather than a node namespace.
+func (n *clusterNode) onHost() bool { return n.netns == "" }
 
 // startHolder starts the process that owns the node's mount namespace: it enters the network
 // namespace (not with `ip netns exec`, which remounts /sys and hides the cgroup mounts),
 // unshares the mount namespace, mounts the private tmpfs and sleeps.
-func (a *agentNode) startHolder() {
-	t := a.c.t
+func (n *clusterNode) startHolder() {
+	t := n.c.t
 	t.Helper()
-	// The new mount namespace starts as a copy of the host's, with the server node's mounts
-	// (its pods' under the data directory and /run/k1s, the netns under /run/netns): detach
-	// those copies first, so the node sees and pins nothing of the host's node.
+	// The new mount namespace starts as a copy of the host's, with the first server node's
+	// mounts (its pods' under the data directory and /run/k1s, the netns under /run/netns):
+	// detach those copies first, so the node sees and pins nothing of the host's node.
 	var patterns []string
-	for _, d := range append([]string{a.c.dir}, nodePrivateDirs...) {
+	for _, d := range append(n.c.dirs(), nodePrivateDirs...) {
 		patterns = append(patterns, d, d+"/*")
 	}
 	script := `set -e
@@ -291,11 +468,11 @@ for m in $(cut -d' ' -f5 /proc/self/mountinfo); do
 done
 for d in ` + strings.Join(nodePrivateDirs, " ") + `; do
 	mkdir -p "$d"
-	mount -t tmpfs -o mode=0755 k1s-e2e-` + a.c.id + ` "$d"
+	mount -t tmpfs -o mode=0755 k1s-e2e-` + n.c.id + ` "$d"
 done
 echo ready
 exec sleep infinity`
-	logFile, err := os.Create(filepath.Join(a.dir, "holder.log"))
+	logFile, err := os.Create(filepath.Join(n.dir, "holder.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,16 +482,16 @@ exec sleep infinity`
 		t.Fatal(err)
 	}
 	defer r.Close()
-	a.holder = exec.Command("nsenter", "--net=/run/netns/"+a.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
-	a.holder.Stdout, a.holder.Stderr = w, logFile
-	a.holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = a.holder.Start()
+	n.holder = exec.Command("nsenter", "--net=/run/netns/"+n.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	n.holder.Stdout, n.holder.Stderr = w, logFile
+	n.holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = n.holder.Start()
 	w.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.held = make(chan struct{})
-	go func() { _ = a.holder.Wait(); close(a.held) }()
+	n.held = make(chan struct{})
+	go func() { _ = n.holder.Wait(); close(n.held) }()
 	ready := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(r).ReadString('\n')
@@ -327,109 +504,164 @@ exec sleep infinity`
 		}
 	case <-time.After(30 * time.Second):
 	}
-	a.killHolder()
+	n.killHolder()
 	log, _ := os.ReadFile(logFile.Name())
-	t.Fatalf("node %s: the namespace holder did not get ready:\n%s", a.name, log)
+	t.Fatalf("node %s: the namespace holder did not get ready:\n%s", n.name, log)
 }
 
-func (a *agentNode) killHolder() {
-	if a.holder == nil || a.holder.Process == nil {
+func (n *clusterNode) killHolder() {
+	if n.holder == nil || n.holder.Process == nil {
 		return
 	}
-	_ = syscall.Kill(a.holder.Process.Pid, syscall.SIGKILL)
-	<-a.held
+	_ = syscall.Kill(n.holder.Process.Pid, syscall.SIGKILL)
+	<-n.held
 }
 
-func (a *agentNode) holderAlive() bool {
-	if a.held == nil {
+func (n *clusterNode) holderAlive() bool {
+	if n.held == nil {
 		return false
 	}
 	select {
-	case <-a.held:
+	case <-n.held:
 		return false
 	default:
 		return true
 	}
 }
 
-// command runs args inside the node's mount and network namespaces.
-func (a *agentNode) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(a.holder.Process.Pid), "-m", "-n", "--"}, args...)...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG=")
-	cmd.Dir = "/"
-	return cmd
+// nsenter is the command prefix that runs a program in the node namespace.
+func (n *clusterNode) nsenter() []string {
+	return []string{"nsenter", "-t", strconv.Itoa(n.holder.Process.Pid), "-m", "-n", "--"}
 }
 
-// exec runs args inside the node's namespaces and returns their output (within 2 minutes).
-func (a *agentNode) exec(args ...string) (string, error) {
+// exec runs args on the node (the host, or inside the node's mount and network namespaces)
+// and returns their output (within 2 minutes).
+func (n *clusterNode) exec(args ...string) (string, error) {
+	if n.onHost() {
+		return hostCmd(args...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := a.command(ctx, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "nsenter", append(n.nsenter()[1:], args...)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG=")
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
-// k1s runs the k1s binary with args inside the node's namespaces.
-func (a *agentNode) k1s(args ...string) (string, error) {
-	return a.exec(append([]string{*k1sBinary}, args...)...)
+// k1s runs the k1s binary with args on the node.
+func (n *clusterNode) k1s(args ...string) (string, error) {
+	if n.onHost() {
+		return runK1s(args...)
+	}
+	return n.exec(append([]string{*k1sBinary}, args...)...)
 }
 
-// newAgent prepares (does not start) `k1s agent` in the node's namespaces as node name, on a
-// fresh data directory holding the busybox test image, with the node's address, a
-// resolv.conf that sends nothing off the machine, its own kubelet cgroup root and the
-// cluster's pod network settings. extra adds the join flags and others.
-func (a *agentNode) newAgent(name string, extra ...string) *server {
-	t := a.c.t
+// newProcess prepares (does not start) `k1s <role>` on the node as node name, with the
+// cluster's flags for the role and then extra (the join flags and others). A process that runs
+// a node gets a resolv.conf that sends nothing off the machine, the busybox test image (and
+// spec.Images) in agent/images, and, on the bridge, the node's name, address and interface.
+// On the host it is the first server, on free ports; in a node namespace each process has a
+// data directory of its own, k1s's default ports and its kubelet in the cgroup root
+// /k1s-e2e-<name>.
+func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
+	c := n.c
+	t := c.t
 	t.Helper()
-	// Short: the kubelet's unix sockets live under the data directory, and a socket path has
-	// at most 107 bytes.
-	base, err := os.MkdirTemp(a.dir, "")
-	if err != nil {
-		t.Fatal(err)
+	base, dataDir := n.dir, filepath.Join(n.dir, "data")
+	if !n.onHost() {
+		// Short (<node dir>/<n>/d): the kubelet's unix sockets live under the data directory,
+		// and a socket path has at most 107 bytes.
+		base = filepath.Join(n.dir, strconv.Itoa(len(n.procs)))
+		if err := os.Mkdir(base, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		dataDir = filepath.Join(base, "d")
 	}
-	dataDir := filepath.Join(base, "d")
-	images := filepath.Join(dataDir, "agent", "images")
-	if err := os.MkdirAll(images, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	copyFile(t, a.c.testImage(), filepath.Join(images, "busybox.tar"))
+	p := &process{t: t, node: n, dataDir: dataDir, port: 6443, runsNode: role == "agent" || !c.spec.DisableAgent}
+	// The default config file must not leak into tests; an explicit --config that does not
+	// exist is an error, so give an empty one.
 	config := filepath.Join(base, "no-config.yaml")
-	resolv := filepath.Join(base, "resolv.conf")
 	if err := os.WriteFile(config, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
-		t.Fatal(err)
+	p.args = []string{role, "--config", config, "--data-dir", dataDir}
+	if role == "server" {
+		p.kubeconfig = filepath.Join(base, "k1s.yaml")
+		p.args = append(p.args, "--write-kubeconfig", p.kubeconfig)
 	}
-	args := []string{"agent",
-		"--config", config,
-		"--data-dir", dataDir,
-		"--node-name", name,
-		"--node-ip", a.ip,
-		"--resolv-conf", resolv,
-		"--kubelet-arg", "cgroup-root=/k1s-e2e-" + name,
-		"--flannel-iface", "eth0",
+	if n.onHost() {
+		// The host may run a k1s of its own, on the default ports.
+		p.port = freePort(t)
+		p.args = append(p.args,
+			"--https-listen-port", strconv.Itoa(p.port),
+			"--kube-controller-manager-arg", "secure-port="+strconv.Itoa(freePort(t)),
+			"--kube-scheduler-arg", "secure-port="+strconv.Itoa(freePort(t)),
+			"--etcd-arg", "listen-client-urls=https://127.0.0.1:"+strconv.Itoa(freePort(t)))
 	}
-	if a.c.opts.backend != "" {
-		args = append(args, "--flannel-backend", a.c.opts.backend)
+	if !p.runsNode {
+		p.args = append(p.args, "--disable-agent")
+		if n.ip != "" {
+			p.args = append(p.args, "--advertise-address", n.ip)
+		}
+	} else {
+		resolv := filepath.Join(base, "resolv.conf")
+		if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p.args = append(p.args, "--resolv-conf", resolv)
+		if n.ip != "" {
+			p.args = append(p.args, "--node-name", name, "--node-ip", n.ip, "--flannel-iface", n.iface)
+		}
+		if !n.onHost() {
+			p.args = append(p.args, "--kubelet-arg", "cgroup-root=/k1s-e2e-"+name)
+		}
+		if c.spec.FlannelBackend != "" {
+			p.args = append(p.args, "--flannel-backend", c.spec.FlannelBackend)
+		}
+		images := filepath.Join(dataDir, "agent", "images")
+		if err := os.MkdirAll(images, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, c.testImage(), filepath.Join(images, "busybox.tar"))
+		for file, content := range c.spec.Images {
+			if err := os.WriteFile(filepath.Join(images, file), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	args = append(append(args, a.c.opts.agentArgs...), extra...)
-	p := &server{t: t, dataDir: dataDir, args: args,
-		prefix: []string{"nsenter", "-t", strconv.Itoa(a.holder.Process.Pid), "-m", "-n", "--"}}
-	a.procs = append(a.procs, p)
-	a.dataDirs = append(a.dataDirs, dataDir)
+	if role == "server" {
+		p.args = append(p.args, c.spec.ServerArgs...)
+	} else {
+		p.args = append(p.args, c.spec.AgentArgs...)
+	}
+	p.args = append(p.args, extra...)
+	if !n.onHost() {
+		p.prefix = n.nsenter()
+	}
+	n.procs = append(n.procs, p)
 	return p
 }
 
-// startAgent starts the node's main agent: it joins the cluster as the node's name.
-func (a *agentNode) startAgent(extra ...string) {
-	a.c.t.Helper()
-	a.proc = a.newAgent(a.name, append(a.c.joinArgs(), extra...)...)
-	a.proc.start()
+// startServer starts the node's main process, a server joining the first as the node's name
+// with extra added, and waits (3 minutes) for its API.
+func (n *clusterNode) startServer(extra ...string) {
+	n.c.t.Helper()
+	n.proc = n.newProcess("server", n.name, append(n.c.joinArgs(), extra...)...)
+	n.proc.start()
+	n.proc.waitReady(3 * time.Minute)
+}
+
+// startAgent starts the node's main process, an agent joining the cluster as the node's name.
+func (n *clusterNode) startAgent(extra ...string) {
+	n.c.t.Helper()
+	n.proc = n.newProcess("agent", n.name, append(n.c.joinArgs(), extra...)...)
+	n.proc.start()
 }
 
 // run starts p, waits up to timeout for it to exit (killing it on expiry) and runs killall
 // for its data directory; it returns its output and exit error, and whether it exited by itself.
-func (a *agentNode) run(t testing.TB, p *server, timeout time.Duration) (lines []string, err error, exited bool) {
+func (n *clusterNode) run(t testing.TB, p *process, timeout time.Duration) (lines []string, err error, exited bool) {
 	t.Helper()
 	p.start()
 	select {
@@ -438,63 +670,85 @@ func (a *agentNode) run(t testing.TB, p *server, timeout time.Duration) (lines [
 	case <-time.After(timeout):
 		p.kill()
 	}
-	if _, statErr := os.Stat(filepath.Join(p.dataDir, "k1s.lock")); statErr == nil {
-		if out, kerr := a.k1s("killall", "--data-dir", p.dataDir); kerr != nil {
-			t.Errorf("killall --data-dir %s in %s: %v\n%s", p.dataDir, a.name, kerr, out)
+	if locked(p.dataDir) {
+		if out, kerr := n.k1s("killall", "--data-dir", p.dataDir); kerr != nil {
+			t.Errorf("killall --data-dir %s in %s: %v\n%s", p.dataDir, n.name, kerr, out)
 		}
 	}
 	return p.lines(), p.err, exited
 }
 
-// cleanup kills the node's agents, runs killall for each of their data directories inside the
-// node's namespaces, checks that it left nothing there, and removes the namespaces and veth.
-func (a *agentNode) cleanup(t testing.TB) {
-	for _, p := range a.procs {
+// locked says whether a k1s ran from dataDir: killall refuses a directory without its lock
+// file (a process refused before locking).
+func locked(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, "k1s.lock"))
+	return err == nil
+}
+
+// cleanup kills the node's processes and runs killall for the data directory of each that ran
+// a node. In a node namespace it then checks that killall left nothing there, and removes the
+// namespaces and veth.
+func (n *clusterNode) cleanup(t testing.TB) {
+	for _, p := range n.procs {
 		p.kill()
 	}
-	if a.holderAlive() {
-		for _, d := range a.dataDirs {
-			// killall refuses a directory where no k1s ran (an agent refused before locking).
-			if _, err := os.Stat(filepath.Join(d, "k1s.lock")); err != nil {
+	if n.onHost() {
+		// As on a host of its own: a failing killall shows in the final check of the host.
+		for _, p := range n.procs {
+			if p.runsNode && locked(p.dataDir) {
+				if out, err := runK1s("killall", "--data-dir", p.dataDir); err != nil {
+					t.Logf("clean-up killall: %v\n%s", err, out)
+				}
+			}
+		}
+		return
+	}
+	if n.holderAlive() {
+		for _, p := range n.procs {
+			if !p.runsNode || !locked(p.dataDir) {
 				continue
 			}
-			if out, err := a.k1s("killall", "--data-dir", d); err != nil {
-				t.Errorf("clean-up: killall --data-dir %s in node %s: %v\n%s", d, a.name, err, out)
+			if out, err := n.k1s("killall", "--data-dir", p.dataDir); err != nil {
+				t.Errorf("clean-up: killall --data-dir %s in node %s: %v\n%s", p.dataDir, n.name, err, out)
 			}
 		}
-		if !a.machine {
-			for _, l := range a.leftovers() {
-				t.Errorf("node %s: left after killall: %s", a.name, l)
+		if !n.machine {
+			for _, l := range n.leftovers() {
+				t.Errorf("node %s: left after killall: %s", n.name, l)
 			}
 		}
-		a.killHolder()
+		n.killHolder()
 	}
-	if out, err := hostCmd("ip", "link", "del", a.hostVeth); err != nil && !strings.Contains(out, "Cannot find device") {
-		t.Errorf("deleting %s: %v\n%s", a.hostVeth, err, out)
+	if out, err := hostCmd("ip", "link", "del", n.hostVeth); err != nil && !strings.Contains(out, "Cannot find device") {
+		t.Errorf("deleting %s: %v\n%s", n.hostVeth, err, out)
 	}
-	if out, err := hostCmd("ip", "netns", "delete", a.netns); err != nil && !strings.Contains(out, "No such file") {
-		t.Errorf("deleting netns %s: %v\n%s", a.netns, err, out)
+	if out, err := hostCmd("ip", "netns", "delete", n.netns); err != nil && !strings.Contains(out, "No such file") {
+		t.Errorf("deleting netns %s: %v\n%s", n.netns, err, out)
 	}
 }
 
 // leftovers lists what a node left in its namespaces: interfaces other than lo and eth0,
 // routes other than the bridge subnet's, firewall rules and tables, mounts under the data
 // directories or the private tmpfs.
-func (a *agentNode) leftovers() []string {
-	left := netLeftovers(a.exec, func(iface string) bool { return iface != "lo" && iface != "eth0" })
-	if out, err := a.exec("ip", "route", "show"); err == nil {
+func (n *clusterNode) leftovers() []string {
+	left := netLeftovers(n.exec, func(iface string) bool { return iface != "lo" && iface != "eth0" })
+	if out, err := n.exec("ip", "route", "show"); err == nil {
 		for _, l := range nonEmptyLines(out) {
 			if !strings.Contains(l, "dev eth0") {
 				left = append(left, "route "+l)
 			}
 		}
 	}
-	out, err := a.exec("cat", "/proc/self/mountinfo")
+	out, err := n.exec("cat", "/proc/self/mountinfo")
 	if err != nil {
 		return append(left, fmt.Sprintf("reading mounts: %v %s", err, out))
 	}
+	dirs := append([]string(nil), nodePrivateDirs...)
+	for _, p := range n.procs {
+		dirs = append(dirs, p.dataDir)
+	}
 	for _, m := range parseMounts(out) {
-		for _, d := range append(append([]string(nil), a.dataDirs...), nodePrivateDirs...) {
+		for _, d := range dirs {
 			if strings.HasPrefix(m.point, d+"/") {
 				left = append(left, "mount "+m.point)
 				break
@@ -504,8 +758,8 @@ func (a *agentNode) leftovers() []string {
 	return left
 }
 
-// testImage builds the busybox test image once for the cluster's agents.
-func (c *testCluster) testImage() string {
+// testImage builds the busybox test image once for the cluster's nodes.
+func (c *cluster) testImage() string {
 	c.t.Helper()
 	if c.image == "" {
 		p := filepath.Join(c.dir, "busybox.tar")
@@ -519,9 +773,9 @@ func (c *testCluster) testImage() string {
 }
 
 // kubectl runs kubectl as the cluster's admin and fails t on error.
-func (c *testCluster) kubectl(t testing.TB, args ...string) string {
+func (c *cluster) kubectl(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := c.server.kubectl(args...)
+	out, err := c.server().kubectl(args...)
 	if err != nil {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -529,7 +783,7 @@ func (c *testCluster) kubectl(t testing.TB, args ...string) string {
 }
 
 // file writes content to a new file in the cluster's directory and returns its path.
-func (c *testCluster) file(name, content string) string {
+func (c *cluster) file(name, content string) string {
 	c.t.Helper()
 	f, err := os.CreateTemp(c.dir, "*-"+name)
 	if err != nil {
@@ -543,16 +797,17 @@ func (c *testCluster) file(name, content string) string {
 }
 
 // nodeReady is the node's Ready condition status ("True", "False", "Unknown"; "" if none).
-func (c *testCluster) nodeReady(name string) string {
-	out, err := c.server.kubectl("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+func (c *cluster) nodeReady(name string) string {
+	out, err := c.server().kubectl("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 	if err != nil {
 		return ""
 	}
 	return strings.TrimSpace(out)
 }
 
-// waitNodesReady waits (3 minutes) until n nodes are Ready, failing early if an agent exits.
-func (c *testCluster) waitNodesReady(t testing.TB, n int) {
+// waitNodesReady waits (3 minutes) until n nodes are Ready, failing early if a node's main
+// process exits.
+func (c *cluster) waitNodesReady(t testing.TB, n int) {
 	t.Helper()
 	c.waitNodes(t, fmt.Sprintf("%d nodes Ready", n), func(ready map[string]bool) bool {
 		count := 0
@@ -566,17 +821,17 @@ func (c *testCluster) waitNodesReady(t testing.TB, n int) {
 }
 
 // waitNodeReady waits (3 minutes) until the named node is Ready.
-func (c *testCluster) waitNodeReady(t testing.TB, name string) {
+func (c *cluster) waitNodeReady(t testing.TB, name string) {
 	t.Helper()
 	c.waitNodes(t, "node "+name+" Ready", func(ready map[string]bool) bool { return ready[name] })
 }
 
-func (c *testCluster) waitNodes(t testing.TB, what string, done func(ready map[string]bool) bool) {
+func (c *cluster) waitNodes(t testing.TB, what string, done func(ready map[string]bool) bool) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	var last string
 	for {
-		out, err := c.server.kubectl("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		out, err := c.server().kubectl("get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
 		last = fmt.Sprintf("%s %v", out, err)
 		ready := map[string]bool{}
 		for _, l := range nonEmptyLines(out) {
@@ -587,12 +842,12 @@ func (c *testCluster) waitNodes(t testing.TB, what string, done func(ready map[s
 		if err == nil && done(ready) {
 			return
 		}
-		if !c.server.running() {
-			t.Fatalf("%s: the server exited (%v)\n%s", what, c.server.err, c.logs())
+		if !c.server().running() {
+			t.Fatalf("%s: the server exited (%v)\n%s", what, c.server().err, c.logs())
 		}
-		for _, a := range c.agents {
-			if a.proc != nil && a.proc.exited != nil && !a.proc.running() {
-				t.Fatalf("%s: the agent of %s exited (%v)\n%s", what, a.name, a.proc.err, c.logs())
+		for _, n := range c.nodes()[1:] {
+			if n.proc != nil && n.proc.exited != nil && !n.proc.running() {
+				t.Fatalf("%s: the %s of %s exited (%v)\n%s", what, n.role, n.name, n.proc.err, c.logs())
 			}
 		}
 		if time.Now().After(deadline) {
@@ -602,13 +857,12 @@ func (c *testCluster) waitNodes(t testing.TB, what string, done func(ready map[s
 	}
 }
 
-// logs are the last lines of the server's and the agents' output, for failure messages.
-func (c *testCluster) logs() string {
+// logs are the last lines of every node's main process, for failure messages.
+func (c *cluster) logs() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "--- server:\n%s\n", tail(c.server.lines(), 60))
-	for _, a := range c.agents {
-		if a.proc != nil {
-			fmt.Fprintf(&b, "--- agent %s:\n%s\n", a.name, tail(a.proc.lines(), 60))
+	for _, n := range c.nodes() {
+		if n.proc != nil {
+			fmt.Fprintf(&b, "--- %s %s:\n%s\n", n.role, n.name, tail(n.proc.lines(), 60))
 		}
 	}
 	return b.String()
@@ -617,7 +871,7 @@ func (c *testCluster) logs() string {
 // assertClean checks that nothing of the cluster is left on the host: no process of the k1s
 // binary, from a data directory or in a node's cgroup; no namespace, interface, route,
 // firewall rule or mount of ours; no cgroup k1s-e2e-*. Killed processes may take a moment to go.
-func (c *testCluster) assertClean(t testing.TB) {
+func (c *cluster) assertClean(t testing.TB) {
 	t.Helper()
 	var left []string
 	for i := 0; i < 20; i++ {
@@ -631,7 +885,7 @@ func (c *testCluster) assertClean(t testing.TB) {
 	}
 }
 
-func (c *testCluster) leftovers() []string {
+func (c *cluster) leftovers() []string {
 	var left []string
 	self, _ := os.Stat(*k1sBinary)
 	procs, _ := filepath.Glob("/proc/[0-9]*")
@@ -647,7 +901,7 @@ func (c *testCluster) leftovers() []string {
 				left = append(left, what+" of the k1s binary")
 				continue
 			}
-			if strings.HasPrefix(exe, c.dir+"/") {
+			if c.inDirs(exe) {
 				left = append(left, what+" from a data directory")
 				continue
 			}
@@ -656,9 +910,9 @@ func (c *testCluster) leftovers() []string {
 			left = append(left, what+" in a node's cgroup")
 		}
 	}
-	for _, a := range c.agents {
-		if a.holderAlive() {
-			left = append(left, "namespace holder of "+a.name)
+	for _, n := range c.nodes() {
+		if n.holderAlive() {
+			left = append(left, "namespace holder of "+n.name)
 		}
 	}
 	if entries, err := os.ReadDir("/run/netns"); err == nil {
@@ -680,12 +934,22 @@ func (c *testCluster) leftovers() []string {
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, m := range parseMounts(string(mounts)) {
-		if strings.HasPrefix(m.point, c.dir+"/") || m.source == "k1s-e2e-"+c.id || strings.HasPrefix(m.point, "/run/k1s/") ||
+		if c.inDirs(m.point) || m.source == "k1s-e2e-"+c.id || strings.HasPrefix(m.point, "/run/k1s/") ||
 			strings.HasPrefix(m.point, "/run/netns/"+c.netnsPrefix()) {
 			left = append(left, "mount "+m.point)
 		}
 	}
 	return left
+}
+
+// inDirs says whether path is under one of the cluster's directories.
+func (c *cluster) inDirs(path string) bool {
+	for _, d := range c.dirs() {
+		if strings.HasPrefix(path, d+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // netLeftovers lists what of a node's network is in the namespace where run runs commands:

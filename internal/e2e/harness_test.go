@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,21 +52,27 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// server is one long-running k1s process under test: `k1s server`, or (with a prefix that
-// enters a test node's namespaces, see cluster_test.go) `k1s agent`.
-type server struct {
+// process is one long-running k1s process under test: `k1s server` or `k1s agent`, on the
+// host or (with a prefix that enters a node namespace, see cluster_test.go) in a node's
+// namespaces.
+type process struct {
 	t          testing.TB
 	dataDir    string
 	kubeconfig string
 	port       int
 	args       []string
-	// prefix is the command that runs the binary (e.g. nsenter into a node's namespaces; it
-	// must exec it, so that the process's PID is k1s's); empty runs the binary directly.
+	// prefix is the command that runs the binary (e.g. nsenter into a node's namespaces, or
+	// qemu; it must exec it, so that the process's PID is k1s's); empty runs the binary directly.
 	prefix []string
 	// env is added to the process's environment.
 	env []string
 	// binary is the k1s binary to run (default: -k1s).
 	binary string
+	// node is the cluster node the process runs on (nil: the host, outside any cluster).
+	node *clusterNode
+	// runsNode says whether it runs a node (an agent, or a server without --disable-agent): the
+	// clean-up runs `k1s killall` for its data directory.
+	runsNode bool
 
 	cmd    *exec.Cmd
 	mu     sync.Mutex
@@ -76,34 +81,15 @@ type server struct {
 	err    error
 }
 
-// newServer prepares a control-plane-only server on a private data directory and free ports.
-func newServer(t testing.TB, extra ...string) *server {
+// newServer prepares (does not start) a control-plane-only server: the first server of a
+// cluster of one on the host (see prepareCluster), on a private data directory and free ports.
+func newServer(t testing.TB, extra ...string) *process {
 	t.Helper()
-	return newServerIn(t, t.TempDir(), append([]string{"--disable-agent"}, extra...)...)
+	return prepareCluster(t, clusterSpec{Servers: 1, DisableAgent: true, ServerArgs: extra}).server()
 }
 
-func newServerIn(t testing.TB, dir string, extra ...string) *server {
-	t.Helper()
-	s := &server{t: t, dataDir: filepath.Join(dir, "data"), kubeconfig: filepath.Join(dir, "k1s.yaml"), port: freePort(t)}
-	s.args = append([]string{"server",
-		"--config", filepath.Join(dir, "no-config.yaml"),
-		"--data-dir", s.dataDir,
-		"--write-kubeconfig", s.kubeconfig,
-		"--https-listen-port", strconv.Itoa(s.port),
-		"--kube-controller-manager-arg", "secure-port=" + strconv.Itoa(freePort(t)),
-		"--kube-scheduler-arg", "secure-port=" + strconv.Itoa(freePort(t)),
-		"--etcd-arg", "listen-client-urls=https://127.0.0.1:" + strconv.Itoa(freePort(t)),
-	}, extra...)
-	// The default config file must not leak into tests; an explicit --config that does not
-	// exist is an error, so give an empty one.
-	if err := os.WriteFile(filepath.Join(dir, "no-config.yaml"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// start launches the server and registers its stop with the test's clean-up.
-func (s *server) start() {
+// start launches the process and registers its stop with the test's clean-up.
+func (s *process) start() {
 	s.t.Helper()
 	binary := s.binary
 	if binary == "" {
@@ -139,15 +125,15 @@ func (s *server) start() {
 	s.t.Cleanup(s.kill)
 }
 
-// lines returns what the server has printed so far.
-func (s *server) lines() []string {
+// lines returns what the process has printed so far.
+func (s *process) lines() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.output...)
 }
 
 // stop sends SIGTERM and returns the exit error and how long the stop took.
-func (s *server) stop() (error, time.Duration) {
+func (s *process) stop() (error, time.Duration) {
 	s.t.Helper()
 	begin := time.Now()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -163,12 +149,12 @@ func (s *server) stop() (error, time.Duration) {
 }
 
 // pid is the process's ID (k1s's own, also behind a prefix: the prefix execs the binary).
-func (s *server) pid() int {
+func (s *process) pid() int {
 	return s.cmd.Process.Pid
 }
 
 // running reports whether the process has been started and not yet exited.
-func (s *server) running() bool {
+func (s *process) running() bool {
 	if s.cmd == nil || s.exited == nil {
 		return false
 	}
@@ -180,8 +166,8 @@ func (s *server) running() bool {
 	}
 }
 
-// kill ends the server's whole process group if it still runs; it is the clean-up of last resort.
-func (s *server) kill() {
+// kill ends the process's whole process group if it still runs; it is the clean-up of last resort.
+func (s *process) kill() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
@@ -195,7 +181,7 @@ func (s *server) kill() {
 }
 
 // waitReady waits until /readyz answers ok, failing early if the server exits.
-func (s *server) waitReady(timeout time.Duration) {
+func (s *process) waitReady(timeout time.Duration) {
 	s.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -214,13 +200,18 @@ func (s *server) waitReady(timeout time.Duration) {
 	}
 }
 
-// kubectl runs `k1s kubectl` against this server.
-func (s *server) kubectl(args ...string) (string, error) {
-	return runK1s(append([]string{"kubectl", "--kubeconfig", s.kubeconfig}, args...)...)
+// kubectl runs `k1s kubectl` against this server, where the server runs: a server in a node
+// namespace writes a kubeconfig for its own network's addresses.
+func (s *process) kubectl(args ...string) (string, error) {
+	args = append([]string{"kubectl", "--kubeconfig", s.kubeconfig}, args...)
+	if s.node != nil && !s.node.onHost() {
+		return s.node.k1s(args...)
+	}
+	return runK1s(args...)
 }
 
 // mustKubectl runs kubectl and fails the test on error.
-func (s *server) mustKubectl(args ...string) string {
+func (s *process) mustKubectl(args ...string) string {
 	s.t.Helper()
 	out, err := s.kubectl(args...)
 	if err != nil {
@@ -230,7 +221,7 @@ func (s *server) mustKubectl(args ...string) string {
 }
 
 // client is a client-go clientset for the server, for the benchmarks' fast polling.
-func (s *server) client() *kubernetes.Clientset {
+func (s *process) client() *kubernetes.Clientset {
 	s.t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", s.kubeconfig)
 	if err != nil {

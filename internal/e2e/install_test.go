@@ -239,9 +239,10 @@ echo "$supervisor|$command|$command_args|$K1S_NODE_NAME"`
 	if out, err := exec.Command("sh", "-n", filepath.Join(bin, "k1s-uninstall.sh")).CombinedOutput(); err != nil {
 		t.Fatalf("k1s-uninstall.sh does not parse: %v\n%s", err, out)
 	}
-	if u, _ := os.ReadFile(filepath.Join(bin, "k1s-uninstall.sh")); !strings.Contains(string(u), "killall --data-dir") ||
-		!strings.Contains(string(u), dataDir) {
-		t.Fatalf("k1s-uninstall.sh does not stop the node of %s:\n%s", dataDir, u)
+	// It asks the installed k1s, with the service's --data-dir, what to stop and remove.
+	if u, _ := os.ReadFile(filepath.Join(bin, "k1s-uninstall.sh")); !strings.Contains(string(u), "killall --print-paths") ||
+		!strings.Contains(string(u), "--data-dir '"+dataDir+"'") || !strings.Contains(string(u), "killall --data-dir") {
+		t.Fatalf("k1s-uninstall.sh does not ask k1s about, and stop, the node of %s:\n%s", dataDir, u)
 	}
 }
 

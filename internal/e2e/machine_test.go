@@ -36,7 +36,7 @@ type machine struct {
 	t    testing.TB
 	name string
 	root string
-	node *agentNode
+	node *clusterNode
 	log  string
 
 	nspawn *exec.Cmd
@@ -60,16 +60,16 @@ func debianRoot(t testing.TB) string {
 }
 
 // newTestNetwork is a test bridge with no server: node namespaces are added with addNode.
-func newTestNetwork(t testing.TB) *testCluster {
+func newTestNetwork(t testing.TB) *cluster {
 	t.Helper()
-	c := &testCluster{t: t, dir: t.TempDir()}
+	c := &cluster{t: t, dir: t.TempDir()}
 	c.pickNetwork()
 	c.createBridge()
 	return c
 }
 
 // bootMachine unpacks the Debian root and boots it in a new node namespace of network.
-func bootMachine(t testing.TB, network *testCluster, name string) *machine {
+func bootMachine(t testing.TB, network *cluster, name string) *machine {
 	t.Helper()
 	tarball := debianRoot(t)
 	sysctls := readSysctls(t) // the machine's kubelet sets the (shared) kernel's

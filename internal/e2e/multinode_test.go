@@ -84,38 +84,35 @@ func webPod(node string) string { return "web-" + node }
 // services, DNS and the apiserver → kubelet paths across nodes, then losing and restarting an
 // agent. The harness's clean-up checks that killall in every namespace leaves nothing.
 func TestMultiNode(t *testing.T) {
-	c := newTestCluster(t, clusterOptions{serverArgs: []string{"--kube-controller-manager-arg", "node-monitor-grace-period=20s"}})
-	a := c.addAgent("agent-a")
-	b := c.addAgent("agent-b")
+	c := newCluster(t, clusterSpec{Servers: 1, Agents: 2, ServerArgs: []string{"--kube-controller-manager-arg", "node-monitor-grace-period=20s"}})
+	s, a, b := c.Servers[0], c.Agents[0], c.Agents[1]
 	c.waitNodesReady(t, 3)
-	nodes := []string{c.serverNode, a.name, b.name}
-	addrs := map[string]string{c.serverNode: c.gateway(), a.name: a.ip, b.name: b.ip}
-	inNode := map[string]func(args ...string) (string, error){c.serverNode: hostCmd, a.name: a.exec, b.name: b.exec}
+	nodes := c.nodes()
 
 	t.Run("nodes on their addresses with their own pod ranges", func(t *testing.T) {
 		seen := map[string]string{}
 		for _, n := range nodes {
-			if ip := c.kubectl(t, "get", "node", n, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`); ip != addrs[n] {
-				t.Errorf("node %s InternalIP %q, want %s", n, ip, addrs[n])
+			if ip := c.kubectl(t, "get", "node", n.name, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`); ip != n.ip {
+				t.Errorf("node %s InternalIP %q, want %s", n.name, ip, n.ip)
 			}
-			cidr := c.kubectl(t, "get", "node", n, "-o", "jsonpath={.spec.podCIDR}")
+			cidr := c.kubectl(t, "get", "node", n.name, "-o", "jsonpath={.spec.podCIDR}")
 			if cidr == "" || seen[cidr] != "" {
-				t.Errorf("node %s pod CIDR %q (none, or also %s's)", n, cidr, seen[cidr])
+				t.Errorf("node %s pod CIDR %q (none, or also %s's)", n.name, cidr, seen[cidr])
 			}
-			seen[cidr] = n
+			seen[cidr] = n.name
 		}
 	})
 
 	t.Run("vxlan between the nodes", func(t *testing.T) {
 		for _, n := range nodes {
-			out, err := inNode[n]("ip", "-d", "link", "show", "flannel.1")
-			if err != nil || !strings.Contains(out, "vxlan id") || !strings.Contains(out, "dstport 8472") || !strings.Contains(out, "local "+addrs[n]) {
-				t.Errorf("node %s: flannel.1 is not a VXLAN (port 8472) from %s: %v\n%s", n, addrs[n], err, out)
+			out, err := n.exec("ip", "-d", "link", "show", "flannel.1")
+			if err != nil || !strings.Contains(out, "vxlan id") || !strings.Contains(out, "dstport 8472") || !strings.Contains(out, "local "+n.ip) {
+				t.Errorf("node %s: flannel.1 is not a VXLAN (port 8472) from %s: %v\n%s", n.name, n.ip, err, out)
 			}
 		}
 	})
 
-	ips := runWebPods(t, c, nodes...)
+	ips := runWebPods(t, c, s.name, a.name, b.name)
 	c.kubectl(t, "apply", "-f", c.file("web-b.yaml", fmt.Sprintf(nodeServiceManifest, "web-b", b.name)))
 	clusterIP := c.kubectl(t, "get", "service", "web-b", "-o", "jsonpath={.spec.clusterIP}")
 	nodePort := c.kubectl(t, "get", "service", "web-b", "-o", "jsonpath={.spec.ports[0].nodePort}")
@@ -124,14 +121,14 @@ func TestMultiNode(t *testing.T) {
 		for _, from := range nodes {
 			for _, to := range nodes {
 				if from != to {
-					podGet(t, c, from, ips[to]+":8080", "hello-from-"+to)
+					podGet(t, c, from.name, ips[to.name]+":8080", "hello-from-"+to.name)
 				}
 			}
 		}
 	})
 
 	t.Run("pod to a service whose only endpoint is on another node", func(t *testing.T) {
-		for _, from := range []string{a.name, c.serverNode} {
+		for _, from := range []string{a.name, s.name} {
 			podGet(t, c, from, clusterIP+":80", "hello-from-"+b.name)
 		}
 	})
@@ -149,7 +146,7 @@ func TestMultiNode(t *testing.T) {
 	t.Run("DNS from a pod on an agent", func(t *testing.T) {
 		name := "web-b.default.svc.cluster.local"
 		eventually(t, 2*time.Minute, "nslookup "+name, func() error {
-			out, err := c.server.kubectl("exec", webPod(a.name), "--", "nslookup", name)
+			out, err := c.server().kubectl("exec", webPod(a.name), "--", "nslookup", name)
 			if err != nil || !strings.Contains(out, clusterIP) {
 				return fmt.Errorf("%v: %s", err, out)
 			}
@@ -167,7 +164,7 @@ func TestMultiNode(t *testing.T) {
 			t.Errorf("exec: %q", out)
 		}
 		local := freePort(t)
-		pf := exec.Command(*k1sBinary, "kubectl", "--kubeconfig", c.server.kubeconfig, "port-forward", "pod/"+pod, fmt.Sprintf("%d:8080", local))
+		pf := exec.Command(*k1sBinary, "kubectl", "--kubeconfig", c.server().kubeconfig, "port-forward", "pod/"+pod, fmt.Sprintf("%d:8080", local))
 		pf.Env = append(os.Environ(), "KUBECONFIG=")
 		if err := pf.Start(); err != nil {
 			t.Fatal(err)
@@ -185,12 +182,12 @@ func TestMultiNode(t *testing.T) {
 	t.Run("lost agent: its pod moves, and it comes back as the same node", func(t *testing.T) {
 		uid := c.kubectl(t, "get", "node", b.name, "-o", "jsonpath={.metadata.uid}")
 		// Only agent B can take the Deployment's pod at first.
-		for _, n := range []string{c.serverNode, a.name} {
+		for _, n := range []string{s.name, a.name} {
 			c.kubectl(t, "cordon", n)
 		}
 		c.kubectl(t, "apply", "-f", c.file("survivor.yaml", survivorManifest))
 		waitSurvivor(t, c, func(node string) bool { return node == b.name })
-		for _, n := range []string{c.serverNode, a.name} {
+		for _, n := range []string{s.name, a.name} {
 			c.kubectl(t, "uncordon", n)
 		}
 		csrs := c.kubectl(t, "get", "csr", "-o", "name")
@@ -216,7 +213,7 @@ func TestMultiNode(t *testing.T) {
 			t.Errorf("node %s is a new object after the restart (uid %s -> %s)", b.name, uid, after)
 		}
 		eventually(t, 2*time.Minute, "exec in the pod on the restarted agent", func() error {
-			out, err := c.server.kubectl("exec", webPod(b.name), "--", "cat", "/www/index.html")
+			out, err := c.server().kubectl("exec", webPod(b.name), "--", "cat", "/www/index.html")
 			if err != nil || strings.TrimSpace(out) != "hello-from-"+b.name {
 				return fmt.Errorf("%v: %q", err, out)
 			}
@@ -231,12 +228,13 @@ func TestMultiNode(t *testing.T) {
 // TestMultiNodeHostGW runs a server node and one agent with flannel's host-gw backend: routes
 // through the bridge instead of an overlay.
 func TestMultiNodeHostGW(t *testing.T) {
-	c := newTestCluster(t, clusterOptions{backend: "host-gw"})
-	// Pass-through arguments of each kind must reach their component: the kubelet's health
-	// port (which k1s's readiness check must follow) and kube-proxy's listen addresses (which
-	// a config file would override).
-	a := c.addAgent("agent-a", "--kubelet-arg", "healthz-port=10348",
-		"--kube-proxy-arg", "healthz-bind-address=127.0.0.1:10356", "--kube-proxy-arg", "metrics-bind-address=127.0.0.1:10349")
+	c := newCluster(t, clusterSpec{Servers: 1, Agents: 1, FlannelBackend: "host-gw",
+		// Pass-through arguments of each kind must reach their component: the kubelet's health
+		// port (which k1s's readiness check must follow) and kube-proxy's listen addresses
+		// (which a config file would override).
+		AgentArgs: []string{"--kubelet-arg", "healthz-port=10348",
+			"--kube-proxy-arg", "healthz-bind-address=127.0.0.1:10356", "--kube-proxy-arg", "metrics-bind-address=127.0.0.1:10349"}})
+	s, a := c.Servers[0], c.Agents[0]
 	c.waitNodesReady(t, 2)
 
 	t.Run("pass-through arguments reach the kubelet and kube-proxy", func(t *testing.T) {
@@ -255,19 +253,17 @@ func TestMultiNodeHostGW(t *testing.T) {
 			}
 		}
 	})
-	serverCIDR := c.kubectl(t, "get", "node", c.serverNode, "-o", "jsonpath={.spec.podCIDR}")
+	serverCIDR := c.kubectl(t, "get", "node", s.name, "-o", "jsonpath={.spec.podCIDR}")
 	agentCIDR := c.kubectl(t, "get", "node", a.name, "-o", "jsonpath={.spec.podCIDR}")
 
 	t.Run("routes between the nodes, no overlay", func(t *testing.T) {
 		for _, r := range []struct {
-			where string
-			run   func(args ...string) (string, error)
-			cidr  string
-			via   string
-		}{{a.name, a.exec, serverCIDR, c.gateway()}, {c.serverNode, hostCmd, agentCIDR, a.ip}} {
-			eventually(t, time.Minute, fmt.Sprintf("route to %s via %s on %s", r.cidr, r.via, r.where), func() error {
-				out, err := r.run("ip", "route", "show", r.cidr)
-				if err != nil || !strings.Contains(out, "via "+r.via) {
+			on, via *clusterNode
+			cidr    string
+		}{{a, s, serverCIDR}, {s, a, agentCIDR}} {
+			eventually(t, time.Minute, fmt.Sprintf("route to %s via %s on %s", r.cidr, r.via.ip, r.on.name), func() error {
+				out, err := r.on.exec("ip", "route", "show", r.cidr)
+				if err != nil || !strings.Contains(out, "via "+r.via.ip) {
 					return fmt.Errorf("%v: %q", err, out)
 				}
 				return nil
@@ -278,36 +274,37 @@ func TestMultiNodeHostGW(t *testing.T) {
 		}
 	})
 
-	ips := runWebPods(t, c, c.serverNode, a.name)
+	ips := runWebPods(t, c, s.name, a.name)
 	t.Run("pod to pod across nodes", func(t *testing.T) {
-		podGet(t, c, c.serverNode, ips[a.name]+":8080", "hello-from-"+a.name)
-		podGet(t, c, a.name, ips[c.serverNode]+":8080", "hello-from-"+c.serverNode)
+		podGet(t, c, s.name, ips[a.name]+":8080", "hello-from-"+a.name)
+		podGet(t, c, a.name, ips[s.name]+":8080", "hello-from-"+s.name)
 	})
 }
 
 // TestJoinErrors checks that an agent with a bad join is refused, at once and with a line
 // naming the cause, and that a bootstrap token can do nothing beyond joining.
 func TestJoinErrors(t *testing.T) {
-	c := newTestCluster(t, clusterOptions{disableAgent: true})
+	c := newCluster(t, clusterSpec{Servers: 1, DisableAgent: true, Network: true})
+	s, token := c.server(), c.joinToken()
 	j := c.addNode("joiner")
-	m := joinTokenPattern.FindStringSubmatch(c.token)
+	m := joinTokenPattern.FindStringSubmatch(token)
 	hash, id, secret := m[1], m[2], m[3]
 	// A Node the joins below must not take over.
 	const taken = "taken"
 	c.kubectl(t, "create", "-f", c.file("node.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: "+taken+"}\n"))
 
 	t.Run("node token file", func(t *testing.T) {
-		file := filepath.Join(c.server.dataDir, "server", "node-token")
+		file := filepath.Join(s.dataDir, "server", "node-token")
 		if info, err := os.Stat(file); err != nil {
 			t.Fatal(err)
 		} else if info.Mode().Perm() != 0o600 {
 			t.Errorf("%s has mode %v, want 0600", file, info.Mode().Perm())
 		}
 		data, _ := os.ReadFile(file)
-		if got := strings.TrimSpace(string(data)); got != c.token {
+		if got := strings.TrimSpace(string(data)); got != token {
 			t.Errorf("node-token holds %q, not just the token", got)
 		}
-		pemData, err := os.ReadFile(filepath.Join(c.server.dataDir, "server", "tls", "server-ca.crt"))
+		pemData, err := os.ReadFile(filepath.Join(s.dataDir, "server", "tls", "server-ca.crt"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,11 +335,11 @@ func TestJoinErrors(t *testing.T) {
 
 	t.Run("http server URL", func(t *testing.T) {
 		expectRefused(t, j, j.name, 0, time.Minute, []string{"must be an https:// URL"},
-			"--server", fmt.Sprintf("http://%s:%d", c.gateway(), c.server.port), "--token", c.token)
+			"--server", fmt.Sprintf("http://%s:%d", c.gateway(), s.port), "--token", token)
 	})
 
 	t.Run("node name taken", func(t *testing.T) {
-		expectRefused(t, j, taken, 0, 2*time.Minute, []string{"node name " + taken + " is already taken"}, append(join, "--token", c.token)...)
+		expectRefused(t, j, taken, 0, 2*time.Minute, []string{"node name " + taken + " is already taken"}, append(join, "--token", token)...)
 	})
 
 	t.Run("expired token", func(t *testing.T) {
@@ -351,7 +348,7 @@ func TestJoinErrors(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		expectRefused(t, j, j.name, 90*time.Second, time.Minute, []string{"token", "not valid"}, append(join, "--token", tok)...)
 		eventually(t, time.Minute, "expired token gone from the list", func() error {
-			if out, err := runK1s("token", "list", "--data-dir", c.server.dataDir); err != nil || strings.Contains(out, tid) {
+			if out, err := runK1s("token", "list", "--data-dir", s.dataDir); err != nil || strings.Contains(out, tid) {
 				return fmt.Errorf("%v: %s", err, out)
 			}
 			return nil
@@ -360,17 +357,17 @@ func TestJoinErrors(t *testing.T) {
 
 	t.Run("deleted token", func(t *testing.T) {
 		tok, tid := createToken(t, c, "--description", "e2e deleted")
-		if out, err := runK1s("token", "list", "--data-dir", c.server.dataDir); err != nil || !strings.Contains(out, tid) {
+		if out, err := runK1s("token", "list", "--data-dir", s.dataDir); err != nil || !strings.Contains(out, tid) {
 			t.Fatalf("token list lacks %s: %v\n%s", tid, err, out)
 		}
 		bare := tok[strings.Index(tok, "::")+2:]
 		if out, err := bootstrapKubectl(c, bare, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"); err != nil || out != "system:bootstrap:"+tid {
 			t.Fatalf("a new token authenticates as %q (%v)", out, err)
 		}
-		if out, err := runK1s("token", "delete", "--data-dir", c.server.dataDir, tid); err != nil {
+		if out, err := runK1s("token", "delete", "--data-dir", s.dataDir, tid); err != nil {
 			t.Fatalf("token delete: %v\n%s", err, out)
 		}
-		if out, err := runK1s("token", "list", "--data-dir", c.server.dataDir); err != nil || strings.Contains(out, tid) {
+		if out, err := runK1s("token", "list", "--data-dir", s.dataDir); err != nil || strings.Contains(out, tid) {
 			t.Errorf("token list after delete: %v\n%s", err, out)
 		}
 		eventually(t, 30*time.Second, "deleted token no longer authenticates", func() error {
@@ -383,7 +380,7 @@ func TestJoinErrors(t *testing.T) {
 	})
 
 	t.Run("unreachable server", func(t *testing.T) {
-		p := j.newAgent(j.name, "--server", fmt.Sprintf("https://%s:%d", c.gateway(), freePort(t)), "--token", c.token)
+		p := j.newProcess("agent", j.name, "--server", fmt.Sprintf("https://%s:%d", c.gateway(), freePort(t)), "--token", token)
 		p.start()
 		defer p.kill()
 		eventually(t, time.Minute, "two 'waiting for the server' lines", func() error {
@@ -434,7 +431,7 @@ func TestJoinErrors(t *testing.T) {
 		} {
 			// The cluster CA is what a joining node checks; the request carries no credential.
 			out, err := exec.Command("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
-				filepath.Join(c.server.dataDir, "server", "tls", "server-ca.crt"), base+path).Output()
+				filepath.Join(s.dataDir, "server", "tls", "server-ca.crt"), base+path).Output()
 			if err != nil || string(out) != want {
 				t.Errorf("anonymous GET %s: %q (%v), want %s", path, out, err, want)
 			}
@@ -489,7 +486,7 @@ func TestJoinErrors(t *testing.T) {
 }
 
 // runWebPods starts the web pod on each node, waits for them to run and returns their IPs by node.
-func runWebPods(t testing.TB, c *testCluster, nodes ...string) map[string]string {
+func runWebPods(t testing.TB, c *cluster, nodes ...string) map[string]string {
 	t.Helper()
 	var docs []string
 	for _, n := range nodes {
@@ -499,7 +496,7 @@ func runWebPods(t testing.TB, c *testCluster, nodes ...string) map[string]string
 	ips := map[string]string{}
 	waitFor(t, c, 3*time.Minute, "web pods running", func() error {
 		for _, n := range nodes {
-			out, err := c.server.kubectl("get", "pod", webPod(n), "-o", `jsonpath={.status.phase} {.status.podIP}`)
+			out, err := c.server().kubectl("get", "pod", webPod(n), "-o", `jsonpath={.status.phase} {.status.podIP}`)
 			f := strings.Fields(out)
 			if err != nil || len(f) != 2 || f[0] != "Running" {
 				return fmt.Errorf("pod %s: %v %q", webPod(n), err, out)
@@ -513,14 +510,14 @@ func runWebPods(t testing.TB, c *testCluster, nodes ...string) map[string]string
 
 // podGet fetches / from addr (host:port) with nc in the web pod of node from, until the answer
 // contains want.
-func podGet(t testing.TB, c *testCluster, from, addr, want string) {
+func podGet(t testing.TB, c *cluster, from, addr, want string) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 2*time.Minute, fmt.Sprintf("%s from the pod on %s", addr, from), func() error {
-		out, err := c.server.kubectl("exec", webPod(from), "--", "sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 %s %s`, host, port))
+		out, err := c.server().kubectl("exec", webPod(from), "--", "sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 %s %s`, host, port))
 		if err != nil || !strings.Contains(out, want) {
 			return fmt.Errorf("want %q: %v: %q", want, err, out)
 		}
@@ -530,10 +527,10 @@ func podGet(t testing.TB, c *testCluster, from, addr, want string) {
 
 // waitSurvivor waits for the survivor Deployment's pod to run (not terminating) on a node ok
 // accepts.
-func waitSurvivor(t testing.TB, c *testCluster, ok func(node string) bool) {
+func waitSurvivor(t testing.TB, c *cluster, ok func(node string) bool) {
 	t.Helper()
 	waitFor(t, c, 3*time.Minute, "survivor pod running", func() error {
-		out, err := c.server.kubectl("get", "pods", "-l", "app=survivor", "-o",
+		out, err := c.server().kubectl("get", "pods", "-l", "app=survivor", "-o",
 			`jsonpath={range .items[*]}{.metadata.name}{" "}{.spec.nodeName}{" "}{.status.phase}{" "}{.metadata.deletionTimestamp}{"\n"}{end}`)
 		if err != nil {
 			return err
@@ -548,7 +545,7 @@ func waitSurvivor(t testing.TB, c *testCluster, ok func(node string) bool) {
 }
 
 // waitFor is eventually with the cluster's logs in the failure message.
-func waitFor(t testing.TB, c *testCluster, timeout time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, c *cluster, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -557,7 +554,7 @@ func waitFor(t testing.TB, c *testCluster, timeout time.Duration, what string, c
 			return
 		}
 		if time.Now().After(deadline) {
-			pods, _ := c.server.kubectl("get", "pods", "-A", "-o", "wide")
+			pods, _ := c.server().kubectl("get", "pods", "-A", "-o", "wide")
 			t.Fatalf("%s: not within %s: %v\n%s\n%s", what, timeout, err, pods, c.logs())
 		}
 		time.Sleep(time.Second)
@@ -568,11 +565,11 @@ func waitFor(t testing.TB, c *testCluster, timeout time.Duration, what string, c
 // within timeout, its last line containing every want. Refusals that depend on the server
 // catching up (an expired token's signature) are retried, each on a fresh data directory, for
 // retryFor.
-func expectRefused(t *testing.T, j *agentNode, name string, retryFor, timeout time.Duration, want []string, args ...string) {
+func expectRefused(t *testing.T, j *clusterNode, name string, retryFor, timeout time.Duration, want []string, args ...string) {
 	t.Helper()
 	deadline := time.Now().Add(retryFor)
 	for {
-		lines, err, exited := j.run(t, j.newAgent(name, args...), timeout)
+		lines, err, exited := j.run(t, j.newProcess("agent", name, args...), timeout)
 		last := lastLine(lines)
 		var problem string
 		switch {
@@ -606,9 +603,9 @@ func expectRefused(t *testing.T, j *agentNode, name string, retryFor, timeout ti
 }
 
 // createToken runs `k1s token create` on the server and returns the token and its id.
-func createToken(t *testing.T, c *testCluster, args ...string) (token, id string) {
+func createToken(t *testing.T, c *cluster, args ...string) (token, id string) {
 	t.Helper()
-	out, err := runK1s(append([]string{"token", "create", "--data-dir", c.server.dataDir}, args...)...)
+	out, err := runK1s(append([]string{"token", "create", "--data-dir", c.server().dataDir}, args...)...)
 	m := joinTokenPattern.FindStringSubmatch(out)
 	if err != nil || m == nil {
 		t.Fatalf("token create: %v\n%s", err, out)
@@ -618,10 +615,10 @@ func createToken(t *testing.T, c *testCluster, args ...string) (token, id string
 
 // bootstrapKubectl runs kubectl authenticated by bootstrap token <id>.<secret> only, trusting
 // the cluster CA.
-func bootstrapKubectl(c *testCluster, token string, args ...string) (string, error) {
+func bootstrapKubectl(c *cluster, token string, args ...string) (string, error) {
 	return runK1s(append([]string{"kubectl", "--kubeconfig", os.DevNull,
-		"--server", fmt.Sprintf("https://127.0.0.1:%d", c.server.port),
-		"--certificate-authority", filepath.Join(c.server.dataDir, "server", "tls", "server-ca.crt"),
+		"--server", fmt.Sprintf("https://127.0.0.1:%d", c.server().port),
+		"--certificate-authority", filepath.Join(c.server().dataDir, "server", "tls", "server-ca.crt"),
 		"--token", token}, args...)...)
 }
 

@@ -33,52 +33,8 @@ func readSysctls(t testing.TB) map[string]string {
 	return out
 }
 
-// newNode prepares a server with its node: private data directory, the busybox test image
-// (and whatever extra files) dropped into agent/images, and a resolv.conf that sends no query
-// off the machine. Clean-up stops it and runs `k1s killall`, and puts the kernel settings back
-// whatever happened.
-func newNode(t testing.TB, images map[string]string, extra ...string) *server {
-	t.Helper()
-	dir := t.TempDir()
-	return newNodeIn(t, dir, images, extra...)
-}
-
-func newNodeIn(t testing.TB, dir string, images map[string]string, extra ...string) *server {
-	t.Helper()
-	before := readSysctls(t)
-	resolv := filepath.Join(dir, "resolv.conf")
-	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := newServerIn(t, dir, append([]string{"--resolv-conf", resolv}, extra...)...)
-	imagesDir := filepath.Join(s.dataDir, "agent", "images")
-	if err := os.MkdirAll(imagesDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	busybox := filepath.Join(imagesDir, "busybox.tar")
-	script := filepath.Join(filepath.Dir(*k1sBinary), "..", "scripts", "build-test-image.sh")
-	if out, err := exec.Command(script, busybox).CombinedOutput(); err != nil {
-		t.Fatalf("building the busybox test image: %v\n%s", err, out)
-	}
-	for name, content := range images {
-		if err := os.WriteFile(filepath.Join(imagesDir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		s.kill()
-		if out, err := runK1s("killall", "--data-dir", s.dataDir); err != nil {
-			t.Logf("clean-up killall: %v\n%s", err, out)
-		}
-		for k, v := range before {
-			_ = os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0o644)
-		}
-	})
-	return s
-}
-
 // waitNodeReady waits for the node to report Ready and CoreDNS to run.
-func (s *server) waitNodeReady(t testing.TB) {
+func (s *process) waitNodeReady(t testing.TB) {
 	t.Helper()
 	s.waitReady(2 * time.Minute)
 	eventually(t, 2*time.Minute, "node Ready", func() error {
@@ -194,7 +150,7 @@ func httpGet(addr string) (string, error) {
 // TestNode runs real workloads on a one-node cluster and then removes every trace of it.
 func TestNode(t *testing.T) {
 	before := readSysctls(t)
-	s := newNode(t, map[string]string{"broken.tar": "this is not an image"})
+	s := prepareCluster(t, clusterSpec{Servers: 1, Images: map[string]string{"broken.tar": "this is not an image"}}).server()
 	s.start()
 	s.waitNodeReady(t)
 
@@ -333,7 +289,7 @@ func TestNode(t *testing.T) {
 // run, a pod resolves the Service through CoreDNS and reaches it, and the host reaches it
 // through its ClusterIP and NodePort. It returns the Service's ClusterIP and NodePort and the
 // node's address.
-func checkWorkloads(t *testing.T, s *server) (clusterIP, nodeIP, nodePort string) {
+func checkWorkloads(t *testing.T, s *process) (clusterIP, nodeIP, nodePort string) {
 	t.Helper()
 	s.mustKubectl("apply", "-f", writeTemp(t, "web.yaml", webManifest))
 	waitPodsRunning(t, s, "app=web", 2)
@@ -402,7 +358,7 @@ func writeTemp(t *testing.T, name, content string) string {
 }
 
 // waitPodsRunning waits for n Running pods matching selector in the default namespace.
-func waitPodsRunning(t *testing.T, s *server, selector string, n int) {
+func waitPodsRunning(t *testing.T, s *process, selector string, n int) {
 	t.Helper()
 	eventually(t, 2*time.Minute, fmt.Sprintf("%d pods %q running", n, selector), func() error {
 		args := []string{"get", "pods", "-o", `jsonpath={range .items[*]}{.status.phase}{"\n"}{end}`}
@@ -420,7 +376,7 @@ func waitPodsRunning(t *testing.T, s *server, selector string, n int) {
 	})
 }
 
-func containerIDs(t *testing.T, s *server, selector string) string {
+func containerIDs(t *testing.T, s *process, selector string) string {
 	t.Helper()
 	return s.mustKubectl("get", "pods", "-l", selector, "-o", "jsonpath={.items[*].status.containerStatuses[*].containerID}")
 }
@@ -528,7 +484,7 @@ func TestNodeBadInput(t *testing.T) {
 			t.Fatalf("mounting overlay: %v", err)
 		}
 		t.Cleanup(func() { _ = syscall.Unmount(merged, syscall.MNT_DETACH) })
-		s := newNodeIn(t, merged, nil)
+		s := prepareCluster(t, clusterSpec{Servers: 1, ServerDir: merged}).server()
 		s.start()
 		s.waitNodeReady(t)
 		found := false

@@ -25,7 +25,7 @@ import (
 // TestSecureDefaults checks what a k1s left alone enforces: Pod Security baseline outside
 // kube-system, an audit log without request bodies, and TLS with ECDHE-AEAD suites only.
 func TestSecureDefaults(t *testing.T) {
-	s := newNode(t, nil)
+	s := prepareCluster(t, clusterSpec{Servers: 1}).server()
 	s.start()
 	s.waitNodeReady(t)
 
@@ -188,7 +188,7 @@ func TestSecureDefaultsCredentials(t *testing.T) {
 // Pod Security "restricted" is enforced, Secrets are encrypted in etcd and their key rotates,
 // and the CIS report has no failed check.
 func TestHardened(t *testing.T) {
-	s := newNode(t, nil, "--hardened")
+	s := prepareCluster(t, clusterSpec{Servers: 1, ServerArgs: []string{"--hardened"}}).server()
 	s.start()
 	s.waitNodeReady(t)
 
@@ -252,7 +252,7 @@ func TestHardened(t *testing.T) {
 }
 
 // recordedArgs is the command line k1s recorded for a server component.
-func recordedArgs(t *testing.T, s *server, component string) string {
+func recordedArgs(t *testing.T, s *process, component string) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(s.dataDir, "server", "etc", "args", component+".json"))
 	if err != nil {
@@ -262,7 +262,7 @@ func recordedArgs(t *testing.T, s *server, component string) string {
 }
 
 // etcdGet reads a key's raw value from the server's etcd, as k1s's apiserver does (mutual TLS).
-func etcdGet(t *testing.T, s *server, key string) []byte {
+func etcdGet(t *testing.T, s *process, key string) []byte {
 	t.Helper()
 	var argv []string
 	if err := json.Unmarshal([]byte(recordedArgs(t, s, "etcd")), &argv); err != nil {
@@ -321,7 +321,7 @@ func handshake(addr string, suite uint16) error {
 // server with its node (B): `killall --data-dir A` stops A only, and leaves B, its pods and
 // its firewall rules as they were.
 func TestKillallLeavesOtherServers(t *testing.T) {
-	b := newNode(t, nil)
+	b := prepareCluster(t, clusterSpec{Servers: 1}).server()
 	b.start()
 	b.waitNodeReady(t)
 	b.mustKubectl("apply", "-f", writeTemp(t, "web.yaml", webManifest))

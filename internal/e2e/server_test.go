@@ -127,7 +127,7 @@ func TestControlPlane(t *testing.T) {
 	t.Run("second server on the same data directory", func(t *testing.T) {
 		lock := filepath.Join(s.dataDir, "k1s.lock")
 		before, _ := os.ReadFile(lock)
-		second := &server{t: t, args: s.args, kubeconfig: s.kubeconfig}
+		second := &process{t: t, args: s.args, kubeconfig: s.kubeconfig}
 		second.start()
 		select {
 		case <-second.exited:
