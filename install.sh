@@ -72,25 +72,60 @@ setup_command() {
 		SERVICE_NAME=k1s-agent
 		UNINSTALL_NAME=k1s-agent-uninstall.sh
 	fi
-	DATA_DIR=$(data_dir_of "$CMD_K1S_EXEC")
+	DATA_DIR_ARGS=$(data_dir_args "$CMD_K1S_EXEC")
 }
 
-# data_dir_of prints the data directory the service's arguments (or K1S_DATA_DIR) select.
-data_dir_of() {
-	dir=${K1S_DATA_DIR:-/var/lib/k1s}
+# sh_quote prints its argument quoted for sh.
+sh_quote() {
+	printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+}
+
+# data_dir_args prints, quoted for sh, the service's arguments that choose its data directory
+# (--data-dir, --config), with K1S_DATA_DIR and K1S_CONFIG_FILE as those flags where the
+# arguments leave them out (flags win over them, as in the service). With them, `k1s killall
+# --print-paths` decides the data directory as the service does: install.sh repeats none of it.
+data_dir_args() {
+	out=
 	next=
+	has_dir=
+	has_config=
 	for arg in $1; do
 		if [ -n "$next" ]; then
-			dir=$arg
+			out="$out $next $(sh_quote "$arg")"
 			next=
 			continue
 		fi
 		case "$arg" in
-		--data-dir=* | -d=*) dir=${arg#*=} ;;
-		--data-dir | -d) next=1 ;;
+		--data-dir=* | -data-dir=* | -d=*) out="$out --data-dir $(sh_quote "${arg#*=}")" has_dir=1 ;;
+		--data-dir | -data-dir | -d) next=--data-dir has_dir=1 ;;
+		--config=* | -config=* | -c=*) out="$out --config $(sh_quote "${arg#*=}")" has_config=1 ;;
+		--config | -config | -c) next=--config has_config=1 ;;
 		esac
 	done
-	echo "$dir"
+	if [ -z "$has_dir" ] && [ -n "$K1S_DATA_DIR" ]; then
+		out="$out --data-dir $(sh_quote "$K1S_DATA_DIR")"
+	fi
+	if [ -z "$has_config" ] && [ -n "$K1S_CONFIG_FILE" ]; then
+		out="$out --config $(sh_quote "$K1S_CONFIG_FILE")"
+	fi
+	echo "${out# }"
+}
+
+# print_paths asks the installed k1s for the data directory and the paths an uninstall removes,
+# from / as the service runs.
+print_paths() {
+	cd / && "$BIN_DIR/k1s" killall --print-paths "$@"
+}
+
+# set_data_dir sets DATA_DIR to the data directory the service uses, as the installed k1s decides
+# it; the uninstall script asks the same question and needs an answer.
+set_data_dir() {
+	if answer=$(eval "print_paths $DATA_DIR_ARGS"); then
+		DATA_DIR=$(printf '%s\n' "$answer" | sed -n 1p)
+		return
+	fi
+	DATA_DIR=
+	info "warning: '$BIN_DIR/k1s killall --print-paths $DATA_DIR_ARGS' failed (see above): $UNINSTALL_NAME refuses to run until it works"
 }
 
 # --- checks before anything is installed -------------------------------------------------------
@@ -321,40 +356,109 @@ EOF
 	replace_if_changed "$UNIT_FILE.new" "$UNIT_FILE" 755
 }
 
+# write_uninstall_script writes the uninstall script: what this install chose, then a fixed body.
 write_uninstall_script() {
-	cat >"$BIN_DIR/$UNINSTALL_NAME.new" <<EOF
+	{
+		cat <<EOF
 #!/bin/sh
 # Removes the k1s $CMD_K1S installed by install.sh: the service, every process, mount, interface,
 # route, firewall rule and cgroup of the node (k1s killall), and k1s's files, data included.
-set -e
-[ "\$(id -u)" -eq 0 ] || { echo "run $UNINSTALL_NAME as root" >&2; exit 1; }
+# Which data directory and which paths are k1s's, the installed k1s says: this script repeats
+# none of that rule.
+BIN_DIR=$(sh_quote "$BIN_DIR")
+SERVICE_NAME=$(sh_quote "$SERVICE_NAME")
+UNINSTALL_NAME=$(sh_quote "$UNINSTALL_NAME")
+INIT=$(sh_quote "$INIT")
+UNIT_FILE=$(sh_quote "$UNIT_FILE")
+ENV_FILE=$(sh_quote "$ENV_FILE")
+# The service's arguments that choose its data directory.
+set -- $DATA_DIR_ARGS
+EOF
+		cat <<'EOF'
 
-if [ "$INIT" = systemd ]; then
-	systemctl stop $SERVICE_NAME 2>/dev/null || true
-	systemctl disable $SERVICE_NAME 2>/dev/null || true
-	rm -f "$UNIT_FILE"
-	systemctl daemon-reload
-	systemctl reset-failed $SERVICE_NAME 2>/dev/null || true
+set -e
+[ "$(id -u)" -eq 0 ] || { echo "run $UNINSTALL_NAME as root" >&2; exit 1; }
+
+refuse() {
+	echo "[k1s] ERROR: $*; nothing was uninstalled" >&2
+	exit 1
+}
+
+# Ask first, while the binary is there: its first line is the data directory, the others the
+# paths an uninstall removes. From /, where the service runs, so relative paths agree.
+data_dir=
+paths=
+if [ -x "$BIN_DIR/k1s" ]; then
+	answer=$(cd / && "$BIN_DIR/k1s" killall --print-paths "$@") ||
+		refuse "'$BIN_DIR/k1s killall --print-paths $*' failed (see above): fix the cause and run $BIN_DIR/$UNINSTALL_NAME again"
+	unsafe=
+	while IFS= read -r p; do
+		case "$p" in
+		/ | */ | *//* | */./* | */../* | */. | */..) unsafe="$unsafe '$p'" ;;
+		/*) ;;
+		*) unsafe="$unsafe '$p'" ;;
+		esac
+	done <<ANSWER
+$answer
+ANSWER
+	data_dir=$(printf '%s\n' "$answer" | sed -n 1p)
+	paths=$(printf '%s\n' "$answer" | sed 1d)
+	[ -z "$unsafe" ] ||
+		refuse "'$BIN_DIR/k1s killall --print-paths $*' named$unsafe: only clean absolute paths below / are removed; remove k1s's files by hand"
+	[ -n "$paths" ] ||
+		refuse "'$BIN_DIR/k1s killall --print-paths $*' named no paths to remove; remove k1s's files by hand"
 else
-	rc-service $SERVICE_NAME stop 2>/dev/null || true
-	rc-update delete $SERVICE_NAME default 2>/dev/null || true
-	rm -f "$UNIT_FILE" /var/log/$SERVICE_NAME.log
+	echo "[k1s] $BIN_DIR/k1s is missing, so nothing can say which data directory and paths are k1s's: removing the service only; reinstall k1s and run its uninstall script to remove the node and its files" >&2
 fi
 
-if [ -x "$BIN_DIR/k1s" ] && [ -e "$DATA_DIR" ]; then
-	"$BIN_DIR/k1s" killall --data-dir "$DATA_DIR"
+if [ "$INIT" = systemd ]; then
+	systemctl stop "$SERVICE_NAME" 2>/dev/null || true
+	systemctl disable "$SERVICE_NAME" 2>/dev/null || true
+	rm -f "$UNIT_FILE"
+	systemctl daemon-reload
+	systemctl reset-failed "$SERVICE_NAME" 2>/dev/null || true
+else
+	rc-service "$SERVICE_NAME" stop 2>/dev/null || true
+	rc-update delete "$SERVICE_NAME" default 2>/dev/null || true
+	rm -f "$UNIT_FILE" "/var/log/$SERVICE_NAME.log"
+fi
+
+# A failed killall may leave mounts below the data directory, which rm -rf would descend into:
+# stop there. Status 3 means no k1s ever ran from the directory (a first start that failed
+# before it locked it), so there is nothing to stop.
+if [ -n "$data_dir" ] && [ -e "$data_dir" ]; then
+	status=0
+	"$BIN_DIR/k1s" killall --data-dir "$data_dir" || status=$?
+	case $status in
+	0) ;;
+	3) echo "[k1s] no k1s ran from $data_dir: nothing to stop" ;;
+	*)
+		echo "[k1s] ERROR: k1s killall failed (see above), so k1s's files are kept: fix the cause and run $BIN_DIR/$UNINSTALL_NAME again" >&2
+		exit "$status"
+		;;
+	esac
 fi
 
 for cmd in kubectl ctr crictl; do
-	if [ -L "$BIN_DIR/\$cmd" ] && [ "\$(readlink "$BIN_DIR/\$cmd")" = k1s ]; then
-		rm -f "$BIN_DIR/\$cmd"
+	if [ -L "$BIN_DIR/$cmd" ] && [ "$(readlink "$BIN_DIR/$cmd")" = k1s ]; then
+		rm -f "$BIN_DIR/$cmd"
 	fi
 done
-rm -rf "$ENV_FILE" /etc/k1s "$DATA_DIR" /run/k1s /var/lib/cni /var/log/pods /var/log/containers \\
-	/var/lib/kubelet
-rm -f "$BIN_DIR/k1s" "$BIN_DIR/$UNINSTALL_NAME"
+if [ -n "$paths" ]; then
+	while IFS= read -r p; do
+		rm -rf "$p"
+	done <<PATHS
+$paths
+PATHS
+fi
+rm -f "$ENV_FILE" "$BIN_DIR/k1s" "$BIN_DIR/$UNINSTALL_NAME"
+if [ -z "$paths" ]; then
+	echo "[k1s] uninstalled the service only (see above)" >&2
+	exit 1
+fi
 echo "[k1s] uninstalled"
 EOF
+	} >"$BIN_DIR/$UNINSTALL_NAME.new"
 	replace_if_changed "$BIN_DIR/$UNINSTALL_NAME.new" "$BIN_DIR/$UNINSTALL_NAME" 755
 }
 
@@ -411,6 +515,7 @@ main() {
 	setup_tmp
 	install_binary
 	create_links
+	set_data_dir
 	write_env_file
 	if [ "$INIT" = systemd ]; then write_systemd_unit; else write_openrc_script; fi
 	# The uninstall script is no reason to restart the service.

@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -19,13 +20,15 @@ import (
 	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
 	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/host"
+	"github.com/k1s-io/k1s/internal/join"
+	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/network"
 	"github.com/k1s-io/k1s/internal/payload"
-	"github.com/k1s-io/k1s/internal/pki"
 )
 
-// Config is what a node is told. The cluster's own settings (CIDRs, DNS) it reads from the
-// cluster once it has joined.
+// Config is what a node is told: the options. The cluster's own settings (CIDRs, DNS) it
+// reads from the cluster once it has joined. Complete it once and give the CompletedConfig to
+// Prepare.
 type Config struct {
 	DataDir  string
 	NodeName string
@@ -34,7 +37,7 @@ type Config struct {
 	// ServerURL is the apiserver to join (https); Token authenticates the node and, through
 	// its CA hash, the server.
 	ServerURL string
-	Token     pki.JoinToken
+	Token     join.Token
 	// InsecureSkipCAVerification allows a token without CA hash.
 	InsecureSkipCAVerification bool
 
@@ -58,21 +61,19 @@ type Config struct {
 	Log *logrus.Logger
 }
 
-// Paths under the data directory.
-func (c *Config) agentDir() string          { return filepath.Join(c.DataDir, "agent") }
-func (c *Config) imagesDir() string         { return filepath.Join(c.agentDir(), "images") }
-func (c *Config) etcDir() string            { return filepath.Join(c.agentDir(), "etc") }
-func (c *Config) kubeletKubeconfig() string { return filepath.Join(c.agentDir(), "kubelet.kubeconfig") }
-func (c *Config) bootstrapKubeconfig() string {
-	return filepath.Join(c.agentDir(), "bootstrap.kubeconfig")
+// completedConfig is a Config validated and with every default filled in.
+type completedConfig struct {
+	Config
+	dir   layout.DataDir
+	files layout.Node
 }
-func (c *Config) kubeletDir() string       { return filepath.Join(c.agentDir(), "kubelet") }
-func (c *Config) kubeletCertDir() string   { return filepath.Join(c.kubeletDir(), "pki") }
-func (c *Config) clientCAFile() string     { return filepath.Join(c.agentDir(), "client-ca.crt") }
-func (c *Config) containerdSocket() string { return k1scontainerd.DefaultSocket }
+
+// CompletedConfig is what Complete returns and Prepare takes: a node cannot be prepared from
+// options that were not completed.
+type CompletedConfig struct{ *completedConfig }
 
 // cgroupDriver is systemd only when k1s itself runs as a systemd service (field notes §6).
-func (c *Config) cgroupDriver() string {
+func (c *completedConfig) cgroupDriver() string {
 	if os.Getenv("INVOCATION_ID") != "" {
 		if _, err := os.Stat("/run/systemd/system"); err == nil {
 			return "systemd"
@@ -84,22 +85,44 @@ func (c *Config) cgroupDriver() string {
 // maxSocketPath is the longest path a unix socket can be bound at (sun_path less its NUL).
 const maxSocketPath = 107
 
-// Validate checks what can be checked before anything is written.
-func (c *Config) Validate() error {
-	if err := ValidateServerURL(c.ServerURL); err != nil {
+// Complete validates the options once, checking what can be checked before anything is
+// written, and fills in the defaults (node name and address from the host). It leaves o
+// unchanged.
+func (o *Config) Complete() (CompletedConfig, error) {
+	c := &completedConfig{Config: *o}
+	if err := c.complete(); err != nil {
+		return CompletedConfig{}, err
+	}
+	return CompletedConfig{c}, nil
+}
+
+func (c *completedConfig) complete() error {
+	if err := join.ValidateServerURL(c.ServerURL); err != nil {
 		return err
 	}
-	if c.NodeIP == nil || c.NodeName == "" || c.Log == nil {
-		return fmt.Errorf("agent config: node name, node IP and logger must be set")
+	if c.Log == nil {
+		return fmt.Errorf("agent config: no logger")
+	}
+	var err error
+	if c.NodeName, err = network.NodeName(c.NodeName); err != nil {
+		return err
+	}
+	if c.NodeIP, err = network.NodeIP(c.NodeIP); err != nil {
+		return err
+	}
+	if c.DataDir == "" {
+		c.DataDir = layout.DefaultDataDir
 	}
 	abs, err := filepath.Abs(c.DataDir)
 	if err != nil {
 		return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
 	}
 	c.DataDir = abs
+	c.dir = layout.DataDir(abs)
+	c.files = c.dir.Node()
 	// The kubelet listens on unix sockets under its directory (pod-resources/<random>), and
 	// the kernel binds no socket path longer than 107 bytes: the kubelet would exit later.
-	if n := len(filepath.Join(c.kubeletDir(), "pod-resources", "0123456789")); n > maxSocketPath {
+	if n := len(filepath.Join(c.files.KubeletDir(), "pod-resources", "0123456789")); n > maxSocketPath {
 		return fmt.Errorf("--data-dir %s is too long: the kubelet's sockets under it would take %d bytes, more than the kernel's %d; choose a shorter --data-dir", c.DataDir, n, maxSocketPath)
 	}
 	switch c.FlannelBackend {
@@ -117,7 +140,7 @@ func (c *Config) Validate() error {
 
 // Agent is a node ready to start.
 type Agent struct {
-	cfg       *Config
+	cfg       *completedConfig
 	payload   *payload.Dir
 	kubelet   *kubelet
 	proxyMode string
@@ -126,7 +149,7 @@ type Agent struct {
 	snapshotter   string
 	// cluster is what the node learned from the cluster at join; the components after the
 	// join read it when they start.
-	cluster *network.Cluster
+	cluster *join.NodeConfig
 	// runtime (containerd, images) needs nothing of the cluster; join needs only the
 	// apiserver; onNode (kubelet, network, kube-proxy) needs both.
 	runtime []component.Component
@@ -136,9 +159,10 @@ type Agent struct {
 
 // Prepare checks what the node needs from the host and the user's arguments, extracts the
 // payload and builds the node's components. The caller holds the data directory's lock.
-func Prepare(cfg *Config) (*Agent, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+func Prepare(completed CompletedConfig) (*Agent, error) {
+	cfg := completed.completedConfig
+	if cfg == nil {
+		return nil, errors.New("agent: Prepare needs a config from Complete")
 	}
 	// Without the memory controller the kubelet cannot limit pods (the usual case on a
 	// Raspberry Pi): say so now, with the fix, rather than let the kubelet fail later.
@@ -174,7 +198,7 @@ func Prepare(cfg *Config) (*Agent, error) {
 		{Host: cfg.NodeIP.String(), Port: strconv.Itoa(int(a.kubelet.scratch.Port)), Owner: "kubelet", Flag: "--kubelet-arg port=…"},
 		{Host: a.kubelet.scratch.HealthzBindAddress, Port: strconv.Itoa(int(a.kubelet.scratch.HealthzPort)), Owner: "kubelet health", Flag: "--kubelet-arg healthz-port=…"},
 		proxyHealth,
-		{Host: "127.0.0.1", Port: "10010", Owner: "containerd streaming", Flag: "a containerd config template"},
+		{Host: "127.0.0.1", Port: strconv.Itoa(layout.ContainerdStreamingPort), Owner: "containerd streaming", Flag: "a containerd config template"},
 	}); err != nil {
 		return nil, err
 	}
@@ -187,18 +211,18 @@ func Prepare(cfg *Config) (*Agent, error) {
 		}
 	}
 	for name, argv := range map[string][]string{"kubelet": kubeletArgs, "kube-proxy": a.kubeProxyArgs} {
-		if err := datadir.RecordArgs(cfg.DataDir, "agent", name, argv); err != nil {
+		if err := datadir.RecordArgs(cfg.dir, layout.PartAgent, name, argv); err != nil {
 			return nil, err
 		}
 	}
 	if err := host.EnsureCgroupRoot(cfg.DataDir, a.kubelet.cgroupRoot()); err != nil {
 		return nil, err
 	}
-	if a.payload, err = payload.Extract(cfg.DataDir, []string{"k1s", "kubectl", "ctr", "containerd"}); err != nil {
+	if a.payload, err = payload.Extract(cfg.dir.Root(), []string{"k1s", "kubectl", "ctr", "containerd"}); err != nil {
 		return nil, err
 	}
 
-	containerdRoot := filepath.Join(cfg.agentDir(), "containerd")
+	containerdRoot := cfg.files.ContainerdRoot()
 	a.snapshotter = "overlayfs"
 	if err := k1scontainerd.OverlaySupported(containerdRoot); err != nil {
 		cfg.Log.Warnf("overlayfs does not work under %s (%v): using the slower native snapshotter", containerdRoot, err)
@@ -208,25 +232,28 @@ func Prepare(cfg *Config) (*Agent, error) {
 	if restrictOOM {
 		cfg.Log.Info("no CAP_SYS_RESOURCE: containerd restricts oom_score_adj")
 	}
-	cniConfDir := filepath.Join(cfg.etcDir(), "cni", "net.d")
+	cniConfDir := cfg.files.CNIConfDir()
 	containerd := k1scontainerd.NewProcess(k1scontainerd.Config{
 		Root:                containerdRoot,
-		State:               "/run/k1s/containerd",
-		Socket:              cfg.containerdSocket(),
+		ConfigFile:          cfg.files.ContainerdConfig(),
+		LogFile:             cfg.files.ContainerdLog(),
+		State:               layout.ContainerdState,
+		Socket:              layout.ContainerdSocket,
 		BinDir:              a.payload.BinDir(),
-		OptDir:              filepath.Join(cfg.agentDir(), "containerd-opt"),
+		OptDir:              cfg.files.ContainerdOptDir(),
 		CNIConfDir:          cniConfDir,
 		PauseImage:          a.payload.Images["pause"],
 		Snapshotter:         a.snapshotter,
 		RestrictOOMScoreAdj: restrictOOM,
 		SystemdCgroup:       cfg.cgroupDriver() == "systemd",
-		TemplateFile:        filepath.Join(cfg.etcDir(), "containerd", "config.toml.tmpl"),
+		StreamingPort:       layout.ContainerdStreamingPort,
+		TemplateFile:        cfg.files.ContainerdTemplate(),
 	})
 	systemImages, err := a.payload.ImageTarballs()
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.imagesDir(), 0o700); err != nil {
+	if err := os.MkdirAll(cfg.files.ImagesDir(), 0o700); err != nil {
 		return nil, err
 	}
 	podNetwork := network.New(func() (network.Config, error) {
@@ -238,9 +265,9 @@ func Prepare(cfg *Config) (*Agent, error) {
 			Backend:     cfg.FlannelBackend,
 			Iface:       cfg.FlannelIface,
 			ConfDir:     cniConfDir,
-			IPAMDir:     filepath.Join(cfg.agentDir(), "cni", "networks"),
-			FlannelConf: filepath.Join(cfg.etcDir(), "flannel", "net-conf.json"),
-			Kubeconfig:  cfg.kubeletKubeconfig(),
+			IPAMDir:     cfg.files.IPAMDir(),
+			FlannelConf: cfg.files.FlannelConf(),
+			Kubeconfig:  cfg.files.KubeletKubeconfig(),
 			Log:         cfg.Log,
 		}, nil
 	})

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	client "github.com/containerd/containerd/v2/client"
@@ -20,7 +19,7 @@ import (
 
 	"github.com/k1s-io/k1s/internal/component"
 	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/fileutil"
 )
 
 // pinnedLabels mark an image as the CRI's, and pinned so that the kubelet's image garbage
@@ -34,8 +33,7 @@ var pinnedLabels = map[string]string{
 // directory into containerd, once containerd serves. A tarball that cannot be imported is
 // logged and skipped: one bad file must not keep the node from starting.
 func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages []string) component.Component {
-	var done atomic.Bool
-	run := func(ctx context.Context) error {
+	return component.Task("image import", "importing images into containerd", func(ctx context.Context, _ component.Progress) error {
 		// Started in the background beside containerd: wait for it to serve.
 		for containerd.Ready(ctx) != nil {
 			select {
@@ -50,9 +48,9 @@ func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages [
 		if err != nil {
 			return err
 		}
-		user, _ := filepath.Glob(filepath.Join(a.cfg.imagesDir(), "*"))
+		user, _ := filepath.Glob(filepath.Join(a.cfg.files.ImagesDir(), "*"))
 		sort.Strings(user)
-		recordFile := filepath.Join(a.cfg.agentDir(), "containerd", "imported.json")
+		recordFile := a.cfg.files.ImportedImages()
 		imported := loadImportRecord(recordFile)
 		for _, path := range append(append([]string(nil), systemImages...), user...) {
 			if !isImageTarball(path) {
@@ -76,17 +74,8 @@ func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages [
 		if err := saveImportRecord(recordFile, imported); err != nil {
 			a.cfg.Log.Warnf("recording imported images: %v", err)
 		}
-		done.Store(true)
-		<-ctx.Done()
 		return nil
-	}
-	ready := func(context.Context) error {
-		if !done.Load() {
-			return fmt.Errorf("importing images into containerd")
-		}
-		return nil
-	}
-	return component.NewFunc("image import", run, ready)
+	})
 }
 
 func isImageTarball(path string) bool {
@@ -174,7 +163,7 @@ func saveImportRecord(path string, record map[string]importedTarball) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(path, data, 0o600)
+	return fileutil.WriteAtomic(path, data, 0o600)
 }
 
 func allPresent(ctx context.Context, c *client.Client, names []string) bool {

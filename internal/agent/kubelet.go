@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -21,6 +20,8 @@ import (
 	utilfs "k8s.io/kubernetes/pkg/util/filesystem"
 
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/pki"
 )
 
@@ -96,9 +97,9 @@ func (k *kubelet) cgroupRoot() string {
 // kubeletConfig is the content of the KubeletConfiguration file.
 func (a *Agent) kubeletConfig() string {
 	cfg := a.cfg
-	out := fmt.Sprintf(kubeletConfigTemplate, cfg.NodeIP, cfg.clientCAFile(), cfg.cgroupDriver(),
-		a.cluster.ClusterDNS, a.cluster.ClusterDomain, cfg.ResolvConf, "unix://"+cfg.containerdSocket(),
-		filepath.Join(cfg.agentDir(), "pod-logs"), filepath.Join(cfg.kubeletDir(), "volume-plugins"), cfg.Hardened, pki.TLSMinVersion, strings.Join(pki.TLSCipherSuites, ", "))
+	out := fmt.Sprintf(kubeletConfigTemplate, cfg.NodeIP, cfg.files.ClientCA(), cfg.cgroupDriver(),
+		a.cluster.ClusterDNS, a.cluster.ClusterDomain, cfg.ResolvConf, "unix://"+layout.ContainerdSocket,
+		cfg.files.PodLogsDir(), cfg.files.KubeletVolumePluginDir(), cfg.Hardened, pki.TLSMinVersion, strings.Join(pki.TLSCipherSuites, ", "))
 	if cfg.Hardened {
 		out += hardenedKubelet
 	}
@@ -111,11 +112,11 @@ func (a *Agent) kubeletConfig() string {
 // without the command's signal handler.
 func (a *Agent) newKubelet(argv []string) (*kubelet, error) {
 	k := &kubelet{flags: kubeletoptions.NewKubeletFlags(), argv: argv}
-	k.flags.KubeConfig = a.cfg.kubeletKubeconfig()
+	k.flags.KubeConfig = a.cfg.files.KubeletKubeconfig()
 	k.flags.HostnameOverride = a.cfg.NodeName
 	k.flags.NodeIP = a.cfg.NodeIP.String()
-	k.flags.RootDirectory = a.cfg.kubeletDir()
-	k.flags.CertDirectory = a.cfg.kubeletCertDir()
+	k.flags.RootDirectory = a.cfg.files.KubeletDir()
+	k.flags.CertDirectory = a.cfg.files.KubeletCertDir()
 	var err error
 	if k.scratch, err = kubeletoptions.NewKubeletConfiguration(); err != nil {
 		return nil, err
@@ -128,10 +129,10 @@ func (a *Agent) newKubelet(argv []string) (*kubelet, error) {
 	if ip := net.ParseIP(k.scratch.HealthzBindAddress); ip == nil {
 		return nil, fmt.Errorf("--kubelet-arg healthz-bind-address %q is not an IP address", k.scratch.HealthzBindAddress)
 	}
-	configFile := filepath.Join(a.cfg.etcDir(), "kubelet.conf")
+	configFile := a.cfg.files.KubeletConfig()
 	run := func(ctx context.Context) error {
 		ctx = klog.NewContext(ctx, klog.Background().WithValues("component", "kubelet"))
-		if err := pki.WriteFileAtomic(configFile, []byte(a.kubeletConfig()), 0o600); err != nil {
+		if err := fileutil.WriteAtomic(configFile, []byte(a.kubeletConfig()), 0o600); err != nil {
 			return err
 		}
 		loader, err := configfiles.NewFsLoader(&utilfs.DefaultFs{}, configFile)

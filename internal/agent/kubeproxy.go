@@ -21,7 +21,7 @@ import (
 // --kube-proxy-arg must reach it.
 func (a *Agent) kubeProxyDefaults() map[string]string {
 	return map[string]string{
-		"kubeconfig":                        a.cfg.kubeletKubeconfig(),
+		"kubeconfig":                        a.cfg.files.KubeletKubeconfig(),
 		"hostname-override":                 a.cfg.NodeName,
 		"proxy-mode":                        a.proxyMode,
 		"nodeport-addresses":                a.cfg.NodeIP.String() + "/32",

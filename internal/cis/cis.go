@@ -26,7 +26,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/k1s-io/k1s/internal/datadir"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // Options say where to read a node's configuration.
@@ -37,12 +37,6 @@ type Options struct {
 	// /etc/k1s/k1s.yaml).
 	AdminKubeconfig string
 }
-
-// Default paths, as k1s's own defaults.
-const (
-	DefaultDataDir         = "/var/lib/k1s"
-	DefaultAdminKubeconfig = "/etc/k1s/k1s.yaml"
-)
 
 // Status is the outcome of one check.
 type Status string
@@ -141,6 +135,7 @@ type owner struct{ uid, gid uint32 }
 // config is what the checks read.
 type config struct {
 	dataDir, adminKubeconfig string
+	dir                      layout.DataDir
 	// wantOwner is root:root outside tests.
 	wantOwner owner
 	comps     map[string]*component
@@ -165,23 +160,23 @@ type component struct {
 func load(opts Options, want owner) (*config, error) {
 	dataDir := opts.DataDir
 	if dataDir == "" {
-		dataDir = DefaultDataDir
+		dataDir = layout.DefaultDataDir
 	}
 	admin := opts.AdminKubeconfig
 	if admin == "" {
-		admin = DefaultAdminKubeconfig
+		admin = layout.DefaultKubeconfig
 	}
-	c := &config{dataDir: dataDir, adminKubeconfig: admin, wantOwner: want, comps: map[string]*component{}}
+	c := &config{dataDir: dataDir, dir: layout.DataDir(dataDir), adminKubeconfig: admin, wantOwner: want, comps: map[string]*component{}}
 	for _, name := range serverComponents {
-		c.comps[name] = loadArgs(name, datadir.ArgsFile(dataDir, "server", name))
+		c.comps[name] = loadArgs(name, c.dir.ArgsFile(layout.PartServer, name))
 	}
 	for _, name := range []string{kubelet, kubeProxy} {
-		c.comps[name] = loadArgs(name, datadir.ArgsFile(dataDir, "agent", name))
+		c.comps[name] = loadArgs(name, c.dir.ArgsFile(layout.PartAgent, name))
 	}
 
 	// The kubelet is present with either its flags or its config file.
 	k := c.comps[kubelet]
-	c.kubeletFilePath = filepath.Join(dataDir, "agent", "etc", "kubelet.conf")
+	c.kubeletFilePath = c.dir.Node().KubeletConfig()
 	k.files = []string{c.kubeletFilePath, k.files[0]}
 	data, err := os.ReadFile(c.kubeletFilePath)
 	switch {

@@ -147,7 +147,7 @@ func summarize(items []string) string {
 	return fmt.Sprintf("%s and %d more", strings.Join(items[:most], ", "), len(items)-most)
 }
 
-func (c *config) tlsDir() string { return filepath.Join(c.dataDir, "server", "tls") }
+func (c *config) tlsDir() string { return c.dir.Server().TLSDir() }
 
 // pkiFiles are the control plane's PKI: every file and directory under server/tls (all), its
 // certificates (*.crt) and keys (*.key), and the certificates and keys the server
@@ -230,8 +230,8 @@ func (c *config) kubeconfigs(comp string) fileSet {
 // and the one k1s writes for the user.
 func (c *config) adminKubeconfigs() fileSet {
 	return fileSet{noun: "admin kubeconfigs", paths: []string{
-		filepath.Join(c.dataDir, "server", "cred", "supervisor.kubeconfig"),
-		filepath.Join(c.dataDir, "server", "cred", "break-glass.kubeconfig"),
+		c.dir.Server().SupervisorKubeconfig(),
+		c.dir.Server().BreakGlassKubeconfig(),
 		c.adminKubeconfig,
 	}}
 }
@@ -240,7 +240,7 @@ func (c *config) adminKubeconfigs() fileSet {
 func (c *config) proxyKubeconfig() fileSet {
 	path, ok := c.flag(kubeProxy, "kubeconfig")
 	if !ok || path == "" {
-		path = filepath.Join(c.dataDir, "agent", "kubelet.kubeconfig")
+		path = c.dir.Node().KubeletKubeconfig()
 	}
 	return fileSet{noun: "kubeconfigs", paths: []string{path}, optional: true}
 }
@@ -249,7 +249,7 @@ func (c *config) proxyKubeconfig() fileSet {
 func (c *config) kubeletKubeconfig() fileSet {
 	path, ok := c.flag(kubelet, "kubeconfig")
 	if !ok || path == "" {
-		path = filepath.Join(c.dataDir, "agent", "kubelet.kubeconfig")
+		path = c.dir.Node().KubeletKubeconfig()
 	}
 	return fileSet{noun: "kubeconfigs", paths: []string{path}}
 }

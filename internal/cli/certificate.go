@@ -35,20 +35,23 @@ func certificateRotate(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see 'k1s certificate rotate --help')", c.Args().First())
 	}
-	cfg := &server.Config{DataDir: c.String("data-dir")}
-	if _, err := os.Stat(datadir.LockFile(cfg.DataDir)); err != nil {
-		return fmt.Errorf("%s is not a k1s server's data directory (%v): give the --data-dir the server runs with", cfg.DataDir, errors.Unwrap(err))
+	dir, err := dataDir(c)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(dir.Lock()); err != nil {
+		return fmt.Errorf("%s is not a k1s server's data directory (%v): give the --data-dir the server runs with", dir.Root(), errors.Unwrap(err))
 	}
 	services := c.StringSlice("service")
 	if len(services) == 0 {
 		services = server.ServiceNames()
 	}
-	request := cfg.CertificateRotateRequestFile()
+	request := dir.Server().RotateRequest()
 	if err := server.RequestCertificateRotation(request, services); err != nil {
 		return err
 	}
-	if !datadir.Held(cfg.DataDir) {
-		fmt.Fprintf(c.App.Writer, "k1s is not running on %s: the certificates of %v are issued again when it starts\n", cfg.DataDir, services)
+	if !datadir.Held(dir.Root()) {
+		fmt.Fprintf(c.App.Writer, "k1s is not running on %s: the certificates of %v are issued again when it starts\n", dir.Root(), services)
 		return nil
 	}
 	deadline := time.Now().Add(time.Minute)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/k1s-io/k1s/internal/cis"
 	"github.com/k1s-io/k1s/internal/host"
-	"github.com/k1s-io/k1s/internal/server"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 func checkConfigCommand() *cli.Command {
@@ -17,8 +17,9 @@ func checkConfigCommand() *cli.Command {
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "cis", Usage: "report the CIS Kubernetes Benchmark checks for the node of --data-dir, from the configuration its components were last started with"},
-			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "with --cis: the data directory k1s runs with"},
-			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: server.DefaultKubeconfigOutput, EnvVars: []string{"K1S_KUBECONFIG_OUTPUT"}, Usage: "with --cis: the admin kubeconfig k1s server writes"},
+			configFlag(),
+			dataDirFlag("with --cis: the data directory k1s runs with (default: the config file's, else " + layout.DefaultDataDir + ")"),
+			writeKubeconfigFlag("with --cis: the admin kubeconfig k1s server writes"),
 		},
 		Action: checkConfig,
 	}
@@ -30,7 +31,11 @@ func checkConfig(c *cli.Context) error {
 	}
 	var failed int
 	if c.Bool("cis") {
-		results, err := cis.Run(cis.Options{DataDir: c.String("data-dir"), AdminKubeconfig: c.String("write-kubeconfig")})
+		dir, err := dataDir(c)
+		if err != nil {
+			return err
+		}
+		results, err := cis.Run(cis.Options{DataDir: dir.Root(), AdminKubeconfig: c.String("write-kubeconfig")})
 		if err != nil {
 			return err
 		}

@@ -9,10 +9,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"go.yaml.in/yaml/v3"
-)
 
-// DefaultConfigFile is read when --config is not given; it may be absent.
-const DefaultConfigFile = "/etc/k1s/config.yaml"
+	"github.com/k1s-io/k1s/internal/layout"
+)
 
 // configFlag is the --config flag every long-running command has.
 func configFlag() cli.Flag {
@@ -20,7 +19,7 @@ func configFlag() cli.Flag {
 		Name:    "config",
 		Aliases: []string{"c"},
 		Usage:   "YAML file whose keys are long flag names (lists for repeatable flags); flags on the command line win",
-		Value:   DefaultConfigFile,
+		Value:   layout.DefaultConfigFile,
 		EnvVars: []string{"K1S_CONFIG_FILE"},
 	}
 }

@@ -13,7 +13,7 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 
 	"github.com/k1s-io/k1s/internal/containerd"
-	"github.com/k1s-io/k1s/internal/server"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 func kubectlCommand() *cli.Command {
@@ -51,8 +51,8 @@ func ctrCommand() *cli.Command {
 // code. Without KUBECONFIG or --kubeconfig it uses the admin kubeconfig a k1s server writes.
 func RunKubectl(args []string) int {
 	if os.Getenv("KUBECONFIG") == "" && !hasKubeconfigFlag(args) {
-		if _, err := os.Stat(server.DefaultKubeconfigOutput); !errors.Is(err, fs.ErrNotExist) {
-			os.Setenv("KUBECONFIG", server.DefaultKubeconfigOutput)
+		if _, err := os.Stat(layout.DefaultKubeconfig); !errors.Is(err, fs.ErrNotExist) {
+			os.Setenv("KUBECONFIG", layout.DefaultKubeconfig)
 		}
 	}
 	os.Args = append([]string{"kubectl"}, args...)

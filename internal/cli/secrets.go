@@ -24,8 +24,11 @@ func secretsEncryptCommand() *cli.Command {
 }
 
 func secretsStatus(c *cli.Context) error {
-	cfg := &server.Config{DataDir: c.String("data-dir")}
-	path := cfg.EncryptionConfigFile()
+	dir, err := dataDir(c)
+	if err != nil {
+		return err
+	}
+	path := dir.Server().EncryptionConfig()
 	keys, err := server.EncryptionKeys(path)
 	if err != nil {
 		return err
@@ -66,7 +69,7 @@ func secretsRotateKeys(c *cli.Context) error {
 	}
 	log := logrus.New()
 	log.SetOutput(c.App.ErrWriter)
-	key, err := server.RotateEncryptionKey(c.Context, client, cfg.EncryptionConfigFile(), log)
+	key, err := server.RotateEncryptionKey(c.Context, client, cfg.EncryptionConfig(), log)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/k1s-io/k1s/internal/addons"
 	"github.com/k1s-io/k1s/internal/agent"
+	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/logging"
 	"github.com/k1s-io/k1s/internal/server"
 	"github.com/k1s-io/k1s/internal/version"
@@ -24,37 +26,28 @@ func serverCommand() *cli.Command {
 		Before:       applyConfigFile,
 		Action:       runServer,
 		Flags: append(append(append([]cli.Flag{configFlag()}, logFlags()...),
-			&cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "directory for all state"},
-			&cli.StringFlag{Name: "node-name", EnvVars: []string{"K1S_NODE_NAME"}, Usage: "node name (default: host name)"},
-			&cli.StringFlag{Name: "node-ip", Usage: "this node's address (default: the address of the default route's interface)"},
+			dataDirFlag("directory for all state"),
 			&cli.StringFlag{Name: "bind-address", Value: "0.0.0.0", Usage: "address the apiserver listens on"},
-			&cli.IntFlag{Name: "https-listen-port", Value: server.DefaultHTTPSPort, Usage: "apiserver port"},
+			&cli.IntFlag{Name: "https-listen-port", Value: layout.APIServerPort, Usage: "apiserver port"},
 			&cli.StringFlag{Name: "advertise-address", Usage: "apiserver address for other nodes and the kubernetes Service (default: node IP)"},
 			&cli.StringSliceFlag{Name: "tls-san", Usage: "extra host name or IP for the apiserver certificate (repeatable)"},
 			&cli.StringFlag{Name: "cluster-cidr", Value: server.DefaultClusterCIDR, Usage: "pod network; each node gets a /24 of it"},
 			&cli.StringFlag{Name: "service-cidr", Value: server.DefaultServiceCIDR, Usage: "service ClusterIP range"},
 			&cli.StringFlag{Name: "cluster-dns", Usage: "cluster DNS service address (default: the 10th address of --service-cidr)"},
 			&cli.StringFlag{Name: "cluster-domain", Value: server.DefaultClusterDomain, Usage: "cluster DNS domain"},
-			&cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: server.DefaultKubeconfigOutput, EnvVars: []string{"K1S_KUBECONFIG_OUTPUT"}, Usage: "where to write the admin kubeconfig"},
+			writeKubeconfigFlag("where to write the admin kubeconfig"),
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", EnvVars: []string{"K1S_KUBECONFIG_MODE"}, Usage: "file mode of the admin kubeconfig (octal)"},
 			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "key=value for kube-apiserver (repeatable; replaces k1s's default)"},
 			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "key=value for kube-controller-manager (repeatable)"},
 			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "key=value for kube-scheduler (repeatable)"},
 			&cli.StringSliceFlag{Name: "etcd-arg", Usage: "key=value for etcd (repeatable)"},
 			&cli.BoolFlag{Name: "disable-agent", Usage: "run only the control plane, no node"},
-			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy this add-on, and remove it if deployed (coredns)"},
+			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy this packaged add-on, and remove it if deployed (repeatable): " + strings.Join(addons.Names(), ", ")},
 			&cli.StringFlag{Name: "pod-security-default", Usage: "Pod Security level enforced in namespaces that set none (privileged, baseline, restricted; default baseline, restricted with --hardened); kube-system is exempt"},
 			&cli.BoolFlag{Name: "secrets-encryption", EnvVars: []string{"K1S_SECRETS_ENCRYPTION"}, Usage: "encrypt Secrets in etcd with a generated AES-CBC key (stays on once enabled; see 'k1s secrets-encrypt')"},
 			&cli.StringFlag{Name: "audit-policy-file", Usage: "audit policy replacing k1s's (metadata of every request, no bodies)"},
 		),
 			nodeFlags()...),
-	}
-}
-
-func logFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.BoolFlag{Name: "debug", EnvVars: []string{"K1S_DEBUG"}, Usage: "log debug lines, including upstream components' info lines"},
-		&cli.IntFlag{Name: "v", Usage: "upstream components' log verbosity (klog -v)"},
 	}
 }
 
@@ -83,10 +76,8 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		flag string
 		dst  *net.IP
 	}{{"node-ip", &cfg.NodeIP}, {"bind-address", &cfg.BindAddress}, {"advertise-address", &cfg.AdvertiseAddress}, {"cluster-dns", &cfg.ClusterDNS}} {
-		if v := c.String(ip.flag); v != "" {
-			if *ip.dst, err = server.ParseIP(ip.flag, v); err != nil {
-				return nil, err
-			}
+		if *ip.dst, err = flagIP(c, ip.flag); err != nil {
+			return nil, err
 		}
 	}
 	if cfg.ClusterCIDR, err = server.ParseCIDR("cluster-cidr", c.String("cluster-cidr")); err != nil {
@@ -118,33 +109,37 @@ func runServer(c *cli.Context) error {
 	}
 	log := logs.Logger
 	cfg.Log = log
-	if err := cfg.Complete(); err != nil {
+	completed, err := cfg.Complete()
+	if err != nil {
 		return err
 	}
-	keepClusterTrafficLocal(cfg)
-	log.Infof("starting k1s %s server (kubernetes %s) on node %s (%s), data in %s", version.Version, version.Kubernetes(), cfg.NodeName, cfg.NodeIP, cfg.DataDir)
-
-	srv, err := server.Prepare(cfg)
+	// The server's own node is an agent like any other, joining this server through its
+	// loopback address with the server's default token; its options are checked before the
+	// server writes anything.
+	withNode := !c.Bool("disable-agent")
+	var node agent.CompletedConfig
+	if withNode {
+		if node, err = nodeConfig(c, completed.Dir().Root(), completed.NodeName, completed.NodeIP, completed.LocalAPIServerURL(), log).Complete(); err != nil {
+			return err
+		}
+	}
+	keepClusterTrafficLocal(completed)
+	log.Infof("starting k1s %s server (kubernetes %s) on node %s (%s), data in %s", version.Version, version.Kubernetes(), completed.NodeName, completed.NodeIP, completed.Dir().Root())
+	srv, err := server.Prepare(completed)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
 	components := srv.Components()
-	if !c.Bool("disable-agent") {
-		node, err := prepareLocalNode(c, cfg, srv)
+	if withNode {
+		node.Token = srv.NodeToken
+		agentNode, err := agent.Prepare(node)
 		if err != nil {
 			return err
 		}
-		components = node.ComponentsAround(components)
+		components = agentNode.ComponentsAround(components)
 	}
-
 	return runComponents(logs, components)
-}
-
-// prepareLocalNode prepares the server's own node: an agent like any other, joining this
-// server through its loopback address with the server's default token.
-func prepareLocalNode(c *cli.Context, cfg *server.Config, srv *server.Server) (*agent.Agent, error) {
-	return agent.Prepare(nodeConfig(c, cfg.DataDir, cfg.NodeName, cfg.NodeIP, srv.LocalAPIServerURL(), srv.NodeToken, cfg.Log))
 }
 
 // gcPercent is the garbage collector's target for the long-running k1s process (and its
@@ -162,7 +157,7 @@ func frugalGC() {
 // keepClusterTrafficLocal adds the cluster's own addresses to NO_PROXY when a proxy is
 // configured (as on many systemd hosts): the in-process clients, the apiserver's calls to
 // kubelets and containerd must never go through it.
-func keepClusterTrafficLocal(cfg *server.Config) {
+func keepClusterTrafficLocal(cfg server.CompletedConfig) {
 	proxied := false
 	for _, v := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
 		if os.Getenv(v) != "" {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -13,22 +14,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstrapsecrets "k8s.io/cluster-bootstrap/util/secrets"
 
-	"github.com/k1s-io/k1s/internal/pki"
-	"github.com/k1s-io/k1s/internal/server"
+	"github.com/k1s-io/k1s/internal/join"
+	"github.com/k1s-io/k1s/internal/kubeclient"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
-// serverDataDirFlag is --data-dir of the commands that act on a running server from its host.
-func serverDataDirFlag() cli.Flag {
-	return &cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: server.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: "the server's data directory (k1s's own credential and CA are read from it)"}
-}
-
 func tokenCommand() *cli.Command {
-	dataDir := serverDataDirFlag()
+	dataDirFlag := serverDataDirFlag()
 	return &cli.Command{
 		Name:            "token",
 		Usage:           "Manage join tokens (bootstrap tokens) on a server",
@@ -39,29 +35,33 @@ func tokenCommand() *cli.Command {
 				Name:         "create",
 				Usage:        "Create a join token and print it",
 				OnUsageError: usageError,
-				Flags: []cli.Flag{dataDir,
+				Flags: []cli.Flag{dataDirFlag,
 					&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "how long the token may be used to join (0: forever)"},
 					&cli.StringFlag{Name: "description", Usage: "what the token is for"},
 				},
 				Action: tokenCreate,
 			},
-			{Name: "list", Usage: "List join tokens", OnUsageError: usageError, Flags: []cli.Flag{dataDir}, Action: tokenList},
-			{Name: "delete", Usage: "Delete join tokens by id", ArgsUsage: "ID...", OnUsageError: usageError, Flags: []cli.Flag{dataDir}, Action: tokenDelete},
+			{Name: "list", Usage: "List join tokens", OnUsageError: usageError, Flags: []cli.Flag{dataDirFlag}, Action: tokenList},
+			{Name: "delete", Usage: "Delete join tokens by id", ArgsUsage: "ID...", OnUsageError: usageError, Flags: []cli.Flag{dataDirFlag}, Action: tokenDelete},
 		},
 	}
 }
 
 // supervisorClient is k1s's own client (system:masters) of the server whose data directory
-// --data-dir names.
-func supervisorClient(c *cli.Context) (kubernetes.Interface, *server.Config, error) {
-	cfg := &server.Config{DataDir: c.String("data-dir")}
-	restConfig, err := clientcmd.BuildConfigFromFlags("", cfg.SupervisorKubeconfig())
+// the command acts on, and that server's files.
+func supervisorClient(c *cli.Context) (kubernetes.Interface, layout.Server, error) {
+	dir, err := dataDir(c)
 	if err != nil {
-		return nil, nil, fmt.Errorf("no server credentials in %s (%v): run this on the server, with its --data-dir", cfg.DataDir, err)
+		return nil, layout.Server{}, err
+	}
+	files := dir.Server()
+	restConfig, err := kubeclient.Config(files.SupervisorKubeconfig())
+	if err != nil {
+		return nil, files, fmt.Errorf("no server credentials in %s (%v): run this on the server, with its --data-dir", dir.Root(), errors.Unwrap(err))
 	}
 	restConfig.Timeout = 30 * time.Second
 	client, err := kubernetes.NewForConfig(restConfig)
-	return client, cfg, err
+	return client, files, err
 }
 
 func tokenCreate(c *cli.Context) error {
@@ -75,11 +75,11 @@ func tokenCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cas, err := certutil.CertsFromFile(cfg.ServerCAFile())
+	cas, err := certutil.CertsFromFile(cfg.ServerCA().Cert)
 	if err != nil {
 		return fmt.Errorf("reading the cluster CA: %w", err)
 	}
-	token, err := pki.NewJoinToken(cas[0])
+	token, err := join.NewToken(cas[0])
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func tokenCreate(c *cli.Context) error {
 	if ttl := c.Duration("ttl"); ttl > 0 {
 		expiration = metav1.NewTime(time.Now().Add(ttl))
 	}
-	secret := server.BootstrapTokenSecret(token, c.String("description"), expiration)
+	secret := join.BootstrapTokenSecret(token, c.String("description"), expiration)
 	if _, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating the token: %w", err)
 	}

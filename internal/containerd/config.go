@@ -12,15 +12,20 @@ import (
 	"text/template"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // DefaultSocket is where a k1s node's containerd listens.
-const DefaultSocket = "/run/k1s/containerd/containerd.sock"
+const DefaultSocket = layout.ContainerdSocket
 
 // Config is what a node decides about its containerd.
 type Config struct {
 	// Root is containerd's persistent directory (<data-dir>/agent/containerd).
 	Root string
+	// ConfigFile is where k1s writes its configuration; LogFile where it logs.
+	ConfigFile string
+	LogFile    string
 	// State is its runtime directory (/run/k1s/containerd).
 	State string
 	// Socket is the gRPC socket.
@@ -39,6 +44,8 @@ type Config struct {
 	RestrictOOMScoreAdj bool
 	// SystemdCgroup selects the systemd cgroup driver.
 	SystemdCgroup bool
+	// StreamingPort is where the CRI serves exec and attach streams, on 127.0.0.1.
+	StreamingPort int
 	// TemplateFile, if it exists, replaces the built-in template (as k3s's
 	// config.toml.tmpl does); it is executed with this Config.
 	TemplateFile string
@@ -84,7 +91,7 @@ state = {{ printf "%q" .State }}
 
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
-  stream_server_port = "10010"
+  stream_server_port = "{{ .StreamingPort }}"
 `
 
 // Render returns the configuration file's content.

@@ -13,7 +13,7 @@ import (
 
 	client "github.com/containerd/containerd/v2/client"
 
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/fileutil"
 )
 
 // Process is containerd running as a child process of k1s (argv[0] "containerd"). Its shims
@@ -31,7 +31,7 @@ type Process struct {
 
 // NewProcess returns the containerd component for cfg.
 func NewProcess(cfg Config) *Process {
-	return &Process{cfg: cfg, logFile: filepath.Join(cfg.Root, "containerd.log"), exited: make(chan struct{})}
+	return &Process{cfg: cfg, logFile: cfg.LogFile, exited: make(chan struct{})}
 }
 
 func (p *Process) Name() string { return "containerd" }
@@ -47,8 +47,8 @@ func (p *Process) Start(context.Context) error {
 			return fmt.Errorf("creating %s: %w", dir, err)
 		}
 	}
-	configFile := filepath.Join(p.cfg.Root, "config.toml")
-	if err := pki.WriteFileAtomic(configFile, data, 0o600); err != nil {
+	configFile := p.cfg.ConfigFile
+	if err := fileutil.WriteAtomic(configFile, data, 0o600); err != nil {
 		return err
 	}
 	self, err := os.Executable()

@@ -5,18 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
-// ArgsFile is where a k1s records the effective command line it started an upstream
-// component with: part is "server" or "agent", component the upstream name (kube-apiserver,
-// kubelet, …). `k1s check-config --cis` reads them.
-func ArgsFile(dataDir, part, component string) string {
-	return filepath.Join(dataDir, part, "etc", "args", component+".json")
-}
-
-// RecordArgs writes argv ("--key=value" each) to ArgsFile.
-func RecordArgs(dataDir, part, component string, argv []string) error {
-	path := ArgsFile(dataDir, part, component)
+// RecordArgs writes argv ("--key=value" each), the effective command line a k1s started an
+// upstream component with, to the data directory's args file for it (layout's ArgsFile):
+// `k1s check-config --cis` reads them. part is layout.PartServer or layout.PartAgent.
+func RecordArgs(dataDir layout.DataDir, part, component string, argv []string) error {
+	path := dataDir.ArgsFile(part, component)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("recording %s's arguments: %w", component, err)
 	}

@@ -6,15 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
-)
 
-// LockFile is the data directory's lock; it holds the PID of the k1s that holds it.
-func LockFile(dataDir string) string { return filepath.Join(dataDir, "k1s.lock") }
+	"github.com/k1s-io/k1s/internal/layout"
+)
 
 // EnsureWritable creates dir (0700) and proves that files can be created in it.
 func EnsureWritable(dir string) error {
@@ -36,7 +34,7 @@ type Lock struct{ f *os.File }
 // Acquire takes the data directory's lock, so that a second k1s on the same directory stops
 // before it touches anything.
 func Acquire(dataDir string) (*Lock, error) {
-	path := LockFile(dataDir)
+	path := layout.DataDir(dataDir).Lock()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening lock file %s: %w", path, err)
@@ -68,7 +66,7 @@ func (l *Lock) Release() {
 
 // Held reports whether a running k1s holds the data directory's lock.
 func Held(dataDir string) bool {
-	f, err := os.Open(LockFile(dataDir))
+	f, err := os.Open(layout.DataDir(dataDir).Lock())
 	if err != nil {
 		return false
 	}

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync/atomic"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -96,51 +95,74 @@ func Objects(manifest []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// New returns the component, called name, that applies (or deletes) addons once the
-// apiserver serves.
-func New(name string, fsys fs.FS, config func() (*rest.Config, error), addons []Addon) component.Component {
-	var done atomic.Bool
-	run := func(ctx context.Context) error {
-		cfg, err := config()
-		if err != nil {
-			return err
-		}
-		dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-		if err != nil {
-			return err
-		}
-		mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-		client, err := dynamic.NewForConfig(cfg)
-		if err != nil {
-			return err
-		}
-		sort.Slice(addons, func(i, j int) bool { return addons[i].Name < addons[j].Name })
-		for _, a := range addons {
-			manifest, err := Render(fsys, a)
-			if err != nil {
-				return err
-			}
-			objs, err := Objects(manifest)
-			if err != nil {
-				return fmt.Errorf("add-on %s: %w", a.Name, err)
-			}
-			for _, obj := range objs {
-				if err := sync(ctx, client, mapper, obj, a.Disabled); err != nil {
-					return fmt.Errorf("add-on %s: %s %s: %w", a.Name, obj.GetKind(), obj.GetName(), err)
-				}
-			}
-		}
-		done.Store(true)
-		<-ctx.Done()
-		return nil
+// Deployer applies (or deletes) a set of manifests: the one code path for every manifest k1s
+// puts into the cluster.
+type Deployer struct {
+	name   string
+	fsys   fs.FS
+	config func() (*rest.Config, error)
+	addons []Addon
+}
+
+// NewDeployer returns the deployer, called name, of addons from fsys.
+func NewDeployer(name string, fsys fs.FS, config func() (*rest.Config, error), addons []Addon) *Deployer {
+	sorted := append([]Addon(nil), addons...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	return &Deployer{name: name, fsys: fsys, config: config, addons: sorted}
+}
+
+// Name is how logs call the deployer.
+func (d *Deployer) Name() string { return d.name }
+
+// Apply applies (or deletes) every add-on once.
+func (d *Deployer) Apply(ctx context.Context) error {
+	cfg, err := d.config()
+	if err != nil {
+		return err
 	}
-	ready := func(context.Context) error {
-		if !done.Load() {
-			return errors.New("applying " + name)
-		}
-		return nil
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
 	}
-	return component.NewFunc(name, run, ready)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	for _, a := range d.addons {
+		manifest, err := Render(d.fsys, a)
+		if err != nil {
+			return err
+		}
+		objs, err := Objects(manifest)
+		if err != nil {
+			return fmt.Errorf("add-on %s: %w", a.Name, err)
+		}
+		for _, obj := range objs {
+			if err := sync(ctx, client, mapper, obj, a.Disabled); err != nil {
+				return fmt.Errorf("add-on %s: %s %s: %w", a.Name, obj.GetKind(), obj.GetName(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// Run applies the add-ons, then waits until ctx ends: the deployer as a controller of the
+// server that holds the controllers' lease.
+func (d *Deployer) Run(ctx context.Context) error {
+	if err := d.Apply(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// Component is the deployer as a component that applies once the apiserver serves, and is
+// ready when it has.
+func (d *Deployer) Component() component.Component {
+	return component.Task(d.name, "applying "+d.name, func(ctx context.Context, _ component.Progress) error {
+		return d.Apply(ctx)
+	})
 }
 
 func sync(ctx context.Context, client dynamic.Interface, mapper meta.RESTMapper, obj *unstructured.Unstructured, remove bool) error {

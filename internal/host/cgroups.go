@@ -13,7 +13,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // CgroupFS is where the hierarchies the kubelet uses are mounted. Mounts elsewhere (say, a
@@ -24,11 +25,9 @@ const CgroupFS = "/sys/fs/cgroup"
 // the ones the host has must be enabled down to the cgroup root.
 var v2Controllers = []string{"cpu", "cpuset", "io", "memory", "hugetlb", "pids"}
 
-// CgroupRootFile records the kubelet's cgroup root, so that `k1s killall` removes that tree
+// cgroupRootFile records the kubelet's cgroup root, so that `k1s killall` removes that tree
 // and nothing outside it.
-func CgroupRootFile(dataDir string) string {
-	return filepath.Join(dataDir, "agent", "cgroup-root")
-}
+func cgroupRootFile(dataDir string) string { return layout.DataDir(dataDir).Node().CgroupRootRecord() }
 
 // CgroupHierarchy is one mounted cgroup tree.
 type CgroupHierarchy struct {
@@ -80,7 +79,7 @@ func EnsureCgroupRoot(dataDir, root string) error {
 	if err := validateCgroupRoot(root); err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(CgroupRootFile(dataDir), []byte(root+"\n"), 0o600); err != nil {
+	if err := fileutil.WriteAtomic(cgroupRootFile(dataDir), []byte(root+"\n"), 0o600); err != nil {
 		return fmt.Errorf("recording the kubelet cgroup root: %w", err)
 	}
 	if root == "/" {
@@ -176,7 +175,7 @@ func inheritCpuset(parent, child string) error {
 // RecordedCgroupRoot is the cgroup root the node's kubelet used: "/" when nothing valid was
 // recorded (nodes before the record existed used "/").
 func RecordedCgroupRoot(dataDir string) string {
-	data, err := os.ReadFile(CgroupRootFile(dataDir))
+	data, err := os.ReadFile(cgroupRootFile(dataDir))
 	if err != nil {
 		return "/"
 	}

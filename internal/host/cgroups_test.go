@@ -38,13 +38,13 @@ func TestRecordedCgroupRoot(t *testing.T) {
 	if err := EnsureCgroupRoot(dataDir, "/../x"); err == nil {
 		t.Error("an unclean root was accepted")
 	}
-	if err := os.WriteFile(CgroupRootFile(dataDir), []byte("/a/../../x\n"), 0o600); err != nil {
+	if err := os.WriteFile(cgroupRootFile(dataDir), []byte("/a/../../x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if got := RecordedCgroupRoot(dataDir); got != "/" {
 		t.Errorf("an invalid record gave %q", got)
 	}
-	if err := os.WriteFile(CgroupRootFile(dataDir), []byte("/k1s-node-b\n"), 0o600); err != nil {
+	if err := os.WriteFile(cgroupRootFile(dataDir), []byte("/k1s-node-b\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if got := RecordedCgroupRoot(dataDir); got != "/k1s-node-b" {

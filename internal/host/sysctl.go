@@ -11,7 +11,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // Sysctls are the kernel settings a node changes: the kubelet's tunables (which the kubelet
@@ -58,9 +59,7 @@ func SetKubeletTunables() error {
 
 // SysctlRecordFile is where a node records the host's settings before it first changes them;
 // `k1s killall` puts them back.
-func SysctlRecordFile(dataDir string) string {
-	return filepath.Join(dataDir, "agent", "host-sysctls.json")
-}
+func SysctlRecordFile(dataDir string) string { return layout.DataDir(dataDir).Node().SysctlRecord() }
 
 // RecordSysctls writes the current values of Sysctls, except those an earlier start already
 // recorded (the values the host had before any k1s).
@@ -95,7 +94,7 @@ func recordHostSysctlsFrom(dataDir, procSys string) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(path, data, 0o600)
+	return fileutil.WriteAtomic(path, data, 0o600)
 }
 
 // RestoreSysctls puts back what RecordSysctls recorded, and forgets it. It returns the

@@ -6,15 +6,13 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/k1s-io/k1s/internal/network"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
-// chainPrefixes name the iptables chains killall deletes: kube-proxy's, the CNI plugins',
-// k1s's own and flannel's (FLANNEL-POSTRTG, FLANNEL-FWD).
-var chainPrefixes = []string{"KUBE-", "CNI-", "K1S-", "FLANNEL-"}
-
+// recognisedChain reports whether killall deletes the iptables chain: kube-proxy's, the CNI
+// plugins', k1s's own and flannel's (FLANNEL-POSTRTG, FLANNEL-FWD).
 func recognisedChain(name string) bool {
-	for _, p := range chainPrefixes {
+	for _, p := range layout.FirewallChainPrefixes {
 		if strings.HasPrefix(name, p) {
 			return true
 		}
@@ -23,7 +21,7 @@ func recognisedChain(name string) bool {
 }
 
 // nftTables are the nftables tables killall deletes (family, name).
-var nftTables = [][2]string{{"ip", "kube-proxy"}, {"ip6", "kube-proxy"}, {"ip", network.NFTTable}}
+var nftTables = [][2]string{{"ip", layout.KubeProxyNFTablesTable}, {"ip6", layout.KubeProxyNFTablesTable}, {"ip", layout.NFTablesTable}}
 
 // removeFirewall deletes the recognised chains and the rules that jump to them, rule by rule
 // (another program may change other rules meanwhile: no table is restored wholesale), for

@@ -22,17 +22,8 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
-	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/host"
-)
-
-const (
-	// runDir is the node's runtime directory (private to an agent's mount namespace);
-	// containerd keeps its state, with the task bundles, in runDir/containerd.
-	runDir  = "/run/k1s"
-	taskDir = runDir + "/containerd/io.containerd.runtime.v2.task"
-	// shimSocketDir is fixed in containerd (field notes §8).
-	shimSocketDir = "/run/containerd/s"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // Options says where k1s kept its state.
@@ -47,7 +38,7 @@ type Options struct {
 type NotDataDirError struct{ Dir string }
 
 func (e *NotDataDirError) Error() string {
-	return fmt.Sprintf("%s is not a k1s data directory (no %s): give the --data-dir k1s ran with", e.Dir, filepath.Base(datadir.LockFile(e.Dir)))
+	return fmt.Sprintf("%s is not a k1s data directory (no %s): give the --data-dir k1s ran with", e.Dir, filepath.Base(layout.DataDir(e.Dir).Lock()))
 }
 
 // Run removes everything of the node; it continues past failures and returns them joined.
@@ -75,7 +66,7 @@ func Run(opts Options) error {
 		opts.Report("no node ran from %s: the host's network, firewall and node state are left alone", dataDir)
 		return errors.Join(errs...)
 	}
-	note(unmountAll(opts.Report, dataDir, runDir))
+	note(unmountAll(opts.Report, dataDir, layout.RunDir))
 	note(removeNetwork(opts.Report))
 	note(removeFirewall(opts.Report))
 	note(removeCgroups(cgroupRoot, opts.Report))
@@ -91,7 +82,7 @@ func Run(opts Options) error {
 
 // ranNode reports whether a node (an agent, or a server's own node) ever ran from dataDir.
 func ranNode(dataDir string) bool {
-	info, err := os.Stat(filepath.Join(dataDir, "agent"))
+	info, err := os.Stat(layout.DataDir(dataDir).Node().Dir())
 	return err == nil && info.IsDir()
 }
 
@@ -105,7 +96,7 @@ func checkDataDir(dir string) (string, error) {
 	if resolved, err := filepath.EvalSymlinks(dataDir); err == nil {
 		dataDir = resolved
 	}
-	info, err := os.Lstat(datadir.LockFile(dataDir))
+	info, err := os.Lstat(layout.DataDir(dataDir).Lock())
 	if errors.Is(err, fs.ErrNotExist) || err == nil && !info.Mode().IsRegular() {
 		return "", &NotDataDirError{Dir: dataDir}
 	}
@@ -150,32 +141,32 @@ func unmountAll(report func(string, ...any), prefixes ...string) error {
 // removeRunDir empties /run/k1s, and removes it unless it is a mount point (an agent's
 // private tmpfs: removing it would uncover, and let the next step touch, the host's).
 func removeRunDir(report func(string, ...any)) error {
-	mounted, err := mountinfo.Mounted(runDir)
+	mounted, err := mountinfo.Mounted(layout.RunDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("checking %s: %w", runDir, err)
+		return fmt.Errorf("checking %s: %w", layout.RunDir, err)
 	}
 	if !mounted {
-		if err := os.RemoveAll(runDir); err != nil {
-			return fmt.Errorf("removing %s: %w", runDir, err)
+		if err := os.RemoveAll(layout.RunDir); err != nil {
+			return fmt.Errorf("removing %s: %w", layout.RunDir, err)
 		}
-		report("removed %s", runDir)
+		report("removed %s", layout.RunDir)
 		return nil
 	}
-	entries, _ := os.ReadDir(runDir)
+	entries, _ := os.ReadDir(layout.RunDir)
 	if len(entries) == 0 {
 		return nil
 	}
 	var errs []error
 	for _, e := range entries {
-		errs = append(errs, os.RemoveAll(filepath.Join(runDir, e.Name())))
+		errs = append(errs, os.RemoveAll(filepath.Join(layout.RunDir, e.Name())))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("emptying %s: %w", runDir, err)
+		return fmt.Errorf("emptying %s: %w", layout.RunDir, err)
 	}
-	report("emptied %s", runDir)
+	report("emptied %s", layout.RunDir)
 	return nil
 }
 
@@ -184,7 +175,7 @@ func removeRunDir(report func(string, ...any)) error {
 // log links into the data directory, CNI results of this node's pods, sockets of this node's
 // shims once nothing listens on them.
 func removeHostFiles(dataDir string, report func(string, ...any)) error {
-	logs, _ := filepath.Glob("/var/log/containers/*.log")
+	logs, _ := filepath.Glob(filepath.Join(layout.ContainerLogLinks, "*.log"))
 	removed := 0
 	for _, l := range logs {
 		if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, dataDir+"/") && os.Remove(l) == nil {
@@ -192,11 +183,11 @@ func removeHostFiles(dataDir string, report func(string, ...any)) error {
 		}
 	}
 	if removed > 0 {
-		report("removed %d container log links from /var/log/containers", removed)
+		report("removed %d container log links from %s", removed, layout.ContainerLogLinks)
 	}
 
-	pods, shimSockets := nodeTasks(taskDir)
-	results := cniResults("/var/lib/cni/results")
+	pods, shimSockets := nodeTasks(layout.ContainerdTaskDir)
+	results := cniResults(layout.CNIResultsDir)
 	for _, r := range results {
 		if bytes.Contains(r.config, []byte(dataDir+"/")) {
 			pods[r.id] = true // so its loopback result goes too
@@ -209,12 +200,12 @@ func removeHostFiles(dataDir string, report func(string, ...any)) error {
 		}
 	}
 	if removed > 0 {
-		report("removed %d cached CNI results from /var/lib/cni/results", removed)
+		report("removed %d cached CNI results from %s", removed, layout.CNIResultsDir)
 	}
 
 	// The kubelet's registration socket has a fixed path whatever the node; a stale one is
 	// nobody's, a live one another node's.
-	sockets := append(shimSockets, "/var/lib/kubelet/device-plugins/kubelet.sock")
+	sockets := append(shimSockets, layout.KubeletDevicePluginSocket)
 	removed = 0
 	for _, sock := range sockets {
 		if stale(sock) && os.Remove(sock) == nil {
@@ -224,7 +215,7 @@ func removeHostFiles(dataDir string, report func(string, ...any)) error {
 	if removed > 0 {
 		report("removed %d stale shim and kubelet sockets", removed)
 	}
-	for _, dir := range []string{"/var/lib/kubelet/device-plugins", "/var/lib/kubelet", "/var/lib/cni/results", "/var/lib/cni", "/run/containerd/s", "/run/containerd"} {
+	for _, dir := range layout.SharedHostDirs {
 		_ = os.Remove(dir) // only if empty: these paths are shared with other runtimes
 	}
 	return nil
@@ -249,7 +240,7 @@ func nodeTasks(taskDir string) (ids map[string]bool, sockets []string) {
 		} else if data, err := os.ReadFile(filepath.Join(b, "address")); err == nil {
 			address = strings.TrimSpace(string(data))
 		}
-		if path, ok := strings.CutPrefix(address, "unix://"); ok && filepath.Dir(path) == shimSocketDir && filepath.Clean(path) == path {
+		if path, ok := strings.CutPrefix(address, "unix://"); ok && filepath.Dir(path) == layout.ShimSocketDir && filepath.Clean(path) == path {
 			sockets = append(sockets, path)
 		}
 	}

@@ -6,9 +6,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
-	"github.com/k1s-io/k1s/internal/datadir"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 func TestCheckDataDir(t *testing.T) {
@@ -20,7 +21,7 @@ func TestCheckDataDir(t *testing.T) {
 	if _, err := checkDataDir(filepath.Join(dir, "missing")); !errors.As(err, &notDataDir) {
 		t.Fatalf("a missing directory: %v", err)
 	}
-	if err := os.Mkdir(datadir.LockFile(dir), 0o700); err != nil {
+	if err := os.Mkdir(layout.DataDir(dir).Lock(), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := checkDataDir(dir); !errors.As(err, &notDataDir) {
@@ -30,7 +31,7 @@ func TestCheckDataDir(t *testing.T) {
 	if err := os.MkdirAll(real, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(datadir.LockFile(real), []byte("1\n"), 0o600); err != nil {
+	if err := os.WriteFile(layout.DataDir(real).Lock(), []byte("1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
@@ -186,5 +187,42 @@ func TestNodeFiles(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("results %v, want %v", got, want)
+	}
+}
+
+// killall and an uninstall follow one rule for what of the host is k1s's: every host path
+// killall empties or removes entries from lies within a path the uninstall removes whole,
+// except containerd's fixed shim socket directory, which other containerds share.
+func TestHostPathsWithinUninstallPaths(t *testing.T) {
+	dataDir := t.TempDir()
+	uninstalled := layout.UninstallPaths(layout.DataDir(dataDir))
+	within := func(p string) bool {
+		for _, u := range uninstalled {
+			if p == u || strings.HasPrefix(p, u+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	touched := append([]string{
+		layout.RunDir, layout.ContainerdTaskDir, layout.ContainerLogLinks, layout.CNIResultsDir,
+		layout.KubeletDevicePluginSocket, layout.DataDir(dataDir).Lock(), layout.DataDir(dataDir).PayloadDir(),
+	}, layout.SharedHostDirs...)
+	for _, p := range touched {
+		if p == layout.ShimSocketDir || p == filepath.Dir(layout.ShimSocketDir) {
+			continue
+		}
+		if !within(p) {
+			t.Errorf("killall acts on %s, which no uninstall path %q holds", p, uninstalled)
+		}
+	}
+	if ranNode(dataDir) {
+		t.Fatal("an empty directory counts as a node's")
+	}
+	if err := os.MkdirAll(layout.DataDir(dataDir).Node().Dir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if !ranNode(dataDir) {
+		t.Errorf("%s does not count as a node's", layout.DataDir(dataDir).Node().Dir())
 	}
 }

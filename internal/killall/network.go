@@ -9,19 +9,19 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/k1s-io/k1s/internal/network"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // ownedLink reports whether the interface is the node's: the pod bridge, the veths on it, the
 // service-route interface, and flannel's VXLAN devices (flannel.1, flannel-v6.1).
 func ownedLink(name, kind string, master, bridgeIndex int) bool {
 	switch {
-	case name == network.BridgeName, name == network.ServiceDummy:
+	case name == layout.BridgeName, name == layout.ServiceDummy:
 		return true
 	case kind == "veth":
 		return bridgeIndex > 0 && master == bridgeIndex
 	case kind == "vxlan":
-		return strings.HasPrefix(name, "flannel")
+		return strings.HasPrefix(name, layout.FlannelLinkPrefix)
 	}
 	return false
 }
@@ -33,7 +33,7 @@ func ownedLink(name, kind string, master, bridgeIndex int) bool {
 func selectRoutes(routes []netlink.Route, gone map[int]bool) []netlink.Route {
 	var clusters []*netlink.Route
 	for i, r := range routes {
-		if r.Protocol == network.RouteProtocol && r.Type == unix.RTN_BLACKHOLE && r.Dst != nil {
+		if r.Protocol == layout.RouteProtocol && r.Type == unix.RTN_BLACKHOLE && r.Dst != nil {
 			clusters = append(clusters, &routes[i])
 		}
 	}
@@ -52,7 +52,7 @@ func selectRoutes(routes []netlink.Route, gone map[int]bool) []netlink.Route {
 	}
 	var out []netlink.Route
 	for _, r := range routes {
-		if r.Protocol == network.RouteProtocol || inCluster(r) {
+		if r.Protocol == layout.RouteProtocol || inCluster(r) {
 			out = append(out, r)
 		}
 	}
@@ -80,7 +80,7 @@ func removeNetwork(report func(string, ...any)) error {
 	}
 	bridgeIndex := 0
 	for _, l := range links {
-		if l.Attrs().Name == network.BridgeName {
+		if l.Attrs().Name == layout.BridgeName {
 			bridgeIndex = l.Attrs().Index
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/k1s-io/k1s/internal/network"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 func TestSelectRoutes(t *testing.T) {
@@ -21,8 +21,8 @@ func TestSelectRoutes(t *testing.T) {
 	const eth0, cni0, flannel1 = 2, 5, 6
 	main := unix.RT_TABLE_MAIN
 	routes := []netlink.Route{
-		{Dst: cidr("10.42.0.0/16"), Type: unix.RTN_BLACKHOLE, Protocol: network.RouteProtocol, Table: main},                // 0 k1s's
-		{Dst: cidr("10.43.0.0/16"), LinkIndex: 7, Protocol: network.RouteProtocol, Table: main},                            // 1 k1s's
+		{Dst: cidr("10.42.0.0/16"), Type: unix.RTN_BLACKHOLE, Protocol: layout.RouteProtocol, Table: main},                 // 0 k1s's
+		{Dst: cidr("10.43.0.0/16"), LinkIndex: 7, Protocol: layout.RouteProtocol, Table: main},                             // 1 k1s's
 		{Dst: cidr("10.42.1.0/24"), LinkIndex: eth0, Gw: net.ParseIP("192.168.1.2"), Table: main},                          // 2 host-gw
 		{Dst: cidr("10.42.0.0/24"), LinkIndex: cni0, Protocol: unix.RTPROT_KERNEL, Table: main},                            // 3 goes with cni0
 		{Dst: cidr("10.42.2.0/24"), LinkIndex: flannel1, Table: main},                                                      // 4 goes with flannel.1
@@ -30,11 +30,11 @@ func TestSelectRoutes(t *testing.T) {
 		{Dst: cidr("10.42.0.0/16"), LinkIndex: eth0, Table: main},                                                          // 6 not inside
 		{Dst: cidr("192.168.1.0/24"), LinkIndex: eth0, Protocol: unix.RTPROT_KERNEL, Table: main},                          // 7
 		{Dst: cidr("10.42.3.0/24"), LinkIndex: eth0, Table: 100},                                                           // 8 another table
-		{Dst: cidr("fd00:42::/56"), Type: unix.RTN_BLACKHOLE, Protocol: network.RouteProtocol, Table: main},                // 9 k1s's
+		{Dst: cidr("fd00:42::/56"), Type: unix.RTN_BLACKHOLE, Protocol: layout.RouteProtocol, Table: main},                 // 9 k1s's
 		{Dst: cidr("fd00:42:0:1::/64"), LinkIndex: eth0, Table: main},                                                      // 10 host-gw
 		{Dst: cidr("fd00:43::/64"), LinkIndex: eth0, Table: main},                                                          // 11
 		{LinkIndex: eth0, Gw: net.ParseIP("192.168.1.1"), Table: main},                                                     // 12 default
-		{Dst: cidr("10.42.4.0/24"), LinkIndex: eth0, Protocol: network.RouteProtocol, Table: 100},                          // 13 k1s's
+		{Dst: cidr("10.42.4.0/24"), LinkIndex: eth0, Protocol: layout.RouteProtocol, Table: 100},                           // 13 k1s's
 		{Dst: cidr("0.10.42.0/24"), LinkIndex: eth0, Table: main},                                                          // 14
 		{Dst: &net.IPNet{IP: net.ParseIP("::ffff:10.42.5.0"), Mask: net.CIDRMask(120, 128)}, LinkIndex: eth0, Table: main}, // 15 v6
 	}

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/k1s-io/k1s/internal/datadir"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // modulePath is k1s's Go module: the build info of every k1s binary names it.
@@ -168,7 +168,7 @@ func stopProcesses(self, dataDir string, report func(string, ...any)) error {
 
 // isNodeShim: the shims are the payload's, which is extracted under <data-dir>/data/.
 func isNodeShim(p proc, dataDir string) bool {
-	return strings.HasPrefix(filepath.Base(p.exe), "containerd-shim") && strings.HasPrefix(p.exe, filepath.Join(dataDir, "data")+"/")
+	return strings.HasPrefix(filepath.Base(p.exe), "containerd-shim") && strings.HasPrefix(p.exe, layout.DataDir(dataDir).PayloadDir()+"/")
 }
 
 // isNodeContainerd recognises the containerd that k1s runs for dataDir, even when k1s itself is
@@ -228,7 +228,7 @@ func isK1sBinary(pid int, self os.FileInfo) bool {
 // lockHolderPID is the PID the running k1s wrote into the data directory's lock file, if
 // the lock is held (a stale file from a stopped k1s is not a target).
 func lockHolderPID(dataDir string) int {
-	path := datadir.LockFile(dataDir)
+	path := layout.DataDir(dataDir).Lock()
 	f, err := os.Open(path)
 	if err != nil {
 		return 0
@@ -250,7 +250,7 @@ func lockHolder(dataDir string, all []proc, report func(string, ...any)) (proc, 
 	if pid <= 0 {
 		return proc{}, false
 	}
-	lock, err := os.Stat(datadir.LockFile(dataDir))
+	lock, err := os.Stat(layout.DataDir(dataDir).Lock())
 	if err != nil {
 		return proc{}, false
 	}
@@ -262,7 +262,7 @@ func lockHolder(dataDir string, all []proc, report func(string, ...any)) (proc, 
 			break
 		}
 	}
-	report("left process %d alone: %s names it, but it does not hold that file", pid, datadir.LockFile(dataDir))
+	report("left process %d alone: %s names it, but it does not hold that file", pid, layout.DataDir(dataDir).Lock())
 	return proc{}, false
 }
 

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/flannel-io/flannel/pkg/backend"
@@ -15,7 +14,8 @@ import (
 	_ "github.com/flannel-io/flannel/pkg/backend/vxlan"  // registers the vxlan backend
 	"github.com/flannel-io/flannel/pkg/subnet/kube"
 
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/fileutil"
 )
 
 // FlannelPrefix is the prefix of the Node annotations flannel keeps its per-node data in
@@ -26,7 +26,7 @@ const FlannelPrefix = "flannel.alpha.coreos.com"
 // routes (host-gw) or a VXLAN device with its neighbour and FDB entries (vxlan) reach every
 // other node's pod CIDR, and returns the MTU pods must use. It runs until ctx ends; what it set
 // up stays for the pods that outlive k1s (killall removes it).
-func startOverlay(ctx context.Context, cfg Config, waiting *atomic.Value) (int, error) {
+func startOverlay(ctx context.Context, cfg Config, progress component.Progress) (int, error) {
 	ext, err := externalInterface(cfg)
 	if err != nil {
 		return 0, err
@@ -34,13 +34,13 @@ func startOverlay(ctx context.Context, cfg Config, waiting *atomic.Value) (int, 
 	if cfg.Backend == BackendNone {
 		return ext.Iface.MTU, nil
 	}
-	waiting.Store("flannel's view of the nodes")
+	progress("flannel's view of the nodes")
 	netConf := cfg.FlannelConf
 	conf, err := json.Marshal(map[string]any{"Network": cfg.ClusterCIDR.String(), "Backend": map[string]string{"Type": cfg.Backend}})
 	if err != nil {
 		return 0, err
 	}
-	if err := pki.WriteFileAtomic(netConf, conf, 0o600); err != nil {
+	if err := fileutil.WriteAtomic(netConf, conf, 0o600); err != nil {
 		return 0, err
 	}
 	// flannel's subnet manager reads the node's name only from the environment; this process
@@ -68,7 +68,7 @@ func startOverlay(ctx context.Context, cfg Config, waiting *atomic.Value) (int, 
 		if bn, err = be.RegisterNetwork(ctx, &wg, netCfg); err == nil {
 			break
 		}
-		waiting.Store(fmt.Sprintf("flannel's %s network (%v)", cfg.Backend, err))
+		progress(fmt.Sprintf("flannel's %s network (%v)", cfg.Backend, err))
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()

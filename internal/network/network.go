@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -22,27 +21,17 @@ import (
 	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	utiliptables "k8s.io/kubernetes/pkg/util/iptables"
 	"sigs.k8s.io/knftables"
 
 	"github.com/k1s-io/k1s/internal/component"
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/kubeclient"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
-// Names of what the node creates on the host; `k1s killall` removes them.
-const (
-	BridgeName      = "cni0"
-	ServiceDummy    = "k1s-svc"
-	MasqueradeChain = "K1S-POSTROUTING"
-	ForwardChain    = "K1S-FORWARD"
-	ConfListName    = "10-k1s.conflist"
-	// NetworkName is the CNI network's name; the CNI plugins cache results under it.
-	NetworkName = "k1s"
-	// RouteProtocol marks the routes k1s adds (ip route shows "proto 75"), so that killall
-	// finds them whatever the CIDRs were.
-	RouteProtocol = netlink.RouteProtocol(75)
-)
+// routeProtocol marks the routes k1s adds, so that killall finds them whatever the CIDRs were.
+const routeProtocol = netlink.RouteProtocol(layout.RouteProtocol)
 
 // Pod network backends between nodes (flannel's).
 const (
@@ -84,10 +73,8 @@ var sysctls = map[string]string{
 // stopped (what it set up stays too: running pods depend on it). config is called when the
 // component starts: the node learns the cluster's settings when it joins.
 func New(config func() (Config, error)) component.Component {
-	var done atomic.Bool
-	var waiting atomic.Value
-	waiting.Store("the node to register")
-	run := func(ctx context.Context) error {
+	return component.Task("pod network", "", func(ctx context.Context, progress component.Progress) error {
+		progress("the node to register")
 		cfg, err := config()
 		if err != nil {
 			return err
@@ -95,36 +82,20 @@ func New(config func() (Config, error)) component.Component {
 		if err := prepareHost(cfg); err != nil {
 			return err
 		}
-		restConfig, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-		if err != nil {
-			return fmt.Errorf("loading %s: %w", cfg.Kubeconfig, err)
-		}
-		client, err := kubernetes.NewForConfig(restConfig)
+		client, err := kubeclient.New(cfg.Kubeconfig)
 		if err != nil {
 			return err
 		}
-		podCIDR, err := waitPodCIDR(ctx, client, cfg.NodeName, &waiting)
+		podCIDR, err := waitPodCIDR(ctx, client, cfg.NodeName, progress)
 		if err != nil {
 			return err
 		}
-		mtu, err := startOverlay(ctx, cfg, &waiting)
+		mtu, err := startOverlay(ctx, cfg, progress)
 		if err != nil {
 			return err
 		}
-		if err := writeConfList(cfg, podCIDR, mtu); err != nil {
-			return err
-		}
-		done.Store(true)
-		<-ctx.Done()
-		return nil
-	}
-	ready := func(context.Context) error {
-		if !done.Load() {
-			return fmt.Errorf("waiting for %s", waiting.Load())
-		}
-		return nil
-	}
-	return component.NewFunc("pod network", run, ready)
+		return writeConfList(cfg, podCIDR, mtu)
+	})
 }
 
 // prepareHost sets the sysctls, the routes and the masquerade rule.
@@ -152,34 +123,34 @@ func prepareHost(cfg Config) error {
 // packet to a ClusterIP is routed, DNAT-ed by kube-proxy and rerouted, and whatever is not
 // rewritten dies there.
 func ensureRoutes(cfg Config) error {
-	blackhole := &netlink.Route{Dst: cfg.ClusterCIDR, Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol}
+	blackhole := &netlink.Route{Dst: cfg.ClusterCIDR, Type: unix.RTN_BLACKHOLE, Table: unix.RT_TABLE_MAIN, Protocol: routeProtocol}
 	if err := netlink.RouteReplace(blackhole); err != nil {
 		return fmt.Errorf("adding blackhole route for %s: %w", cfg.ClusterCIDR, err)
 	}
-	link, err := netlink.LinkByName(ServiceDummy)
+	link, err := netlink.LinkByName(layout.ServiceDummy)
 	if err != nil {
 		var notFound netlink.LinkNotFoundError
 		if !errors.As(err, &notFound) {
-			return fmt.Errorf("looking up %s: %w", ServiceDummy, err)
+			return fmt.Errorf("looking up %s: %w", layout.ServiceDummy, err)
 		}
-		attrs := netlink.LinkAttrs{Name: ServiceDummy}
+		attrs := netlink.LinkAttrs{Name: layout.ServiceDummy}
 		if err := netlink.LinkAdd(&netlink.Dummy{LinkAttrs: attrs}); err != nil {
 			// Kernels without the dummy module: a bridge with no ports drops what it is
 			// given just the same.
 			if bridgeErr := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); bridgeErr != nil {
-				return fmt.Errorf("creating interface %s for the service CIDR route: dummy: %v; bridge: %w (the kernel needs the dummy or bridge module)", ServiceDummy, err, bridgeErr)
+				return fmt.Errorf("creating interface %s for the service CIDR route: dummy: %v; bridge: %w (the kernel needs the dummy or bridge module)", layout.ServiceDummy, err, bridgeErr)
 			}
 		}
-		if link, err = netlink.LinkByName(ServiceDummy); err != nil {
+		if link, err = netlink.LinkByName(layout.ServiceDummy); err != nil {
 			return err
 		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bringing up %s: %w", ServiceDummy, err)
+		return fmt.Errorf("bringing up %s: %w", layout.ServiceDummy, err)
 	}
-	route := &netlink.Route{Dst: cfg.ServiceCIDR, LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN, Protocol: RouteProtocol}
+	route := &netlink.Route{Dst: cfg.ServiceCIDR, LinkIndex: link.Attrs().Index, Table: unix.RT_TABLE_MAIN, Protocol: routeProtocol}
 	if err := netlink.RouteReplace(route); err != nil {
-		return fmt.Errorf("routing %s to %s: %w", cfg.ServiceCIDR, ServiceDummy, err)
+		return fmt.Errorf("routing %s to %s: %w", cfg.ServiceCIDR, layout.ServiceDummy, err)
 	}
 	return nil
 }
@@ -191,9 +162,9 @@ func ensureMasquerade(cfg Config) error {
 	if err := ipt.Present(); err != nil {
 		return ensureNFTMasquerade(cfg)
 	}
-	chain := utiliptables.Chain(MasqueradeChain)
+	chain := utiliptables.Chain(layout.MasqueradeChain)
 	if _, err := ipt.EnsureChain(utiliptables.TableNAT, chain); err != nil {
-		return fmt.Errorf("creating iptables chain %s: %w", MasqueradeChain, err)
+		return fmt.Errorf("creating iptables chain %s: %w", layout.MasqueradeChain, err)
 	}
 	if _, err := ipt.EnsureRule(utiliptables.Append, utiliptables.TableNAT, chain,
 		"-s", cfg.ClusterCIDR.String(), "!", "-d", cfg.ClusterCIDR.String(),
@@ -202,14 +173,14 @@ func ensureMasquerade(cfg Config) error {
 		return fmt.Errorf("adding masquerade rule: %w", err)
 	}
 	if _, err := ipt.EnsureRule(utiliptables.Prepend, utiliptables.TableNAT, utiliptables.ChainPostrouting,
-		"-m", "comment", "--comment", "k1s masquerade", "-j", MasqueradeChain); err != nil {
-		return fmt.Errorf("jumping to %s: %w", MasqueradeChain, err)
+		"-m", "comment", "--comment", "k1s masquerade", "-j", layout.MasqueradeChain); err != nil {
+		return fmt.Errorf("jumping to %s: %w", layout.MasqueradeChain, err)
 	}
 	// Pod traffic between nodes is forwarded even where the FORWARD policy is DROP (as
 	// Docker sets it).
-	forward := utiliptables.Chain(ForwardChain)
+	forward := utiliptables.Chain(layout.ForwardChain)
 	if _, err := ipt.EnsureChain(utiliptables.TableFilter, forward); err != nil {
-		return fmt.Errorf("creating iptables chain %s: %w", ForwardChain, err)
+		return fmt.Errorf("creating iptables chain %s: %w", layout.ForwardChain, err)
 	}
 	for _, dir := range []string{"-s", "-d"} {
 		if _, err := ipt.EnsureRule(utiliptables.Append, utiliptables.TableFilter, forward,
@@ -218,14 +189,14 @@ func ensureMasquerade(cfg Config) error {
 		}
 	}
 	if _, err := ipt.EnsureRule(utiliptables.Append, utiliptables.TableFilter, utiliptables.ChainForward,
-		"-m", "comment", "--comment", "k1s forward", "-j", ForwardChain); err != nil {
-		return fmt.Errorf("jumping to %s: %w", ForwardChain, err)
+		"-m", "comment", "--comment", "k1s forward", "-j", layout.ForwardChain); err != nil {
+		return fmt.Errorf("jumping to %s: %w", layout.ForwardChain, err)
 	}
 	return nil
 }
 
 // NFTTable is k1s's own nftables table (ip family).
-const NFTTable = "k1s"
+const NFTTable = layout.NFTablesTable
 
 func ensureNFTMasquerade(cfg Config) error {
 	nft, err := knftables.New(knftables.IPv4Family, NFTTable)
@@ -246,14 +217,14 @@ func ensureNFTMasquerade(cfg Config) error {
 }
 
 // waitPodCIDR waits until the controller-manager has given this node a pod CIDR.
-func waitPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName string, waiting *atomic.Value) (*net.IPNet, error) {
+func waitPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName string, progress component.Progress) (*net.IPNet, error) {
 	for {
 		node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 		switch {
 		case err != nil:
-			waiting.Store(fmt.Sprintf("node %s to register (%v)", nodeName, err))
+			progress(fmt.Sprintf("node %s to register (%v)", nodeName, err))
 		case node.Spec.PodCIDR == "":
-			waiting.Store(fmt.Sprintf("a pod CIDR for node %s from the controller-manager", nodeName))
+			progress(fmt.Sprintf("a pod CIDR for node %s from the controller-manager", nodeName))
 		default:
 			_, cidr, err := net.ParseCIDR(node.Spec.PodCIDR)
 			if err != nil {
@@ -272,11 +243,11 @@ func waitPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName stri
 func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int) error {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
-		"name":       NetworkName,
+		"name":       layout.CNINetworkName,
 		"plugins": []any{
 			map[string]any{
 				"type":        "bridge",
-				"bridge":      BridgeName,
+				"bridge":      layout.BridgeName,
 				"isGateway":   true,
 				"mtu":         mtu,
 				"ipMasq":      false,
@@ -296,5 +267,5 @@ func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(filepath.Join(cfg.ConfDir, ConfListName), data, 0o644)
+	return fileutil.WriteAtomic(filepath.Join(cfg.ConfDir, layout.CNIConfList), data, 0o644)
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // ErrMissing means the binary was built without its payload.
@@ -42,7 +44,8 @@ func (d *Dir) ImageTarballs() ([]string, error) {
 // Available reports whether this binary carries a payload.
 func Available() bool { return len(compressed) > 0 }
 
-// Extract makes sure the embedded payload is extracted under dataDir/data and returns it.
+// Extract makes sure the embedded payload is extracted under the data directory's payload
+// directory (layout's PayloadDir) and returns it.
 // Concurrent starts are safe: each extracts into its own temporary directory and the first
 // rename wins. Older payloads are pruned, except the one in use before this start (its shims
 // may still run pods).
@@ -54,7 +57,7 @@ func Extract(dataDir string, links []string) (*Dir, error) {
 	if len(hash) < 16 {
 		return nil, fmt.Errorf("payload checksum %q is malformed: rebuild with `make build`", hash)
 	}
-	base := filepath.Join(dataDir, "data")
+	base := layout.DataDir(dataDir).PayloadDir()
 	final := filepath.Join(base, hash[:16])
 	if _, err := os.Stat(filepath.Join(final, "SHA256SUMS")); err != nil {
 		if err := os.MkdirAll(base, 0o700); err != nil {

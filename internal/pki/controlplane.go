@@ -6,10 +6,12 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // Users the control plane's own clients authenticate as.
@@ -35,10 +37,8 @@ const (
 
 // ControlPlaneSpec says what the control plane's certificates must cover.
 type ControlPlaneSpec struct {
-	// Dir holds certificates and keys (<data-dir>/server/tls).
-	Dir string
-	// CredDir holds the kubeconfigs of the control plane's clients (<data-dir>/server/cred).
-	CredDir string
+	// Files names the server's certificates, keys and kubeconfigs.
+	Files layout.Server
 	// APIServerIPs and APIServerNames go into the apiserver's serving certificate.
 	APIServerIPs   []net.IP
 	APIServerNames []string
@@ -50,7 +50,7 @@ type ControlPlaneSpec struct {
 }
 
 // Services are the names `k1s certificate rotate --service` takes, each with the
-// certificates (under the tls directory) it renews.
+// certificates it renews (by the names Renewed reports).
 var Services = map[string][]string{
 	"api-server":         {"serving-kube-apiserver", "client-kube-apiserver"},
 	"auth-proxy":         {"client-auth-proxy"},
@@ -87,22 +87,21 @@ type ControlPlane struct {
 
 // EnsureControlPlane creates what is missing of the control plane's PKI and reuses the rest.
 func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
-	if err := os.MkdirAll(filepath.Join(spec.Dir, "etcd"), 0o700); err != nil {
-		return nil, fmt.Errorf("creating certificate directory: %w", err)
-	}
+	f := spec.Files
 	cp := &ControlPlane{}
 	var err error
 	for _, ca := range []struct {
 		dst        **CA
-		dir, name  string
+		files      layout.Pair
+		name       string
 		commonName string
 	}{
-		{&cp.ServerCA, spec.Dir, "server-ca", "k1s-server-ca"},
-		{&cp.ClientCA, spec.Dir, "client-ca", "k1s-client-ca"},
-		{&cp.RequestHeaderCA, spec.Dir, "request-header-ca", "k1s-request-header-ca"},
-		{&cp.EtcdCA, filepath.Join(spec.Dir, "etcd"), "server-ca", "etcd-server-ca"},
+		{&cp.ServerCA, f.ServerCA(), "server-ca", "k1s-server-ca"},
+		{&cp.ClientCA, f.ClientCA(), "client-ca", "k1s-client-ca"},
+		{&cp.RequestHeaderCA, f.RequestHeaderCA(), "request-header-ca", "k1s-request-header-ca"},
+		{&cp.EtcdCA, f.EtcdCA(), "etcd/server-ca", "etcd-server-ca"},
 	} {
-		if *ca.dst, err = EnsureCA(ca.dir, ca.name, ca.commonName); err != nil {
+		if *ca.dst, err = EnsureCA(ca.files, ca.name, ca.commonName); err != nil {
 			return nil, err
 		}
 	}
@@ -119,55 +118,54 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 	}
 	localhost := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
 	for _, c := range []struct {
-		dst  *Pair
-		ca   *CA
-		dir  string
-		name string
-		spec CertSpec
+		dst   *Pair
+		ca    *CA
+		files layout.Pair
+		name  string
+		spec  CertSpec
 	}{
-		{&cp.APIServerServing, cp.ServerCA, spec.Dir, "serving-kube-apiserver",
+		{&cp.APIServerServing, cp.ServerCA, f.APIServerServing(), "serving-kube-apiserver",
 			CertSpec{CommonName: "kube-apiserver", DNSNames: spec.APIServerNames, IPs: spec.APIServerIPs, Server: true}},
-		{&cp.APIServerKubelet, cp.ClientCA, spec.Dir, "client-kube-apiserver",
+		{&cp.APIServerKubelet, cp.ClientCA, f.APIServerKubeletClient(), "client-kube-apiserver",
 			CertSpec{CommonName: APIServerKubeletUser, Client: true}},
-		{&cp.AuthProxyClient, cp.RequestHeaderCA, spec.Dir, "client-auth-proxy",
+		{&cp.AuthProxyClient, cp.RequestHeaderCA, f.AuthProxyClient(), "client-auth-proxy",
 			CertSpec{CommonName: AuthProxyUser, Client: true}},
-		{&cp.Admin, cp.ClientCA, spec.Dir, "client-admin",
+		{&cp.Admin, cp.ClientCA, f.AdminClient(), "client-admin",
 			CertSpec{CommonName: AdminUser, Organization: []string{AdminGroup}, Client: true}},
-		{&cp.Supervisor, cp.ClientCA, spec.Dir, "client-supervisor",
+		{&cp.Supervisor, cp.ClientCA, f.SupervisorClient(), "client-supervisor",
 			CertSpec{CommonName: SupervisorUser, Organization: []string{mastersGroup}, Client: true}},
-		{&cp.BreakGlass, cp.ClientCA, spec.Dir, "client-break-glass",
+		{&cp.BreakGlass, cp.ClientCA, f.BreakGlassClient(), "client-break-glass",
 			CertSpec{CommonName: BreakGlassUser, Organization: []string{mastersGroup}, Client: true}},
-		{nil, cp.ClientCA, spec.Dir, "client-controller",
+		{nil, cp.ClientCA, f.ControllerManagerClient(), "client-controller",
 			CertSpec{CommonName: ControllerManagerUser, Client: true}},
-		{nil, cp.ClientCA, spec.Dir, "client-scheduler",
+		{nil, cp.ClientCA, f.SchedulerClient(), "client-scheduler",
 			CertSpec{CommonName: SchedulerUser, Client: true}},
-		{&cp.EtcdServing, cp.EtcdCA, filepath.Join(spec.Dir, "etcd"), "server-client",
+		{&cp.EtcdServing, cp.EtcdCA, f.EtcdServing(), "etcd/server-client",
 			CertSpec{CommonName: "etcd-server", DNSNames: []string{"localhost"}, IPs: localhost, Server: true, Client: true}},
-		{&cp.EtcdAPIServerClient, cp.EtcdCA, filepath.Join(spec.Dir, "etcd"), "client",
+		{&cp.EtcdAPIServerClient, cp.EtcdCA, f.EtcdAPIServerClient(), "etcd/client",
 			CertSpec{CommonName: "etcd-client", Client: true}},
 	} {
-		rel, _ := filepath.Rel(spec.Dir, filepath.Join(c.dir, c.name))
-		pair, wrote, err := c.ca.Ensure(c.dir, c.name, c.spec, rotate[rel])
+		pair, wrote, err := c.ca.Ensure(c.files, c.spec, rotate[c.name])
 		if err != nil {
 			return nil, err
 		}
 		if wrote {
-			cp.Renewed = append(cp.Renewed, rel)
+			cp.Renewed = append(cp.Renewed, c.name)
 		}
 		if c.dst != nil {
 			*c.dst = pair
 		}
 	}
 
-	cp.ServiceAccountKey = filepath.Join(spec.Dir, "service.key")
+	cp.ServiceAccountKey = f.ServiceAccountKey()
 	if err := EnsureKey(cp.ServiceAccountKey); err != nil {
 		return nil, err
 	}
 
-	cp.SupervisorKubeconfig = SupervisorKubeconfig(spec.CredDir)
-	cp.BreakGlassKubeconfig = filepath.Join(spec.CredDir, "break-glass.kubeconfig")
-	cp.ControllerManagerKubeconfig = filepath.Join(spec.CredDir, "controller.kubeconfig")
-	cp.SchedulerKubeconfig = filepath.Join(spec.CredDir, "scheduler.kubeconfig")
+	cp.SupervisorKubeconfig = f.SupervisorKubeconfig()
+	cp.BreakGlassKubeconfig = f.BreakGlassKubeconfig()
+	cp.ControllerManagerKubeconfig = f.ControllerManagerKubeconfig()
+	cp.SchedulerKubeconfig = f.SchedulerKubeconfig()
 	// The in-process clients read their certificates from the files (and so see renewed
 	// ones); the break-glass kubeconfig carries its own, to work wherever it is copied.
 	for _, k := range []struct {
@@ -177,28 +175,21 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 	}{
 		{cp.SupervisorKubeconfig, cp.Supervisor, false},
 		{cp.BreakGlassKubeconfig, cp.BreakGlass, true},
-		{cp.ControllerManagerKubeconfig, pairIn(spec.Dir, "client-controller"), false},
-		{cp.SchedulerKubeconfig, pairIn(spec.Dir, "client-scheduler"), false},
+		{cp.ControllerManagerKubeconfig, pairOf(f.ControllerManagerClient()), false},
+		{cp.SchedulerKubeconfig, pairOf(f.SchedulerClient()), false},
 	} {
 		if err := WriteKubeconfig(k.path, spec.APIServerURL, cp.ServerCA.CertFile, k.pair, k.embed, 0o600); err != nil {
 			return nil, err
 		}
 	}
 	// Earlier versions kept a system:masters admin kubeconfig here.
-	if err := os.Remove(filepath.Join(spec.CredDir, "admin.kubeconfig")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(f.LegacyAdminKubeconfig()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	return cp, nil
 }
 
-// SupervisorKubeconfig is k1s's own credential in credDir (<data-dir>/server/cred).
-func SupervisorKubeconfig(credDir string) string {
-	return filepath.Join(credDir, "supervisor.kubeconfig")
-}
-
-func pairIn(dir, name string) Pair {
-	return Pair{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
-}
+func pairOf(p layout.Pair) Pair { return Pair{CertFile: p.Cert, KeyFile: p.Key} }
 
 // WriteKubeconfig writes a kubeconfig for server with the client certificate pair. With embed
 // the certificates are copied into the file, so that it can be moved elsewhere on its own.
@@ -227,5 +218,5 @@ func WriteKubeconfig(path, server, caFile string, pair Pair, embed bool, mode os
 	if err != nil {
 		return fmt.Errorf("encoding kubeconfig %s: %w", path, err)
 	}
-	return WriteFileAtomic(path, data, mode)
+	return fileutil.WriteAtomic(path, data, mode)
 }

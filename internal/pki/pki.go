@@ -23,6 +23,9 @@ import (
 
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
+
+	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 const (
@@ -60,9 +63,9 @@ type CertSpec struct {
 	Client       bool
 }
 
-// EnsureCA loads the CA stored as dir/name.crt and dir/name.key, or creates it.
-func EnsureCA(dir, name, commonName string) (*CA, error) {
-	ca := &CA{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
+// EnsureCA loads the CA stored in files, or creates it; name is how errors call it.
+func EnsureCA(files layout.Pair, name, commonName string) (*CA, error) {
+	ca := &CA{CertFile: files.Cert, KeyFile: files.Key}
 	cert, key, err := loadPair(ca.CertFile, ca.KeyFile)
 	if err == nil {
 		ca.Cert, ca.Key = cert, key
@@ -90,12 +93,12 @@ func EnsureCA(dir, name, commonName string) (*CA, error) {
 	return ca, nil
 }
 
-// Ensure loads the certificate stored as dir/name.crt and dir/name.key, and issues it again
+// Ensure loads the certificate stored in files, and issues it again
 // (keeping the key) when it does not verify against ca, lacks a name or address of spec, or
 // expires soon; with rotate, it issues it again with a new key whatever it holds. It reports
 // whether it wrote a new certificate.
-func (ca *CA) Ensure(dir, name string, spec CertSpec, rotate bool) (Pair, bool, error) {
-	pair := Pair{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key")}
+func (ca *CA) Ensure(files layout.Pair, spec CertSpec, rotate bool) (Pair, bool, error) {
+	pair := pairOf(files)
 	cert, key, err := loadPair(pair.CertFile, pair.KeyFile)
 	switch {
 	case err == nil && rotate:
@@ -117,7 +120,7 @@ func (ca *CA) Ensure(dir, name string, spec CertSpec, rotate bool) (Pair, bool, 
 	}
 	der, err := ca.sign(key.Public(), spec)
 	if err != nil {
-		return pair, false, fmt.Errorf("issuing certificate %s: %w", name, err)
+		return pair, false, fmt.Errorf("issuing certificate %s: %w", pair.CertFile, err)
 	}
 	if err := writePair(pair.CertFile, pair.KeyFile, der, key); err != nil {
 		return pair, false, err
@@ -217,7 +220,7 @@ func EnsureKey(path string) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, pemKey, 0o600)
+	return fileutil.WriteAtomic(path, pemKey, 0o600)
 }
 
 func newKey() (crypto.Signer, error) {
@@ -269,45 +272,12 @@ func writePair(certFile, keyFile string, certDER []byte, key crypto.Signer) erro
 	if err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(keyFile, pemKey, 0o600); err != nil {
+	if err := fileutil.WriteAtomic(keyFile, pemKey, 0o600); err != nil {
 		return err
 	}
 	pemCert, err := certutil.EncodeCertificates(&x509.Certificate{Raw: certDER})
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(certFile, pemCert, CertMode)
-}
-
-// WriteFileAtomic writes data to path through a temporary file and a rename, so that a reader
-// (or a crash) never sees a half-written file. Missing parent directories are created 0700.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("creating directory %s: %w", dir, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return fileutil.WriteAtomic(certFile, pemCert, CertMode)
 }

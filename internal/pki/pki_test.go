@@ -13,12 +13,13 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 func testSpec(dir string) ControlPlaneSpec {
 	return ControlPlaneSpec{
-		Dir:            filepath.Join(dir, "tls"),
-		CredDir:        filepath.Join(dir, "cred"),
+		Files:          layout.DataDir(dir).Server(),
 		APIServerIPs:   []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.43.0.1"), net.ParseIP("192.0.2.7")},
 		APIServerNames: []string{"kubernetes", "kubernetes.default.svc.cluster.local", "node1"},
 		APIServerURL:   "https://127.0.0.1:6443",
@@ -79,7 +80,7 @@ func TestPrivateKeysAreOwnerOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := 0
-	err := filepath.Walk(filepath.Dir(spec.Dir), func(path string, info os.FileInfo, err error) error {
+	err := filepath.Walk(filepath.Dir(spec.Files.TLSDir()), func(path string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
@@ -105,12 +106,12 @@ func TestReusedOnRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := readAll(t, spec.Dir)
+	before := readAll(t, spec.Files.TLSDir())
 	second, err := EnsureControlPlane(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	after := readAll(t, spec.Dir)
+	after := readAll(t, spec.Files.TLSDir())
 	for name, data := range before {
 		if !bytes.Equal(data, after[name]) {
 			t.Errorf("%s changed on restart", name)
@@ -236,7 +237,7 @@ func TestRotateIssuesOnlyTheServiceAgainWithNewKeys(t *testing.T) {
 	if len(first.Renewed) != 10 {
 		t.Errorf("first start issued %v, want all 10 leaves", first.Renewed)
 	}
-	before := readAll(t, spec.Dir)
+	before := readAll(t, spec.Files.TLSDir())
 	spec.Rotate = []string{"api-server"}
 	cp, err := EnsureControlPlane(spec)
 	if err != nil {
@@ -245,7 +246,7 @@ func TestRotateIssuesOnlyTheServiceAgainWithNewKeys(t *testing.T) {
 	if !slices.Equal(cp.Renewed, Services["api-server"]) {
 		t.Errorf("renewed %v, want %v", cp.Renewed, Services["api-server"])
 	}
-	after := readAll(t, spec.Dir)
+	after := readAll(t, spec.Files.TLSDir())
 	for name, data := range before {
 		base := filepath.Base(name)
 		rotated := strings.HasPrefix(base, "serving-kube-apiserver.") || strings.HasPrefix(base, "client-kube-apiserver.")
@@ -278,10 +279,10 @@ func TestCertificatesOwnerOnlyAndExpiry(t *testing.T) {
 		}
 	}
 	// Leaves last a year, CAs ten: none is due within 90 days, all are within two years.
-	if soon, err := ExpiringWithin(spec.Dir, RenewBefore); err != nil || len(soon) != 0 {
+	if soon, err := ExpiringWithin(spec.Files.TLSDir(), RenewBefore); err != nil || len(soon) != 0 {
 		t.Errorf("expiring within 90 days: %v %v", soon, err)
 	}
-	if soon, err := ExpiringWithin(spec.Dir, 2*365*24*time.Hour); err != nil || len(soon) != 10 {
+	if soon, err := ExpiringWithin(spec.Files.TLSDir(), 2*365*24*time.Hour); err != nil || len(soon) != 10 {
 		t.Errorf("expiring within two years: %d %v, want the 10 leaves", len(soon), err)
 	}
 }

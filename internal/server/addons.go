@@ -1,79 +1,69 @@
 package server
 
 import (
-	"bufio"
 	"fmt"
-	"net"
-	"os"
-	"slices"
-	"strings"
 
-	"k8s.io/client-go/rest"
-
+	"github.com/k1s-io/k1s/internal/addons"
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/controllers"
 	"github.com/k1s-io/k1s/internal/deploy"
+	"github.com/k1s-io/k1s/internal/join"
+	"github.com/k1s-io/k1s/internal/kubeclient"
 	"github.com/k1s-io/k1s/internal/payload"
 	"github.com/k1s-io/k1s/internal/pki"
 	"github.com/k1s-io/k1s/manifests"
 )
 
-// newRBAC returns the component that applies k1s's RBAC, which nodes need to join.
-func newRBAC(admin *adminClient) component.Component {
-	return deploy.New("k1s RBAC", manifests.FS, admin.restConfig, []deploy.Addon{
+// newRBAC returns the component that applies k1s's RBAC, which nodes need to join: every
+// server applies it before its own node joins (the same objects, so servers agree).
+func newRBAC(admin *kubeclient.Lazy) component.Component {
+	return deploy.NewDeployer("k1s RBAC", manifests.FS, admin.RESTConfig, []deploy.Addon{
 		{Name: "rbac", Values: map[string]string{"APISERVER_KUBELET_USER": pki.APIServerKubeletUser}},
-	})
+	}).Component()
 }
 
-// newAddons returns the component that deploys the add-ons (CoreDNS).
-func newAddons(cfg *Config, admin *adminClient) (component.Component, error) {
-	disabled := slices.Contains(cfg.Disable, "coredns")
-	values := map[string]string{"CLUSTER_DNS": cfg.ClusterDNS.String(), "CLUSTER_DOMAIN": cfg.ClusterDomain}
-	if !disabled {
+// addonSettings are the cluster's settings the packaged add-ons are rendered with.
+func (c *completedConfig) addonSettings() (addons.Settings, error) {
+	s := addons.Settings{ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, ResolvConf: c.ResolvConf, Log: c.Log}
+	if len(addons.Enabled(c.Disable)) > 0 {
 		images, err := payload.ImageRefs()
 		if err != nil {
-			return nil, fmt.Errorf("CoreDNS image: %w", err)
+			return s, fmt.Errorf("the add-ons' images: %w", err)
 		}
-		values["COREDNS_IMAGE"] = images["coredns"]
-		if values["FORWARD"], err = forwardDirective(cfg.ResolvConf); err != nil {
-			return nil, err
-		}
-		if values["FORWARD"] == "" {
-			cfg.Log.Warnf("%s names no resolver CoreDNS can forward to (loopback resolvers are the pod's own): cluster names resolve, others do not", cfg.ResolvConf)
-		}
+		s.Images = images
 	}
-	return deploy.New("add-ons", manifests.FS, admin.restConfig, []deploy.Addon{{Name: "coredns", Disabled: disabled, Values: values}}), nil
+	return s, nil
 }
 
-// forwardDirective is CoreDNS's forward line for the resolvers in resolvConf. Loopback
-// resolvers are left out: inside the CoreDNS pod they are CoreDNS itself.
-func forwardDirective(resolvConf string) (string, error) {
-	if resolvConf == "" {
-		return "", nil
-	}
-	f, err := os.Open(resolvConf)
+// newControllers returns k1s's cluster-scoped controllers, run under the controllers' lease
+// so that one server runs them: the cluster-info publisher, the CSR approver, the add-on
+// deployer (which applies the packaged add-ons and removes disabled ones), and the add-ons'
+// own controllers.
+func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Component, error) {
+	settings, err := cfg.addonSettings()
 	if err != nil {
-		return "", fmt.Errorf("--resolv-conf: %w", err)
-	}
-	defer f.Close()
-	var upstream []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "nameserver" {
-			if ip := net.ParseIP(fields[1]); ip != nil && !ip.IsLoopback() {
-				upstream = append(upstream, ip.String())
-			}
-		}
-	}
-	if len(upstream) == 0 {
-		return "", sc.Err()
-	}
-	return "forward . " + strings.Join(upstream, " "), sc.Err()
-}
-
-func (a *adminClient) restConfig() (*rest.Config, error) {
-	if _, err := a.get(); err != nil {
 		return nil, err
 	}
-	return a.config, nil
+	list, err := addons.Manifests(settings, cfg.Disable)
+	if err != nil {
+		return nil, err
+	}
+	publisher := &clusterInfoPublisher{
+		admin:     admin,
+		caFile:    cfg.files.ServerCA().Cert,
+		serverURL: cfg.advertisedAPIServerURL(),
+		settings:  join.NodeConfig{ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR, ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain},
+	}
+	cs := []controllers.Controller{
+		publisher,
+		controllers.NewCSRApprover(admin.Client, cfg.Log),
+		deploy.NewDeployer("add-ons", manifests.FS, admin.RESTConfig, list),
+	}
+	cs = append(cs, addons.ClusterControllers(settings, cfg.Disable)...)
+	return controllers.NewRunner(controllers.Config{
+		Client:      admin.Client,
+		Identity:    cfg.NodeName,
+		Log:         cfg.Log,
+		Controllers: cs,
+	}), nil
 }

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/fileutil"
 	"github.com/k1s-io/k1s/internal/pki"
 )
 
@@ -24,13 +24,9 @@ const (
 	rotateCheckInterval = 5 * time.Second
 )
 
-// CertificateRotateRequestFile is where `k1s certificate rotate` leaves the services whose
-// certificates the server issues again (at once if it runs, else at its next start).
-func (c *Config) CertificateRotateRequestFile() string {
-	return filepath.Join(c.tlsDir(), "rotate-request.json")
-}
-
-// RequestCertificateRotation adds services to the pending rotation request.
+// RequestCertificateRotation adds services to the pending rotation request (layout's
+// RotateRequest): the server issues their certificates again, at once if it runs, else at its
+// next start.
 func RequestCertificateRotation(path string, services []string) error {
 	for _, s := range services {
 		if _, ok := pki.Services[s]; !ok {
@@ -50,7 +46,7 @@ func RequestCertificateRotation(path string, services []string) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(path, data, 0o600)
+	return fileutil.WriteAtomic(path, data, 0o600)
 }
 
 // ServiceNames are the services whose certificates can be rotated, sorted.
@@ -81,7 +77,7 @@ func readRotateRequest(path string) ([]string, error) {
 // ensurePKI creates or renews the control plane's certificates, rotating those a pending
 // request names, and removes the request once done.
 func (s *Server) ensurePKI() (*pki.ControlPlane, error) {
-	request := s.cfg.CertificateRotateRequestFile()
+	request := s.cfg.files.RotateRequest()
 	rotate, err := readRotateRequest(request)
 	if err != nil {
 		return nil, err
@@ -115,7 +111,7 @@ func (s *Server) newCertificateRenewal() component.Component {
 				return nil
 			case <-time.After(rotateCheckInterval):
 			}
-			_, err := os.Stat(s.cfg.CertificateRotateRequestFile())
+			_, err := os.Stat(s.cfg.files.RotateRequest())
 			if err != nil && time.Since(lastRenewal) < renewalInterval {
 				continue
 			}
@@ -146,7 +142,7 @@ func (s *Server) renewCertificates() error {
 }
 
 func (s *Server) warnExpiring() {
-	expiring, err := pki.ExpiringWithin(s.cfg.tlsDir(), pki.RenewBefore)
+	expiring, err := pki.ExpiringWithin(s.cfg.files.TLSDir(), pki.RenewBefore)
 	if err != nil {
 		s.cfg.Log.Warnf("checking certificate expiry: %v", err)
 	}

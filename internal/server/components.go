@@ -19,6 +19,7 @@ import (
 	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/kubeclient"
 )
 
 // parseUpstreamFlags parses a component's command line into its options, as its own cobra
@@ -44,7 +45,7 @@ func withComponentLogger(ctx context.Context, name string) context.Context {
 
 // newAPIServer parses the apiserver's arguments now, so that a bad --kube-apiserver-arg stops
 // k1s before anything starts, and returns the component that completes and runs them.
-func newAPIServer(argv []string, admin *adminClient) (component.Component, error) {
+func newAPIServer(argv []string, admin *kubeclient.Lazy) (component.Component, error) {
 	opts := apiserveroptions.NewServerRunOptions()
 	if err := parseUpstreamFlags("kube-apiserver-arg", opts.Flags(), argv); err != nil {
 		return nil, err
@@ -66,7 +67,7 @@ func newAPIServer(argv []string, admin *adminClient) (component.Component, error
 		return apiserverapp.Run(ctx, completed)
 	}
 	ready := func(ctx context.Context) error {
-		client, err := admin.get()
+		client, err := admin.Client()
 		if err != nil {
 			return err
 		}

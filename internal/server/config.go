@@ -14,11 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	netutils "k8s.io/utils/net"
 
+	"github.com/k1s-io/k1s/internal/addons"
+	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/network"
-	"github.com/k1s-io/k1s/internal/pki"
 )
 
-// Config is everything a k1s server is told. Fill it, call Complete once, then Run.
+// Config is everything a k1s server is told: the options. Fill it, call Complete once, and
+// give the CompletedConfig to Prepare.
 type Config struct {
 	DataDir string
 	// NodeName defaults to the host name.
@@ -65,23 +67,12 @@ type Config struct {
 	Log *logrus.Logger
 }
 
-// Default values, as k3s users expect them.
+// Default values of the cluster's settings, as k3s users expect them. Paths and ports are
+// layout's.
 const (
-	DefaultDataDir          = "/var/lib/k1s"
-	DefaultHTTPSPort        = 6443
-	DefaultClusterCIDR      = "10.42.0.0/16"
-	DefaultServiceCIDR      = "10.43.0.0/16"
-	DefaultClusterDomain    = "cluster.local"
-	DefaultKubeconfigOutput = "/etc/k1s/k1s.yaml"
-	DefaultKubeconfigMode   = 0o600
-	// Fixed local ports, overridable through the pass-through arguments (secure-port,
-	// listen-client-urls, listen-peer-urls).
-	DefaultControllerManagerPort = 10257
-	DefaultSchedulerPort         = 10259
-	DefaultEtcdClientPort        = 2379
-	// DefaultEtcdPeerPort is in the member's advertised peer URL only: a single server opens
-	// no peer listener unless --etcd-arg listen-peer-urls=… asks for one.
-	DefaultEtcdPeerPort = 2380
+	DefaultClusterCIDR   = "10.42.0.0/16"
+	DefaultServiceCIDR   = "10.43.0.0/16"
+	DefaultClusterDomain = "cluster.local"
 	// ServiceAccountIssuer is the issuer of service-account tokens.
 	ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
 )
@@ -107,13 +98,36 @@ func ParseIP(flag, value string) (net.IP, error) {
 	return ip, nil
 }
 
-// Complete validates c and fills in the defaults that depend on the host. It writes nothing.
-func (c *Config) Complete() error {
+// completedConfig is a Config validated and with every default filled in.
+type completedConfig struct {
+	Config
+	// dir and files name the data directory's files.
+	dir   layout.DataDir
+	files layout.Server
+}
+
+// CompletedConfig is what Complete returns and Prepare takes: a server cannot be prepared from
+// options that were not completed (as kube-apiserver's CompletedConfig).
+type CompletedConfig struct{ *completedConfig }
+
+// Complete validates the options once and fills in the defaults that depend on the host. It
+// writes nothing and leaves o unchanged.
+func (o *Config) Complete() (CompletedConfig, error) {
+	c := &completedConfig{Config: *o}
+	if err := c.complete(); err != nil {
+		return CompletedConfig{}, err
+	}
+	c.dir = layout.DataDir(c.DataDir)
+	c.files = c.dir.Server()
+	return CompletedConfig{c}, nil
+}
+
+func (c *completedConfig) complete() error {
 	if c.Log == nil {
 		return errors.New("server config: no logger")
 	}
 	if c.DataDir == "" {
-		c.DataDir = DefaultDataDir
+		c.DataDir = layout.DefaultDataDir
 	}
 	abs, err := filepath.Abs(c.DataDir)
 	if err != nil {
@@ -186,10 +200,8 @@ func (c *Config) Complete() error {
 			return fmt.Errorf("--tls-san %q is neither an IP address nor a DNS name", san)
 		}
 	}
-	for _, d := range c.Disable {
-		if d != "coredns" {
-			return fmt.Errorf("--disable %q: unknown add-on; k1s ships: coredns", d)
-		}
+	if err := addons.ValidateDisabled(c.Disable); err != nil {
+		return err
 	}
 	if c.PodSecurityDefault == "" {
 		c.PodSecurityDefault = DefaultPodSecurity
@@ -212,51 +224,28 @@ func (c *Config) Complete() error {
 		}
 	}
 	if c.KubeconfigOutput == "" {
-		c.KubeconfigOutput = DefaultKubeconfigOutput
+		c.KubeconfigOutput = layout.DefaultKubeconfig
 	}
 	if c.KubeconfigMode == 0 {
-		c.KubeconfigMode = DefaultKubeconfigMode
+		c.KubeconfigMode = layout.DefaultKubeconfigMode
 	}
 	return nil
 }
 
-// Paths under the data directory.
-func (c *Config) serverDir() string { return filepath.Join(c.DataDir, "server") }
-func (c *Config) tlsDir() string    { return filepath.Join(c.serverDir(), "tls") }
-func (c *Config) credDir() string   { return filepath.Join(c.serverDir(), "cred") }
-func (c *Config) etcdDir() string   { return filepath.Join(c.serverDir(), "db", "etcd") }
-func (c *Config) admissionConfigFile() string {
-	return filepath.Join(c.serverDir(), "etc", "admission-config.yaml")
-}
-func (c *Config) defaultAuditPolicyFile() string {
-	return filepath.Join(c.serverDir(), "etc", "audit-policy.yaml")
-}
+// Dir names the files of the data directory the server runs on.
+func (c CompletedConfig) Dir() layout.DataDir { return c.dir }
 
-// AuditLog is where the apiserver writes its audit log.
-func (c *Config) AuditLog() string { return filepath.Join(c.serverDir(), "logs", "audit.log") }
-func (c *Config) authenticationConfigFile() string {
-	return filepath.Join(c.serverDir(), "etc", "authentication-config.yaml")
-}
+// LocalAPIServerURL is how processes on this host (the server's own node among them) reach
+// the apiserver.
+func (c CompletedConfig) LocalAPIServerURL() string { return c.localAPIServerURL() }
 
-// NodeTokenFile holds the server's default join token.
-func (c *Config) NodeTokenFile() string { return filepath.Join(c.serverDir(), "node-token") }
-
-// ServerCAFile is the cluster CA's certificate: the CA of the apiserver's serving certificate,
-// whose hash join tokens carry.
-func (c *Config) ServerCAFile() string { return filepath.Join(c.tlsDir(), "server-ca.crt") }
-
-// adminGrantedFile records that k1s granted the admin kubeconfig its RBAC binding.
-func (c *Config) adminGrantedFile() string { return filepath.Join(c.credDir(), "admin-granted") }
-
-// SupervisorKubeconfig is k1s's own credential (system:masters) under the data directory.
-func (c *Config) SupervisorKubeconfig() string { return pki.SupervisorKubeconfig(c.credDir()) }
-func (c *Config) firstServiceIP() net.IP {
+func (c *completedConfig) firstServiceIP() net.IP {
 	ip, _ := netutils.GetIndexedIP(c.ServiceCIDR, 1)
 	return ip
 }
 
 // localAPIServerURL is how processes on this host reach the apiserver.
-func (c *Config) localAPIServerURL() string {
+func (c *completedConfig) localAPIServerURL() string {
 	host := "127.0.0.1"
 	if !c.BindAddress.IsUnspecified() && !c.BindAddress.IsLoopback() {
 		host = c.BindAddress.String()
@@ -265,12 +254,12 @@ func (c *Config) localAPIServerURL() string {
 }
 
 // advertisedAPIServerURL is how other nodes reach the apiserver (published in cluster-info).
-func (c *Config) advertisedAPIServerURL() string {
+func (c *completedConfig) advertisedAPIServerURL() string {
 	return "https://" + net.JoinHostPort(c.AdvertiseAddress.String(), fmt.Sprint(c.HTTPSPort))
 }
 
 // apiServerSANs are the names and addresses the apiserver's certificate covers.
-func (c *Config) apiServerSANs() ([]net.IP, []string) {
+func (c *completedConfig) apiServerSANs() ([]net.IP, []string) {
 	ips := []net.IP{net.ParseIP("127.0.0.1"), c.NodeIP, c.AdvertiseAddress, c.firstServiceIP()}
 	if !c.BindAddress.IsUnspecified() {
 		ips = append(ips, c.BindAddress)

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,21 +21,16 @@ import (
 	apiserverv1 "k8s.io/apiserver/pkg/apis/apiserver/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/fileutil"
 )
-
-// EncryptionConfigFile is the apiserver's EncryptionConfiguration for Secrets (k3s's path).
-func (c *Config) EncryptionConfigFile() string {
-	return filepath.Join(c.credDir(), "encryption-config.json")
-}
 
 // encryptionEnabled reports whether the apiserver encrypts Secrets: when asked, and always once
 // a configuration exists, since Secrets written with its keys are unreadable without it.
-func (c *Config) encryptionEnabled() bool {
+func (c *completedConfig) encryptionEnabled() bool {
 	if c.SecretsEncryption {
 		return true
 	}
-	_, err := os.Stat(c.EncryptionConfigFile())
+	_, err := os.Stat(c.files.EncryptionConfig())
 	return err == nil
 }
 
@@ -81,7 +75,7 @@ func writeEncryptionConfig(path string, keys []apiserverv1.Key) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(path, append(data, '\n'), 0o600)
+	return fileutil.WriteAtomic(path, append(data, '\n'), 0o600)
 }
 
 // EncryptionKeys returns the AES-CBC keys of the configuration at path, the one new Secrets

@@ -5,7 +5,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/fileutil"
 )
 
 // Pod Security levels (--pod-security-default).
@@ -101,22 +101,22 @@ func validatePodSecurity(level string) error {
 
 // writePolicies writes the admission configuration and, unless the user gave one, the audit
 // policy.
-func (c *Config) writePolicies() error {
-	if err := pki.WriteFileAtomic(c.admissionConfigFile(), admissionConfig(c.PodSecurityDefault, c.Hardened), 0o600); err != nil {
+func (c *completedConfig) writePolicies() error {
+	if err := fileutil.WriteAtomic(c.files.AdmissionConfig(), admissionConfig(c.PodSecurityDefault, c.Hardened), 0o600); err != nil {
 		return err
 	}
 	if c.AuditPolicyFile != "" {
 		return nil
 	}
-	return pki.WriteFileAtomic(c.defaultAuditPolicyFile(), []byte(auditPolicy), 0o600)
+	return fileutil.WriteAtomic(c.files.AuditPolicy(), []byte(auditPolicy), 0o600)
 }
 
 // auditPolicyFile is the policy the apiserver reads.
-func (c *Config) auditPolicyFile() string {
+func (c *completedConfig) auditPolicyFile() string {
 	if c.AuditPolicyFile != "" {
 		return c.AuditPolicyFile
 	}
-	return c.defaultAuditPolicyFile()
+	return c.files.AuditPolicy()
 }
 
 func checkReadable(flag, path string) error {

@@ -1,21 +1,21 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/etcd"
+	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/join"
+	"github.com/k1s-io/k1s/internal/kubeclient"
+	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/network"
 	"github.com/k1s-io/k1s/internal/pki"
 )
@@ -23,7 +23,7 @@ import (
 // Server is a control plane that is ready to start: its host checked, its data directory
 // locked, its PKI on disk and its components built.
 type Server struct {
-	cfg        *Config
+	cfg        *completedConfig
 	lock       *datadir.Lock
 	components []component.Component
 	pkiSpec    pki.ControlPlaneSpec
@@ -31,25 +31,29 @@ type Server struct {
 	PKI *pki.ControlPlane
 	// NodeToken is the server's default join token (the node-token file); the server's own
 	// node joins with it like any other.
-	NodeToken pki.JoinToken
+	NodeToken join.Token
 }
 
 // Prepare turns a completed Config into a Server. The order matters for bad input: everything
 // that can be checked without writing is checked first (flags of every component included),
 // then the data directory is locked, and only then is anything written to it.
-func Prepare(cfg *Config) (*Server, error) {
+func Prepare(completed CompletedConfig) (*Server, error) {
+	cfg := completed.completedConfig
+	if cfg == nil {
+		return nil, errors.New("server: Prepare needs a config from Complete")
+	}
 	argv, err := buildArgs(cfg)
 	if err != nil {
 		return nil, err
 	}
 	etcdServer, err := etcd.New(etcd.Config{
 		Name:       cfg.NodeName,
-		DataDir:    cfg.etcdDir(),
-		ClientPort: DefaultEtcdClientPort,
-		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", DefaultEtcdPeerPort),
-		CAFile:     cfg.tlsDir() + "/etcd/server-ca.crt",
-		CertFile:   cfg.tlsDir() + "/etcd/server-client.crt",
-		KeyFile:    cfg.tlsDir() + "/etcd/server-client.key",
+		DataDir:    cfg.files.EtcdDataDir(),
+		ClientPort: layout.EtcdClientPort,
+		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", layout.EtcdPeerPort),
+		CAFile:     cfg.files.EtcdCA().Cert,
+		CertFile:   cfg.files.EtcdServing().Cert,
+		KeyFile:    cfg.files.EtcdServing().Key,
 		ExtraArgs:  cfg.ExtraEtcdArgs,
 		Log:        cfg.Log,
 	})
@@ -60,7 +64,7 @@ func Prepare(cfg *Config) (*Server, error) {
 	argv.apiserver = append(argv.apiserver, "--etcd-servers="+etcdURL.String())
 
 	// The admin client reads its credentials when first used, after the PKI exists.
-	admin := &adminClient{kubeconfig: cfg.SupervisorKubeconfig()}
+	admin := kubeclient.NewLazy(cfg.files.SupervisorKubeconfig())
 	apiServer, err := newAPIServer(argv.apiserver, admin)
 	if err != nil {
 		return nil, err
@@ -73,7 +77,7 @@ func Prepare(cfg *Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	addons, err := newAddons(cfg, admin)
+	clusterControllers, err := newControllers(cfg, admin)
 	if err != nil {
 		return nil, err
 	}
@@ -90,9 +94,10 @@ func Prepare(cfg *Config) (*Server, error) {
 		lock.Release()
 		return nil, err
 	}
-	// Nothing waits for the add-ons: nodes join without them.
+	// The controllers come after the RBAC and bootstrap data nodes join with, so that they
+	// stop first and release their lease while the apiserver still serves.
 	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, s.newBootstrap(admin),
-		newRBAC(admin), newCSRApprover(admin), s.newCertificateRenewal(), component.Background(addons)}
+		newRBAC(admin), clusterControllers, s.newCertificateRenewal()}
 	return s, nil
 }
 
@@ -114,34 +119,33 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 
 	ips, names := cfg.apiServerSANs()
 	s.pkiSpec = pki.ControlPlaneSpec{
-		Dir:            cfg.tlsDir(),
-		CredDir:        cfg.credDir(),
+		Files:          cfg.files,
 		APIServerIPs:   ips,
 		APIServerNames: names,
 		APIServerURL:   cfg.localAPIServerURL(),
 	}
 	cp, err := s.ensurePKI()
 	if err != nil {
-		return fmt.Errorf("preparing certificates in %s: %w", cfg.tlsDir(), err)
+		return fmt.Errorf("preparing certificates in %s: %w", cfg.files.TLSDir(), err)
 	}
 	s.PKI = cp
-	if s.NodeToken, err = ensureNodeToken(cfg.NodeTokenFile(), cp.ServerCA); err != nil {
+	if s.NodeToken, err = join.EnsureNodeTokenFile(cfg.files.NodeToken(), cp.ServerCA.Cert); err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(cfg.authenticationConfigFile(), authenticationConfig(), 0o600); err != nil {
+	if err := fileutil.WriteAtomic(cfg.files.AuthenticationConfig(), join.AuthenticationConfig(), 0o600); err != nil {
 		return err
 	}
 	if err := cfg.writePolicies(); err != nil {
 		return err
 	}
 	if cfg.encryptionEnabled() {
-		if err := ensureEncryptionConfig(cfg.EncryptionConfigFile()); err != nil {
+		if err := ensureEncryptionConfig(cfg.files.EncryptionConfig()); err != nil {
 			return fmt.Errorf("secrets encryption: %w", err)
 		}
 	}
 	for name, argv := range map[string][]string{"kube-apiserver": argv.apiserver, "kube-controller-manager": argv.controllerManager,
 		"kube-scheduler": argv.scheduler, "etcd": etcdArgs} {
-		if err := datadir.RecordArgs(cfg.DataDir, "server", name, argv); err != nil {
+		if err := datadir.RecordArgs(cfg.dir, layout.PartServer, name, argv); err != nil {
 			return err
 		}
 	}
@@ -158,32 +162,6 @@ func (s *Server) writeAdminKubeconfig() error {
 	return nil
 }
 
-// adminClient is a cluster-admin clientset built on first use.
-type adminClient struct {
-	kubeconfig string
-	once       sync.Once
-	config     *rest.Config
-	client     kubernetes.Interface
-	err        error
-}
-
-func (a *adminClient) get() (kubernetes.Interface, error) {
-	a.once.Do(func() {
-		cfg, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
-		if err != nil {
-			a.err = fmt.Errorf("loading %s: %w", a.kubeconfig, err)
-			return
-		}
-		cfg.UserAgent = "k1s"
-		a.config = cfg
-		a.client, a.err = kubernetes.NewForConfig(cfg)
-	})
-	return a.client, a.err
-}
-
-// LocalAPIServerURL is how processes on this host reach the apiserver.
-func (s *Server) LocalAPIServerURL() string { return s.cfg.localAPIServerURL() }
-
 // Components are the control plane's components in start order.
 func (s *Server) Components() []component.Component { return s.components }
 
@@ -199,96 +177,96 @@ type componentArgs struct {
 
 // buildArgs merges k1s's defaults for each component with the user's pass-through arguments.
 // Certificate paths are fixed by the data directory; the files are created later.
-func buildArgs(cfg *Config) (*componentArgs, error) {
-	tls, cred := cfg.tlsDir(), cfg.credDir()
+func buildArgs(cfg *completedConfig) (*componentArgs, error) {
+	f := cfg.files
 	apiserver := map[string]string{
 		"advertise-address":                  cfg.AdvertiseAddress.String(),
 		"allow-privileged":                   "true",
-		"admission-control-config-file":      cfg.admissionConfigFile(),
+		"admission-control-config-file":      f.AdmissionConfig(),
 		"api-audiences":                      ServiceAccountIssuer,
-		"audit-log-path":                     cfg.AuditLog(),
+		"audit-log-path":                     f.AuditLog(),
 		"audit-policy-file":                  cfg.auditPolicyFile(),
-		"authentication-config":              cfg.authenticationConfigFile(),
+		"authentication-config":              f.AuthenticationConfig(),
 		"authorization-mode":                 "Node,RBAC",
 		"bind-address":                       cfg.BindAddress.String(),
 		"secure-port":                        strconv.Itoa(cfg.HTTPSPort),
-		"cert-dir":                           tls + "/temporary-certs",
-		"client-ca-file":                     tls + "/client-ca.crt",
+		"cert-dir":                           f.APIServerCertDir(),
+		"client-ca-file":                     f.ClientCA().Cert,
 		"enable-admission-plugins":           "NodeRestriction",
 		"enable-bootstrap-token-auth":        "true",
-		"etcd-cafile":                        tls + "/etcd/server-ca.crt",
-		"etcd-certfile":                      tls + "/etcd/client.crt",
-		"etcd-keyfile":                       tls + "/etcd/client.key",
-		"kubelet-certificate-authority":      tls + "/server-ca.crt",
-		"kubelet-client-certificate":         tls + "/client-kube-apiserver.crt",
-		"kubelet-client-key":                 tls + "/client-kube-apiserver.key",
+		"etcd-cafile":                        f.EtcdCA().Cert,
+		"etcd-certfile":                      f.EtcdAPIServerClient().Cert,
+		"etcd-keyfile":                       f.EtcdAPIServerClient().Key,
+		"kubelet-certificate-authority":      f.ServerCA().Cert,
+		"kubelet-client-certificate":         f.APIServerKubeletClient().Cert,
+		"kubelet-client-key":                 f.APIServerKubeletClient().Key,
 		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
 		"profiling":                          "false",
-		"proxy-client-cert-file":             tls + "/client-auth-proxy.crt",
-		"proxy-client-key-file":              tls + "/client-auth-proxy.key",
+		"proxy-client-cert-file":             f.AuthProxyClient().Cert,
+		"proxy-client-key-file":              f.AuthProxyClient().Key,
 		"requestheader-allowed-names":        pki.AuthProxyUser,
-		"requestheader-client-ca-file":       tls + "/request-header-ca.crt",
+		"requestheader-client-ca-file":       f.RequestHeaderCA().Cert,
 		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
 		"requestheader-group-headers":        "X-Remote-Group",
 		"requestheader-username-headers":     "X-Remote-User",
 		"service-account-issuer":             ServiceAccountIssuer,
-		"service-account-key-file":           tls + "/service.key",
-		"service-account-signing-key-file":   tls + "/service.key",
+		"service-account-key-file":           f.ServiceAccountKey(),
+		"service-account-signing-key-file":   f.ServiceAccountKey(),
 		"service-cluster-ip-range":           cfg.ServiceCIDR.String(),
 		"service-node-port-range":            "30000-32767",
 		"storage-backend":                    "etcd3",
-		"tls-cert-file":                      tls + "/serving-kube-apiserver.crt",
+		"tls-cert-file":                      f.APIServerServing().Cert,
 		"tls-cipher-suites":                  strings.Join(pki.TLSCipherSuites, ","),
 		"tls-min-version":                    pki.TLSMinVersion,
-		"tls-private-key-file":               tls + "/serving-kube-apiserver.key",
+		"tls-private-key-file":               f.APIServerServing().Key,
 	}
 	for k, v := range auditLogArgs {
 		apiserver[k] = v
 	}
 	if cfg.encryptionEnabled() {
-		apiserver["encryption-provider-config"] = cfg.EncryptionConfigFile()
+		apiserver["encryption-provider-config"] = f.EncryptionConfig()
 		apiserver["encryption-provider-config-automatic-reload"] = "true"
 	}
 	controllerManager := map[string]string{
 		"allocate-node-cidrs":       "true",
-		"authentication-kubeconfig": cred + "/controller.kubeconfig",
-		"authorization-kubeconfig":  cred + "/controller.kubeconfig",
+		"authentication-kubeconfig": f.ControllerManagerKubeconfig(),
+		"authorization-kubeconfig":  f.ControllerManagerKubeconfig(),
 		"bind-address":              "127.0.0.1",
 		"cluster-cidr":              cfg.ClusterCIDR.String(),
-		"cluster-signing-kube-apiserver-client-cert-file": tls + "/client-ca.crt",
-		"cluster-signing-kube-apiserver-client-key-file":  tls + "/client-ca.key",
-		"cluster-signing-kubelet-client-cert-file":        tls + "/client-ca.crt",
-		"cluster-signing-kubelet-client-key-file":         tls + "/client-ca.key",
-		"cluster-signing-kubelet-serving-cert-file":       tls + "/server-ca.crt",
-		"cluster-signing-kubelet-serving-key-file":        tls + "/server-ca.key",
-		"cluster-signing-legacy-unknown-cert-file":        tls + "/server-ca.crt",
-		"cluster-signing-legacy-unknown-key-file":         tls + "/server-ca.key",
+		"cluster-signing-kube-apiserver-client-cert-file": f.ClientCA().Cert,
+		"cluster-signing-kube-apiserver-client-key-file":  f.ClientCA().Key,
+		"cluster-signing-kubelet-client-cert-file":        f.ClientCA().Cert,
+		"cluster-signing-kubelet-client-key-file":         f.ClientCA().Key,
+		"cluster-signing-kubelet-serving-cert-file":       f.ServerCA().Cert,
+		"cluster-signing-kubelet-serving-key-file":        f.ServerCA().Key,
+		"cluster-signing-legacy-unknown-cert-file":        f.ServerCA().Cert,
+		"cluster-signing-legacy-unknown-key-file":         f.ServerCA().Key,
 		"configure-cloud-routes":                          "false",
 		"controllers":                                     "*,bootstrapsigner,tokencleaner",
 		// FlexVolume drivers (for attach/detach) under the data directory, not /usr/libexec.
-		"flex-volume-plugin-dir": cfg.serverDir() + "/volume-plugins",
+		"flex-volume-plugin-dir": f.VolumePluginDir(),
 		// Per-controller credentials cost two API calls per controller at start; with the
 		// default 20 QPS that alone delays the node's pod CIDR by ~5 s.
 		"kube-api-burst":                   "200",
 		"kube-api-qps":                     "100",
-		"kubeconfig":                       cred + "/controller.kubeconfig",
+		"kubeconfig":                       f.ControllerManagerKubeconfig(),
 		"leader-elect":                     "false",
 		"node-cidr-mask-size":              "24",
 		"profiling":                        "false",
-		"root-ca-file":                     tls + "/server-ca.crt",
-		"secure-port":                      strconv.Itoa(DefaultControllerManagerPort),
-		"service-account-private-key-file": tls + "/service.key",
+		"root-ca-file":                     f.ServerCA().Cert,
+		"secure-port":                      strconv.Itoa(layout.ControllerManagerPort),
+		"service-account-private-key-file": f.ServiceAccountKey(),
 		"service-cluster-ip-range":         cfg.ServiceCIDR.String(),
 		"use-service-account-credentials":  "true",
 	}
 	scheduler := map[string]string{
-		"authentication-kubeconfig": cred + "/scheduler.kubeconfig",
-		"authorization-kubeconfig":  cred + "/scheduler.kubeconfig",
+		"authentication-kubeconfig": f.SchedulerKubeconfig(),
+		"authorization-kubeconfig":  f.SchedulerKubeconfig(),
 		"bind-address":              "127.0.0.1",
-		"kubeconfig":                cred + "/scheduler.kubeconfig",
+		"kubeconfig":                f.SchedulerKubeconfig(),
 		"leader-elect":              "false",
 		"profiling":                 "false",
-		"secure-port":               strconv.Itoa(DefaultSchedulerPort),
+		"secure-port":               strconv.Itoa(layout.SchedulerPort),
 	}
 	if cfg.Hardened {
 		for k, v := range hardenedAPIServerArgs {

@@ -1,4 +1,4 @@
-package pki
+package join
 
 import (
 	"crypto/sha256"
@@ -22,10 +22,10 @@ func NodeNameTakenMessage(name string) string {
 	return fmt.Sprintf("node name %s is already taken: delete it with 'k1s kubectl delete node %s' or choose --node-name", name, name)
 }
 
-// JoinToken is what a node needs to join: a bootstrap token (id and secret) and, in the full
+// Token is what a node needs to join: a bootstrap token (id and secret) and, in the full
 // form, the hash of the cluster CA that lets the node authenticate the server before it sends
 // the secret.
-type JoinToken struct {
+type Token struct {
 	// CAHash is the hex SHA-256 of the cluster CA's SubjectPublicKeyInfo (kubeadm's
 	// discovery hash); empty for a bare <id>.<secret> token.
 	CAHash string
@@ -33,23 +33,23 @@ type JoinToken struct {
 	Secret string
 }
 
-// NewJoinToken returns a token with a random bootstrap token for the CA ca.
-func NewJoinToken(ca *x509.Certificate) (JoinToken, error) {
+// NewToken returns a token with a random bootstrap token for the CA ca.
+func NewToken(ca *x509.Certificate) (Token, error) {
 	bootstrap, err := bootstraputil.GenerateBootstrapToken()
 	if err != nil {
-		return JoinToken{}, fmt.Errorf("generating a join token: %w", err)
+		return Token{}, fmt.Errorf("generating a join token: %w", err)
 	}
 	id, secret, err := tokens.ParseToken(bootstrap)
 	if err != nil {
-		return JoinToken{}, err
+		return Token{}, err
 	}
-	return JoinToken{CAHash: CAHash(ca), ID: id, Secret: secret}, nil
+	return Token{CAHash: CAHash(ca), ID: id, Secret: secret}, nil
 }
 
-// ParseJoinToken reads a full (K10<hash>::<id>.<secret>) or bare (<id>.<secret>) token.
-func ParseJoinToken(s string) (JoinToken, error) {
+// ParseToken reads a full (K10<hash>::<id>.<secret>) or bare (<id>.<secret>) token.
+func ParseToken(s string) (Token, error) {
 	s = strings.TrimSpace(s)
-	var t JoinToken
+	var t Token
 	bootstrap := s
 	if strings.HasPrefix(s, tokenPrefix) {
 		hash, rest, ok := strings.Cut(strings.TrimPrefix(s, tokenPrefix), "::")
@@ -73,7 +73,7 @@ func ParseJoinToken(s string) (JoinToken, error) {
 }
 
 // String is the token's full form when it has a CA hash.
-func (t JoinToken) String() string {
+func (t Token) String() string {
 	if t.CAHash == "" {
 		return t.Bootstrap()
 	}
@@ -81,7 +81,7 @@ func (t JoinToken) String() string {
 }
 
 // Bootstrap is the bootstrap token (<id>.<secret>) the apiserver authenticates.
-func (t JoinToken) Bootstrap() string { return bootstraputil.TokenFromIDAndSecret(t.ID, t.Secret) }
+func (t Token) Bootstrap() string { return bootstraputil.TokenFromIDAndSecret(t.ID, t.Secret) }
 
 // CAHash is the hex SHA-256 of cert's SubjectPublicKeyInfo.
 func CAHash(cert *x509.Certificate) string {

@@ -1,4 +1,4 @@
-package server
+package controllers
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,8 +24,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/kubernetes/pkg/apis/certificates"
 
-	"github.com/k1s-io/k1s/internal/component"
-	"github.com/k1s-io/k1s/internal/pki"
+	"github.com/k1s-io/k1s/internal/join"
 )
 
 // csrDecision is what k1s does with a certificate signing request.
@@ -44,74 +43,79 @@ const (
 //   - a kubelet serving certificate asked by system:node:<name>, only when every name and
 //     address in it is one of that Node's own.
 type csrApprover struct {
+	client func() (kubernetes.Interface, error)
+	log    logrus.FieldLogger
+}
+
+// NewCSRApprover returns the controller that approves node client CSRs made with a bootstrap
+// token and kubelet serving CSRs for a node's own addresses. client is called on each run.
+func NewCSRApprover(client func() (kubernetes.Interface, error), log logrus.FieldLogger) Controller {
+	return &csrApprover{client: client, log: log}
+}
+
+func (*csrApprover) Name() string { return "csr-approver" }
+
+// csrRun is one run of the approver: its informers and queue live as long as the run.
+type csrRun struct {
 	client kubernetes.Interface
 	nodes  corelisters.NodeLister
 	queue  workqueue.TypedRateLimitingInterface[string]
+	log    logrus.FieldLogger
 }
 
-func newCSRApprover(admin *adminClient) component.Component {
-	var synced atomic.Bool
-	run := func(ctx context.Context) error {
-		client, err := admin.get()
-		if err != nil {
-			return err
-		}
-		factory := informers.NewSharedInformerFactory(client, 0)
-		a := &csrApprover{
-			client: client,
-			nodes:  factory.Core().V1().Nodes().Lister(),
-			queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-				workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second),
-				workqueue.TypedRateLimitingQueueConfig[string]{Name: "k1s-csr-approver"}),
-		}
-		defer a.queue.ShutDown()
-		csrs := factory.Certificates().V1().CertificateSigningRequests()
-		enqueue := func(obj any) {
-			if csr, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
-				a.queue.Add(csr.Name)
-			}
-		}
-		if _, err := csrs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) },
-		}); err != nil {
-			return err
-		}
-		lister := csrs.Lister()
-		factory.Start(ctx.Done())
-		defer factory.Shutdown()
-		if !cache.WaitForCacheSync(ctx.Done(), csrs.Informer().HasSynced, factory.Core().V1().Nodes().Informer().HasSynced) {
-			return ctx.Err()
-		}
-		synced.Store(true)
-		go func() { <-ctx.Done(); a.queue.ShutDown() }()
-		for {
-			name, quit := a.queue.Get()
-			if quit {
-				return nil
-			}
-			csr, err := lister.Get(name)
-			if err == nil {
-				err = a.handle(ctx, csr.DeepCopy())
-			}
-			switch {
-			case err == nil || apierrors.IsNotFound(err):
-				a.queue.Forget(name)
-			default:
-				a.queue.AddRateLimited(name)
-			}
-			a.queue.Done(name)
+func (a *csrApprover) Run(ctx context.Context) error {
+	client, err := a.client()
+	if err != nil {
+		return fmt.Errorf("API client: %w", err)
+	}
+	factory := informers.NewSharedInformerFactory(client, 0)
+	run := &csrRun{
+		client: client,
+		nodes:  factory.Core().V1().Nodes().Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "k1s-csr-approver"}),
+		log: a.log,
+	}
+	defer run.queue.ShutDown()
+	csrs := factory.Certificates().V1().CertificateSigningRequests()
+	enqueue := func(obj any) {
+		if csr, ok := obj.(*certificatesv1.CertificateSigningRequest); ok {
+			run.queue.Add(csr.Name)
 		}
 	}
-	ready := func(context.Context) error {
-		if !synced.Load() {
-			return errors.New("waiting for the CSR and Node caches")
-		}
-		return nil
+	if _, err := csrs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) },
+	}); err != nil {
+		return fmt.Errorf("watching CSRs: %w", err)
 	}
-	return component.NewFunc("k1s CSR approver", run, ready)
+	lister := csrs.Lister()
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), csrs.Informer().HasSynced, factory.Core().V1().Nodes().Informer().HasSynced) {
+		return ctx.Err()
+	}
+	go func() { <-ctx.Done(); run.queue.ShutDown() }()
+	for {
+		name, quit := run.queue.Get()
+		if quit {
+			return nil
+		}
+		csr, err := lister.Get(name)
+		if err == nil {
+			err = run.handle(ctx, csr.DeepCopy())
+		}
+		switch {
+		case err == nil || apierrors.IsNotFound(err):
+			run.queue.Forget(name)
+		default:
+			run.queue.AddRateLimited(name)
+		}
+		run.queue.Done(name)
+	}
 }
 
-func (a *csrApprover) handle(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) error {
+func (a *csrRun) handle(ctx context.Context, csr *certificatesv1.CertificateSigningRequest) error {
 	if len(csr.Status.Certificate) > 0 {
 		return nil
 	}
@@ -130,13 +134,21 @@ func (a *csrApprover) handle(ctx context.Context, csr *certificatesv1.Certificat
 	case csrApprove:
 		cond = certificatesv1.CertificateSigningRequestCondition{Type: certificatesv1.CertificateApproved, Reason: "K1sApproved", Message: message}
 	case csrDeny:
-		cond = certificatesv1.CertificateSigningRequestCondition{Type: certificatesv1.CertificateDenied, Reason: pki.ReasonNodeNameTaken, Message: message}
+		cond = certificatesv1.CertificateSigningRequestCondition{Type: certificatesv1.CertificateDenied, Reason: join.ReasonNodeNameTaken, Message: message}
 	}
 	cond.Status = corev1.ConditionTrue
 	cond.LastUpdateTime = metav1.Now()
 	csr.Status.Conditions = append(csr.Status.Conditions, cond)
-	_, err := a.client.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{FieldManager: fieldManager})
-	return err
+	if _, err := a.client.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+		return fmt.Errorf("updating the approval of CSR %s: %w", csr.Name, err)
+	}
+	if decision == csrDeny {
+		// A node that cannot join is a user's problem to fix; say so on the server too.
+		a.log.Warnf("denied certificate signing request %s: %s", csr.Name, message)
+	} else {
+		a.log.Debugf("approved certificate signing request %s: %s", csr.Name, message)
+	}
+	return nil
 }
 
 // decideCSR judges a CSR; getNode returns a Node from the cache (a NotFound error if none).
@@ -160,7 +172,7 @@ func decideCSR(csr *certificatesv1.CertificateSigningRequest, getNode func(strin
 		}
 		name := strings.TrimPrefix(req.Subject.CommonName, "system:node:")
 		if _, err := getNode(name); err == nil {
-			return csrDeny, pki.NodeNameTakenMessage(name)
+			return csrDeny, join.NodeNameTakenMessage(name)
 		} else if !apierrors.IsNotFound(err) {
 			return csrRetry, err.Error()
 		}

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/k1s-io/k1s/internal/layout"
+	"github.com/k1s-io/k1s/internal/network"
+	"github.com/k1s-io/k1s/internal/server"
+)
+
+// Every flag that more than one command has is defined here, once.
+
+// dataDirFlag is --data-dir; usage says what the command does with it.
+func dataDirFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: layout.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: usage}
+}
+
+// serverDataDirFlag is --data-dir of the commands that act on a server from its host.
+func serverDataDirFlag() cli.Flag {
+	return dataDirFlag("the server's data directory (default: the config file's, else " + layout.DefaultDataDir + ")")
+}
+
+// writeKubeconfigFlag is where a server writes the admin kubeconfig (and where check-config
+// looks for it).
+func writeKubeconfigFlag(usage string) cli.Flag {
+	return &cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: layout.DefaultKubeconfig, EnvVars: []string{"K1S_KUBECONFIG_OUTPUT"}, Usage: usage}
+}
+
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "debug", EnvVars: []string{"K1S_DEBUG"}, Usage: "log debug lines, including upstream components' info lines"},
+		&cli.IntFlag{Name: "v", Usage: "upstream components' log verbosity (klog -v)"},
+	}
+}
+
+// nodeFlags are the flags of a node, in `agent` and in the node half of `server`.
+func nodeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "node-name", EnvVars: []string{"K1S_NODE_NAME"}, Usage: "node name (default: host name)"},
+		&cli.StringFlag{Name: "node-ip", Usage: "this node's address (default: the address of the default route's interface)"},
+		&cli.StringFlag{Name: "resolv-conf", EnvVars: []string{"K1S_RESOLV_CONF"}, Value: "/etc/resolv.conf", Usage: "resolv.conf for the kubelet (and so for CoreDNS's upstream)"},
+		&cli.StringSliceFlag{Name: "node-label", Usage: "key=value label to register the node with (repeatable)"},
+		&cli.StringSliceFlag{Name: "node-taint", Usage: "key=value:Effect taint to register the node with (repeatable)"},
+		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "key=value for the kubelet (repeatable)"},
+		&cli.StringSliceFlag{Name: "kube-proxy-arg", Usage: "key=value for kube-proxy (repeatable)"},
+		&cli.StringFlag{Name: "flannel-backend", Value: network.BackendVXLAN, Usage: "pod network between nodes: vxlan, host-gw (nodes on one L2 network) or none"},
+		&cli.StringFlag{Name: "flannel-iface", Usage: "interface the pod network between nodes uses (default: the node IP's)"},
+		&cli.BoolFlag{Name: "hardened", EnvVars: []string{"K1S_HARDENED"}, Usage: "CIS hardening: restricted Pod Security, secrets encryption, EventRateLimit, kubelet protect-kernel-defaults, seccomp default, pod PID limit (see README)"},
+	}
+}
+
+// flagIP parses an address flag when it is set.
+func flagIP(c *cli.Context, name string) (net.IP, error) {
+	if v := c.String(name); v != "" {
+		return server.ParseIP(name, v)
+	}
+	return nil, nil
+}
+
+// dataDir is the data directory a command acts on: --data-dir (or K1S_DATA_DIR), else the
+// config file's data-dir, else the default. Commands that act on a running server or node
+// (killall, token, certificate, secrets-encrypt, check-config) read only that key of the
+// config file: it holds the server's or agent's other flags too. The server and agent
+// commands read the whole file (applyConfigFile), so all agree on the directory.
+func dataDir(c *cli.Context) (layout.DataDir, error) {
+	if c.IsSet("data-dir") {
+		return layout.DataDir(c.String("data-dir")), nil
+	}
+	path := c.String("config")
+	if path == "" {
+		path = layout.DefaultConfigFile
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !c.IsSet("config") {
+		return layout.DataDir(c.String("data-dir")), nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cannot read config file %s: %w; give the --data-dir k1s ran with instead, or run as root", path, errors.Unwrap(err))
+	}
+	values, err := parseConfigFile(data)
+	if err != nil {
+		return "", fmt.Errorf("config file %s is malformed: %w", path, err)
+	}
+	if d := values["data-dir"]; len(d) == 1 {
+		return layout.DataDir(d[0]), nil
+	}
+	return layout.DataDir(c.String("data-dir")), nil
+}

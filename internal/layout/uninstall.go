@@ -1,0 +1,32 @@
+package layout
+
+// Host directories that upstream code creates for a node (the tops of SharedHostDirs under
+// /var/lib). `k1s killall` removes only this node's entries there; an uninstall removes them
+// whole.
+const (
+	// KubeletHostDir is the kubelet's fixed host directory (its device-plugin socket).
+	KubeletHostDir = "/var/lib/kubelet"
+	// CNIStateDir is the CNI library's fixed state directory (its cached results).
+	CNIStateDir = "/var/lib/cni"
+)
+
+// KubeProxyNFTablesTable is the nftables table kube-proxy creates, in the ip and ip6 families;
+// kube-proxy fixes the name.
+const KubeProxyNFTablesTable = "kube-proxy"
+
+// UninstallPaths are the paths an uninstall of the k1s node or server of data directory d
+// removes whole, beyond the service's own files, after `k1s killall` stopped it: the
+// configuration directory, the data directory, the runtime directory, and the host
+// directories the node's upstream components created. It is the one rule install.sh's
+// uninstall script follows (through `k1s killall --print-paths`). d must be absolute.
+func UninstallPaths(d DataDir) []string {
+	return []string{
+		ConfigDir,
+		d.Root(),
+		RunDir,
+		CNIStateDir,
+		PodLogsDir,
+		ContainerLogLinks,
+		KubeletHostDir,
+	}
+}
