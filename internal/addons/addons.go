@@ -118,6 +118,17 @@ func Manifests(s Settings, disabled []string) ([]deploy.Addon, error) {
 	return out, nil
 }
 
+// NodeComponents are the node-side components of the enabled add-ons, for one node.
+func NodeComponents(s NodeSettings, disabled []string) []component.Component {
+	var out []component.Component
+	for _, a := range Enabled(disabled) {
+		if a.Node != nil {
+			out = append(out, a.Node(s)...)
+		}
+	}
+	return out
+}
+
 // ClusterControllers are the cluster-side controllers of the enabled add-ons.
 func ClusterControllers(s Settings, disabled []string) []controllers.Controller {
 	var out []controllers.Controller

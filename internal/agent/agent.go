@@ -15,6 +15,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/k1s-io/k1s/internal/addons"
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
 	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
@@ -273,7 +274,13 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 	})
 	a.runtime = []component.Component{containerd, a.newImageImport(containerd, systemImages)}
 	a.joiner = a.newJoin()
-	a.onNode = []component.Component{a.kubelet.component, podNetwork, kubeProxy}
+	// The packaged add-ons' node-side parts, of those the cluster has not disabled (known
+	// once the node has joined).
+	nodeAddons := component.Group("add-ons on the node", func() ([]component.Component, error) {
+		return addons.NodeComponents(addons.NodeSettings{NodeName: cfg.NodeName, Kubeconfig: cfg.files.KubeletKubeconfig(), Log: cfg.Log},
+			a.cluster.DisabledAddons), nil
+	})
+	a.onNode = []component.Component{a.kubelet.component, podNetwork, kubeProxy, nodeAddons}
 	return a, nil
 }
 

@@ -232,3 +232,74 @@ func TestTaskFailureEndsIt(t *testing.T) {
 		t.Fatalf("want the task's error, got %v", err)
 	}
 }
+
+func TestGroupStartsMembersBuiltAtStartAndStopsThemInReverse(t *testing.T) {
+	var mu sync.Mutex
+	var events []string
+	record := func(e string) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, e)
+	}
+	member := func(name string) Component {
+		return NewFunc(name, func(ctx context.Context) error {
+			record("start " + name)
+			<-ctx.Done()
+			record("stop " + name)
+			return nil
+		}, nil)
+	}
+	built := false
+	g := Group("node add-ons", func() ([]Component, error) {
+		built = true
+		return []Component{member("a"), member("b")}, nil
+	})
+	if built {
+		t.Fatal("members built before the group started")
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Ready(context.Background()) != nil || len(snapshot(&mu, &events)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("group not ready: %v", g.Ready(context.Background()))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := g.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	<-g.Exited()
+	got := snapshot(&mu, &events)
+	if want := "stop b"; got[len(got)-2] != want || got[len(got)-1] != "stop a" {
+		t.Errorf("stop order %v, want b before a", got)
+	}
+}
+
+func TestGroupExitsWhenAMemberFails(t *testing.T) {
+	g := Group("g", func() ([]Component, error) {
+		return []Component{NewFunc("broken", func(context.Context) error { return errors.New("boom") }, nil)}, nil
+	})
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-g.Exited():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the group did not exit with its member")
+	}
+	if err := g.Stop(); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Errorf("Stop: %v, want the member's failure", err)
+	}
+	empty := Group("empty", func() ([]Component, error) { return nil, nil })
+	if err := empty.Start(context.Background()); err != nil || empty.Ready(context.Background()) != nil {
+		t.Error("an empty group is not ready at once")
+	}
+}
+
+func snapshot(mu *sync.Mutex, events *[]string) []string {
+	mu.Lock()
+	defer mu.Unlock()
+	return append([]string(nil), *events...)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -13,12 +14,14 @@ import (
 // an agent learns them through the API once it has joined, as the server's own node does.
 const NodeConfigMap = "k1s-node-config"
 
-// NodeConfig is the network every node of a cluster shares.
+// NodeConfig is what every node of a cluster shares: the network, and which packaged add-ons
+// are disabled (their node-side parts do not run).
 type NodeConfig struct {
-	ClusterCIDR   *net.IPNet
-	ServiceCIDR   *net.IPNet
-	ClusterDNS    net.IP
-	ClusterDomain string
+	ClusterCIDR    *net.IPNet
+	ServiceCIDR    *net.IPNet
+	ClusterDNS     net.IP
+	ClusterDomain  string
+	DisabledAddons []string
 }
 
 // Data is the ConfigMap form of c.
@@ -27,7 +30,8 @@ func (c *NodeConfig) Data() map[string]string {
 		"cluster-cidr":   c.ClusterCIDR.String(),
 		"service-cidr":   c.ServiceCIDR.String(),
 		"cluster-dns":    c.ClusterDNS.String(),
-		"cluster-domain": c.ClusterDomain,
+		"cluster-domain":  c.ClusterDomain,
+		"disabled-addons": strings.Join(c.DisabledAddons, ","),
 	}
 }
 
@@ -46,6 +50,10 @@ func ParseNodeConfig(data map[string]string) (*NodeConfig, error) {
 	}
 	if c.ClusterDomain == "" {
 		return nil, fmt.Errorf("%s: no cluster-domain", NodeConfigMap)
+	}
+	// Absent from what servers before the add-on registry published: nothing disabled.
+	if d := data["disabled-addons"]; d != "" {
+		c.DisabledAddons = strings.Split(d, ",")
 	}
 	return c, nil
 }

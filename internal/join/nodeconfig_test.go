@@ -45,3 +45,23 @@ func TestParseNodeConfigErrors(t *testing.T) {
 		t.Error("an empty ConfigMap parsed")
 	}
 }
+
+func TestNodeConfigDisabledAddons(t *testing.T) {
+	_, cluster, _ := net.ParseCIDR("10.42.0.0/16")
+	_, service, _ := net.ParseCIDR("10.43.0.0/16")
+	in := NodeConfig{ClusterCIDR: cluster, ServiceCIDR: service, ClusterDNS: net.ParseIP("10.43.0.10"), ClusterDomain: "cluster.local",
+		DisabledAddons: []string{"coredns", "local-storage"}}
+	out, err := ParseNodeConfig(in.Data())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(out.DisabledAddons, " ") != "coredns local-storage" {
+		t.Errorf("disabled add-ons %v", out.DisabledAddons)
+	}
+	// What servers before the registry published has no such key: nothing is disabled.
+	data := in.Data()
+	delete(data, "disabled-addons")
+	if out, err := ParseNodeConfig(data); err != nil || len(out.DisabledAddons) != 0 {
+		t.Errorf("without the key: %v %v", out, err)
+	}
+}

@@ -52,7 +52,8 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Com
 		admin:     admin,
 		caFile:    cfg.files.ServerCA().Cert,
 		serverURL: cfg.advertisedAPIServerURL(),
-		settings:  join.NodeConfig{ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR, ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain},
+		settings: join.NodeConfig{ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR, ClusterDNS: cfg.ClusterDNS,
+			ClusterDomain: cfg.ClusterDomain, DisabledAddons: cfg.Disable},
 	}
 	cs := []controllers.Controller{
 		publisher,
