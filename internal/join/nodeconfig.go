@@ -27,9 +27,9 @@ type NodeConfig struct {
 // Data is the ConfigMap form of c.
 func (c *NodeConfig) Data() map[string]string {
 	return map[string]string{
-		"cluster-cidr":   c.ClusterCIDR.String(),
-		"service-cidr":   c.ServiceCIDR.String(),
-		"cluster-dns":    c.ClusterDNS.String(),
+		"cluster-cidr":    c.ClusterCIDR.String(),
+		"service-cidr":    c.ServiceCIDR.String(),
+		"cluster-dns":     c.ClusterDNS.String(),
 		"cluster-domain":  c.ClusterDomain,
 		"disabled-addons": strings.Join(c.DisabledAddons, ","),
 	}
