@@ -120,22 +120,28 @@ func Manifests(s Settings, disabled []string) ([]deploy.Addon, error) {
 
 // NodeComponents are the node-side components of the enabled add-ons, for one node.
 func NodeComponents(s NodeSettings, disabled []string) []component.Component {
-	var out []component.Component
-	for _, a := range Enabled(disabled) {
-		if a.Node != nil {
-			out = append(out, a.Node(s)...)
+	return collect(disabled, func(a Addon) []component.Component {
+		if a.Node == nil {
+			return nil
 		}
-	}
-	return out
+		return a.Node(s)
+	})
 }
 
 // ClusterControllers are the cluster-side controllers of the enabled add-ons.
 func ClusterControllers(s Settings, disabled []string) []controllers.Controller {
-	var out []controllers.Controller
-	for _, a := range Enabled(disabled) {
-		if a.Cluster != nil {
-			out = append(out, a.Cluster(s)...)
+	return collect(disabled, func(a Addon) []controllers.Controller {
+		if a.Cluster == nil {
+			return nil
 		}
+		return a.Cluster(s)
+	})
+}
+
+func collect[T any](disabled []string, parts func(Addon) []T) []T {
+	var out []T
+	for _, a := range Enabled(disabled) {
+		out = append(out, parts(a)...)
 	}
 	return out
 }

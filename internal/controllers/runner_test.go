@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/logging/logtest"
 )
 
 var _ component.Component = (*Runner)(nil)
@@ -33,35 +33,7 @@ const (
 	testRetry = 200 * time.Millisecond
 )
 
-// testLog is a logger that writes to the test's log until the test ends: the elector reports
-// holders from goroutines of its own, which may outlive the runner.
-func testLog(t *testing.T) *logrus.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	log := logrus.New()
-	log.SetOutput(w)
-	log.SetLevel(logrus.DebugLevel)
-	return log
-}
-
-type testWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimSpace(string(p)))
-	}
-	return len(p), nil
-}
+func testLog(t *testing.T) *logrus.Logger { return logtest.New(t) }
 
 // poll waits until cond holds, failing the test after timeout.
 func pollWithin(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -4,18 +4,16 @@ package e2e
 
 import (
 	"context"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/k1s-io/k1s/internal/controllers"
+	"github.com/k1s-io/k1s/internal/logging/logtest"
 )
 
 // TestLeaderElection: two leader-elected runners against one running cluster's API elect
@@ -36,7 +34,7 @@ func TestLeaderElection(t *testing.T) {
 		_ = client.CoordinationV1().Leases(metav1.NamespaceSystem).Delete(context.Background(), leaseName, metav1.DeleteOptions{})
 	})
 
-	log := leaderTestLog(t)
+	log := logtest.New(t)
 	var active, most atomic.Int32 // controllers running at once across both runners
 	start := func(identity string) (*controllers.Runner, *leaderTestController) {
 		c := &leaderTestController{active: &active, most: &most}
@@ -133,33 +131,4 @@ func leaderWait(t *testing.T, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// leaderTestLog writes the runners' lines to the test log until the test ends: the elector
-// reports holders from goroutines that may outlive a runner.
-func leaderTestLog(t *testing.T) *logrus.Logger {
-	w := &leaderLogWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	log := logrus.New()
-	log.SetOutput(w)
-	return log
-}
-
-type leaderLogWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *leaderLogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimSpace(string(p)))
-	}
-	return len(p), nil
 }
