@@ -250,6 +250,9 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"kube-api-burst":                   "200",
 		"kube-api-qps":                     "100",
 		"kubeconfig":                       f.ControllerManagerKubeconfig(),
+		// A server is alone in its cluster until servers can join one another (then this
+		// turns on): the upstream identity has a random suffix, so with leader election a
+		// restarted sole server would wait out its own lease (15 s) before it controls.
 		"leader-elect":                     "false",
 		"node-cidr-mask-size":              "24",
 		"profiling":                        "false",
