@@ -247,9 +247,9 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"flex-volume-plugin-dir": f.VolumePluginDir(),
 		// Per-controller credentials cost two API calls per controller at start; with the
 		// default 20 QPS that alone delays the node's pod CIDR by ~5 s.
-		"kube-api-burst":                   "200",
-		"kube-api-qps":                     "100",
-		"kubeconfig":                       f.ControllerManagerKubeconfig(),
+		"kube-api-burst": "200",
+		"kube-api-qps":   "100",
+		"kubeconfig":     f.ControllerManagerKubeconfig(),
 		// A server is alone in its cluster until servers can join one another (then this
 		// turns on): the upstream identity has a random suffix, so with leader election a
 		// restarted sole server would wait out its own lease (15 s) before it controls.
