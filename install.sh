@@ -444,18 +444,18 @@ for cmd in kubectl ctr crictl; do
 		rm -f "$BIN_DIR/$cmd"
 	fi
 done
-if [ -n "$paths" ]; then
-	while IFS= read -r p; do
-		rm -rf "$p"
-	done <<PATHS
-$paths
-PATHS
-fi
-rm -f "$ENV_FILE" "$BIN_DIR/k1s" "$BIN_DIR/$UNINSTALL_NAME"
+# Without the binary the environment file (with the service's data directory) and this script
+# stay, for a run after k1s is reinstalled.
 if [ -z "$paths" ]; then
-	echo "[k1s] uninstalled the service only (see above)" >&2
+	echo "[k1s] uninstalled the service only (see above); kept $ENV_FILE and $BIN_DIR/$UNINSTALL_NAME" >&2
 	exit 1
 fi
+while IFS= read -r p; do
+	rm -rf "$p"
+done <<PATHS
+$paths
+PATHS
+rm -f "$ENV_FILE" "$BIN_DIR/k1s" "$BIN_DIR/$UNINSTALL_NAME"
 echo "[k1s] uninstalled"
 EOF
 	} >"$BIN_DIR/$UNINSTALL_NAME.new"

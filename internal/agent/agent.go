@@ -265,7 +265,7 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 			ServiceCIDR: a.cluster.ServiceCIDR,
 			Backend:     cfg.FlannelBackend,
 			Iface:       cfg.FlannelIface,
-			ConfDir:     cniConfDir,
+			ConfList:    cfg.files.CNIConfList(),
 			IPAMDir:     cfg.files.IPAMDir(),
 			FlannelConf: cfg.files.FlannelConf(),
 			Kubeconfig:  cfg.files.KubeletKubeconfig(),

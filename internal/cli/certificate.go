@@ -23,9 +23,9 @@ func certificateCommand() *cli.Command {
 			Name:         "rotate",
 			Usage:        "Issue the control plane's certificates again, with new keys (all, or those of --service); a running server does it at once, a stopped one at its next start",
 			OnUsageError: usageError,
-			Flags: []cli.Flag{serverDataDirFlag(),
+			Flags: append(serverFlags(),
 				&cli.StringSliceFlag{Name: "service", Aliases: []string{"s"}, Usage: "only this service's certificates (repeatable): " + fmt.Sprint(server.ServiceNames())},
-			},
+			),
 			Action: certificateRotate,
 		}},
 	}

@@ -21,9 +21,10 @@ func dataDirFlag(usage string) cli.Flag {
 	return &cli.StringFlag{Name: "data-dir", Aliases: []string{"d"}, Value: layout.DefaultDataDir, EnvVars: []string{"K1S_DATA_DIR"}, Usage: usage}
 }
 
-// serverDataDirFlag is --data-dir of the commands that act on a server from its host.
-func serverDataDirFlag() cli.Flag {
-	return dataDirFlag("the server's data directory (default: the config file's, else " + layout.DefaultDataDir + ")")
+// serverFlags are the flags of the commands that act on a server from its host: its data
+// directory, and the config file that may name it.
+func serverFlags() []cli.Flag {
+	return []cli.Flag{configFlag(), dataDirFlag("the server's data directory (default: the config file's, else " + layout.DefaultDataDir + ")")}
 }
 
 // writeKubeconfigFlag is where a server writes the admin kubeconfig (and where check-config

@@ -17,8 +17,8 @@ func secretsEncryptCommand() *cli.Command {
 		OnUsageError:    usageError,
 		HideHelpCommand: true,
 		Subcommands: []*cli.Command{
-			{Name: "status", Usage: "Show whether Secrets are encrypted, with which key, and whether the apiserver uses it", OnUsageError: usageError, Flags: []cli.Flag{serverDataDirFlag()}, Action: secretsStatus},
-			{Name: "rotate-keys", Usage: "Encrypt every Secret with a new key and drop the old one", OnUsageError: usageError, Flags: []cli.Flag{serverDataDirFlag()}, Action: secretsRotateKeys},
+			{Name: "status", Usage: "Show whether Secrets are encrypted, with which key, and whether the apiserver uses it", OnUsageError: usageError, Flags: serverFlags(), Action: secretsStatus},
+			{Name: "rotate-keys", Usage: "Encrypt every Secret with a new key and drop the old one", OnUsageError: usageError, Flags: serverFlags(), Action: secretsRotateKeys},
 		},
 	}
 }

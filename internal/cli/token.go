@@ -24,7 +24,6 @@ import (
 )
 
 func tokenCommand() *cli.Command {
-	dataDirFlag := serverDataDirFlag()
 	return &cli.Command{
 		Name:            "token",
 		Usage:           "Manage join tokens (bootstrap tokens) on a server",
@@ -35,14 +34,14 @@ func tokenCommand() *cli.Command {
 				Name:         "create",
 				Usage:        "Create a join token and print it",
 				OnUsageError: usageError,
-				Flags: []cli.Flag{dataDirFlag,
+				Flags: append(serverFlags(),
 					&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "how long the token may be used to join (0: forever)"},
 					&cli.StringFlag{Name: "description", Usage: "what the token is for"},
-				},
+				),
 				Action: tokenCreate,
 			},
-			{Name: "list", Usage: "List join tokens", OnUsageError: usageError, Flags: []cli.Flag{dataDirFlag}, Action: tokenList},
-			{Name: "delete", Usage: "Delete join tokens by id", ArgsUsage: "ID...", OnUsageError: usageError, Flags: []cli.Flag{dataDirFlag}, Action: tokenDelete},
+			{Name: "list", Usage: "List join tokens", OnUsageError: usageError, Flags: serverFlags(), Action: tokenList},
+			{Name: "delete", Usage: "Delete join tokens by id", ArgsUsage: "ID...", OnUsageError: usageError, Flags: serverFlags(), Action: tokenDelete},
 		},
 	}
 }

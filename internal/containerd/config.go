@@ -12,12 +12,7 @@ import (
 	"text/template"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/k1s-io/k1s/internal/layout"
 )
-
-// DefaultSocket is where a k1s node's containerd listens.
-const DefaultSocket = layout.ContainerdSocket
 
 // Config is what a node decides about its containerd.
 type Config struct {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
 	ctrapp "github.com/containerd/containerd/v2/cmd/ctr/app"
+
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 // Main runs the containerd daemon (the binary was called as `containerd`) and returns the exit
@@ -25,7 +27,7 @@ func Main(args []string) int {
 // CtrMain runs ctr, containerd's client, against k1s's containerd unless told otherwise.
 func CtrMain(args []string) int {
 	if os.Getenv("CONTAINERD_ADDRESS") == "" {
-		os.Setenv("CONTAINERD_ADDRESS", DefaultSocket)
+		os.Setenv("CONTAINERD_ADDRESS", layout.ContainerdSocket)
 	}
 	if os.Getenv("CONTAINERD_NAMESPACE") == "" {
 		os.Setenv("CONTAINERD_NAMESPACE", "k8s.io")

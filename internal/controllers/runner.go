@@ -1,6 +1,6 @@
-// Package controllers runs k1s's own cluster-scoped controllers (the CSR approver, and next
-// the publishers, the deployer, the etcd member reconciler…) under a Lease, so that with
-// several servers exactly one of them runs them.
+// Package controllers runs k1s's own cluster-scoped controllers (the cluster-info publisher,
+// the CSR approver, the add-on deployer, and next the etcd member reconciler…) under a Lease,
+// so that with several servers exactly one of them runs them.
 package controllers
 
 import (
@@ -156,9 +156,11 @@ func (r *Runner) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("k1s controllers: API client: %w", err)
 	}
-	// The controllers end first (workCtx), the election after them (electCtx): with
-	// ReleaseOnCancel the lease is released when the election ends, and another server must
-	// not start its controllers while this one's still run.
+	// On Stop the controllers end first (workCtx), the election after them (electCtx): with
+	// ReleaseOnCancel the lease is released when the election ends, so another server does
+	// not start its controllers while this one's still run. (A lease lost to a failed renewal
+	// is released by client-go as the controllers are cancelled: they may overlap another
+	// server's for the moments they take to stop; every controller here is idempotent.)
 	workCtx, stopWork := context.WithCancel(ctx)
 	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
 	first := &term{}

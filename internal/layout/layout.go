@@ -56,9 +56,9 @@ const (
 	// ShimSocketDir is fixed in containerd (field notes §8).
 	ShimSocketDir = "/run/containerd/s"
 	// KubeletDevicePluginSocket is fixed in the kubelet.
-	KubeletDevicePluginSocket = "/var/lib/kubelet/device-plugins/kubelet.sock"
+	KubeletDevicePluginSocket = KubeletHostDir + "/device-plugins/kubelet.sock"
 	// CNIResultsDir is where the CNI library caches results.
-	CNIResultsDir = "/var/lib/cni/results"
+	CNIResultsDir = CNIStateDir + "/results"
 	// ContainerLogLinks holds the kubelet's /var/log/containers/*.log symlinks.
 	ContainerLogLinks = "/var/log/containers"
 	// PodLogsDir is the kubelet's fixed pod log root (k1s's kubelet logs under the data dir).
@@ -68,7 +68,7 @@ const (
 // SharedHostDirs are the host directories upstream code creates for a node, deepest first:
 // removed when a node's clean-up leaves them empty, never wholesale.
 var SharedHostDirs = []string{
-	"/var/lib/kubelet/device-plugins", "/var/lib/kubelet", CNIResultsDir, "/var/lib/cni",
+	KubeletHostDir + "/device-plugins", KubeletHostDir, CNIResultsDir, CNIStateDir,
 	ShimSocketDir, "/run/containerd",
 }
 
@@ -295,6 +295,9 @@ func (n Node) ContainerdTemplate() string { return n.etc("containerd", "config.t
 
 // CNIConfDir holds the CNI configuration.
 func (n Node) CNIConfDir() string { return n.etc("cni", "net.d") }
+
+// CNIConfList is the node's CNI configuration file.
+func (n Node) CNIConfList() string { return filepath.Join(n.CNIConfDir(), CNIConfList) }
 
 // IPAMDir holds host-local's address allocations.
 func (n Node) IPAMDir() string { return filepath.Join(n.dir, "cni", "networks") }

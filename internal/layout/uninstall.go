@@ -15,18 +15,20 @@ const (
 const KubeProxyNFTablesTable = "kube-proxy"
 
 // UninstallPaths are the paths an uninstall of the k1s node or server of data directory d
-// removes whole, beyond the service's own files, after `k1s killall` stopped it: the
-// configuration directory, the data directory, the runtime directory, and the host
-// directories the node's upstream components created. It is the one rule install.sh's
-// uninstall script follows (through `k1s killall --print-paths`). d must be absolute.
+// removes whole, beyond the service's own files, after `k1s killall` stopped it: the data
+// directory, the runtime directory, the host directories the node's upstream components
+// created, and last the configuration directory (an uninstall that fails half-way and runs
+// again must still find the data directory a config file there names). It is the one rule
+// install.sh's uninstall script follows (through `k1s killall --print-paths`). d must be
+// absolute.
 func UninstallPaths(d DataDir) []string {
 	return []string{
-		ConfigDir,
 		d.Root(),
 		RunDir,
 		CNIStateDir,
 		PodLogsDir,
 		ContainerLogLinks,
 		KubeletHostDir,
+		ConfigDir,
 	}
 }

@@ -10,7 +10,7 @@ import (
 // The uninstall removes what install.sh's uninstall script removed before it asked k1s.
 func TestUninstallPaths(t *testing.T) {
 	got := UninstallPaths(DataDir("/srv/k1s"))
-	want := []string{"/etc/k1s", "/srv/k1s", "/run/k1s", "/var/lib/cni", "/var/log/pods", "/var/log/containers", "/var/lib/kubelet"}
+	want := []string{"/srv/k1s", "/run/k1s", "/var/lib/cni", "/var/log/pods", "/var/log/containers", "/var/lib/kubelet", "/etc/k1s"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("UninstallPaths = %q, want %q", got, want)
 	}

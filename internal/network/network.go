@@ -50,9 +50,9 @@ type Config struct {
 	// (default: the one holding NodeIP).
 	Backend string
 	Iface   string
-	// ConfDir receives the CNI configuration; IPAMDir holds host-local's allocations;
+	// ConfList is the CNI configuration file; IPAMDir holds host-local's allocations;
 	// FlannelConf is where flannel's network configuration is written for it to read.
-	ConfDir     string
+	ConfList    string
 	IPAMDir     string
 	FlannelConf string
 	// Kubeconfig is the node's own credential: the network reads the node's pod CIDR and
@@ -267,5 +267,5 @@ func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int) error {
 	if err != nil {
 		return err
 	}
-	return fileutil.WriteAtomic(filepath.Join(cfg.ConfDir, layout.CNIConfList), data, 0o644)
+	return fileutil.WriteAtomic(cfg.ConfList, data, 0o644)
 }

@@ -25,12 +25,22 @@ func newRBAC(admin *kubeclient.Lazy) component.Component {
 // addonSettings are the cluster's settings the packaged add-ons are rendered with.
 func (c *completedConfig) addonSettings() (addons.Settings, error) {
 	s := addons.Settings{ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, ResolvConf: c.ResolvConf, Log: c.Log}
-	if len(addons.Enabled(c.Disable)) > 0 {
-		images, err := payload.ImageRefs()
-		if err != nil {
-			return s, fmt.Errorf("the add-ons' images: %w", err)
+	for _, a := range addons.Enabled(c.Disable) {
+		if len(a.Images) == 0 {
+			continue
 		}
-		s.Images = images
+		if s.Images == nil {
+			images, err := payload.ImageRefs()
+			if err != nil {
+				return s, fmt.Errorf("the add-ons' images: %w", err)
+			}
+			s.Images = images
+		}
+		for _, name := range a.Images {
+			if s.Images[name] == "" {
+				return s, fmt.Errorf("add-on %s: the payload has no %s image: rebuild k1s with `make build`", a.Name, name)
+			}
+		}
 	}
 	return s, nil
 }
@@ -48,11 +58,11 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Com
 	if err != nil {
 		return nil, err
 	}
-	publisher := &clusterInfoPublisher{
-		admin:     admin,
-		caFile:    cfg.files.ServerCA().Cert,
-		serverURL: cfg.advertisedAPIServerURL(),
-		settings: join.NodeConfig{ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR, ClusterDNS: cfg.ClusterDNS,
+	publisher := &controllers.ClusterInfoPublisher{
+		Client:    admin.Client,
+		CAFile:    cfg.files.ServerCA().Cert,
+		ServerURL: cfg.advertisedAPIServerURL(),
+		Settings: join.NodeConfig{ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR, ClusterDNS: cfg.ClusterDNS,
 			ClusterDomain: cfg.ClusterDomain, DisabledAddons: cfg.Disable},
 	}
 	cs := []controllers.Controller{

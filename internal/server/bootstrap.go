@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync/atomic"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -48,43 +47,6 @@ func (s *Server) newBootstrap(admin *kubeclient.Lazy) component.Component {
 		}
 		return nil
 	})
-}
-
-// clusterInfoPublisher publishes what every joining node reads: the cluster CA and the
-// apiserver's address (cluster-info, which the bootstrap signer signs for every token) and
-// the cluster's network settings. It runs on the server that holds the controllers' lease, so
-// that servers never fight over the published address.
-type clusterInfoPublisher struct {
-	admin     *kubeclient.Lazy
-	caFile    string
-	serverURL string
-	settings  join.NodeConfig
-	published atomic.Bool
-}
-
-func (p *clusterInfoPublisher) Name() string { return "cluster-info publisher" }
-
-// Initialized reports that the first publication is done: the server's own node joins after.
-func (p *clusterInfoPublisher) Initialized() bool { return p.published.Load() }
-
-func (p *clusterInfoPublisher) Run(ctx context.Context) error {
-	client, err := p.admin.Client()
-	if err != nil {
-		return err
-	}
-	caPEM, err := os.ReadFile(p.caFile)
-	if err != nil {
-		return err
-	}
-	if err := join.PublishClusterInfo(ctx, client, p.serverURL, caPEM); err != nil {
-		return err
-	}
-	if err := join.PublishNodeConfig(ctx, client, p.settings); err != nil {
-		return err
-	}
-	p.published.Store(true)
-	<-ctx.Done()
-	return nil
 }
 
 // AdminBinding makes the admin kubeconfig's group cluster-admin.
