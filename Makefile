@@ -42,7 +42,7 @@ GO_BUILD     = $(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)'
 # dist/k1s-$(HOST_ARCH).
 UPGRADE_DIR := $(BIN)/upgrade
 
-.PHONY: all build payload dist upgrade-build run test unit e2e bench clean FORCE
+.PHONY: all build payload dist upgrade-build run test unit e2e e2e-run bench clean FORCE
 .DELETE_ON_ERROR:
 # Built by a pattern rule but kept: each binary embeds its arch's payload.
 .SECONDARY: $(foreach a,$(DIST_ARCHS),$(call payload_of,$(a)))
@@ -94,16 +94,27 @@ run: build
 	$(K1S) server --data-dir $(DATA_DIR)
 
 # Everything that proves k1s works: vet, unit tests, then end-to-end tests against bin/k1s.
-test: unit e2e
+# Each phase prints how long it took ("phase NAME: N s").
+TIMED := scripts/timed.sh
+SUBMAKE = $(MAKE) --no-print-directory
+test:
+	@$(TIMED) unit $(SUBMAKE) unit
+	@$(TIMED) build $(SUBMAKE) build
+	@$(TIMED) dist $(SUBMAKE) dist upgrade-build
+	@$(TIMED) e2e $(SUBMAKE) e2e-run
 
 unit:
 	shellcheck -s sh install.sh
-	$(GO) vet -tags '$(TEST_TAGS)' ./...
-	$(GO) test -tags '$(TEST_TAGS)' ./...
+	@$(TIMED) vet $(GO) vet -tags '$(TEST_TAGS)' ./...
+	@$(TIMED) unit-tests $(GO) test -tags '$(TEST_TAGS)' ./...
 
 E2E_FLAGS = -k1s $(CURDIR)/$(K1S) -dist $(CURDIR)/$(DIST) -upgrade $(CURDIR)/$(UPGRADE_DIR)
 
 e2e: build dist upgrade-build
+	@$(SUBMAKE) e2e-run
+
+# The e2e tests alone, against binaries already built.
+e2e-run:
 	$(GO) test -tags 'e2e $(TEST_TAGS)' -count=1 -timeout 40m -v ./internal/e2e/ $(E2E_FLAGS)
 
 # Figures only: start-up time, memory, binary and download sizes.
