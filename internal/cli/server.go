@@ -12,8 +12,10 @@ import (
 
 	"github.com/k1s-io/k1s/internal/addons"
 	"github.com/k1s-io/k1s/internal/agent"
+	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/logging"
+	"github.com/k1s-io/k1s/internal/profiling"
 	"github.com/k1s-io/k1s/internal/server"
 	"github.com/k1s-io/k1s/internal/version"
 )
@@ -46,6 +48,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "pod-security-default", Usage: "Pod Security level enforced in namespaces that set none (privileged, baseline, restricted; default baseline, restricted with --hardened); kube-system is exempt"},
 			&cli.BoolFlag{Name: "secrets-encryption", EnvVars: []string{"K1S_SECRETS_ENCRYPTION"}, Usage: "encrypt Secrets in etcd with a generated AES-CBC key (stays on once enabled; see 'k1s secrets-encrypt')"},
 			&cli.StringFlag{Name: "audit-policy-file", Usage: "audit policy replacing k1s's (metadata of every request, no bodies)"},
+			&cli.StringFlag{Name: "debug-profile", Usage: "serve Go's pprof for the k1s process on this loopback host:port (e.g. 127.0.0.1:6060); off by default"},
 		),
 			nodeFlags()...),
 	}
@@ -102,6 +105,12 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	profile := c.String("debug-profile")
+	if profile != "" {
+		if err := profiling.ValidateAddress("debug-profile", profile); err != nil {
+			return err
+		}
+	}
 	frugalGC()
 	logs, err := logging.Setup(logging.Options{Debug: c.Bool("debug"), Verbosity: c.Int("v"), Output: c.App.ErrWriter})
 	if err != nil {
@@ -138,6 +147,10 @@ func runServer(c *cli.Context) error {
 			return err
 		}
 		components = agentNode.ComponentsAround(components)
+	}
+	if profile != "" {
+		// First, so that the profiles cover the whole start.
+		components = append([]component.Component{profiling.New("debug-profile", profile)}, components...)
 	}
 	return runComponents(logs, components)
 }
