@@ -74,9 +74,6 @@ func dataDir(c *cli.Context) (layout.DataDir, error) {
 		return layout.DataDir(c.String("data-dir")), nil
 	}
 	path := c.String("config")
-	if path == "" {
-		path = layout.DefaultConfigFile
-	}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !c.IsSet("config") {
 		return layout.DataDir(c.String("data-dir")), nil

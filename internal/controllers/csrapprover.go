@@ -139,7 +139,7 @@ func (a *csrRun) handle(ctx context.Context, csr *certificatesv1.CertificateSign
 	cond.Status = corev1.ConditionTrue
 	cond.LastUpdateTime = metav1.Now()
 	csr.Status.Conditions = append(csr.Status.Conditions, cond)
-	if _, err := a.client.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+	if _, err := a.client.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{FieldManager: join.FieldManager}); err != nil {
 		return fmt.Errorf("updating the approval of CSR %s: %w", csr.Name, err)
 	}
 	if decision == csrDeny {

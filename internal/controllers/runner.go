@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/k1s-io/k1s/internal/join"
 )
 
 // Controller is one of k1s's cluster-scoped controllers.
@@ -40,12 +42,6 @@ const (
 	// maxRestartBackoff caps the delay before a failing controller's next run; a controller
 	// that ran this long without failing starts again from RestartBackoff.
 	maxRestartBackoff = time.Minute
-)
-
-// fieldManager and managedBy name what k1s writes to the cluster.
-const (
-	fieldManager = "k1s"
-	managedBy    = "app.kubernetes.io/managed-by"
 )
 
 // Initializer is a Controller whose first work others wait for (a publisher): while the runner
@@ -214,7 +210,7 @@ func (r *Runner) newElector(workCtx context.Context, client kubernetes.Interface
 		LeaseMeta:  metav1.ObjectMeta{Namespace: r.cfg.Namespace, Name: r.cfg.LeaseName},
 		Client:     client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: r.cfg.Identity},
-		Labels:     map[string]string{managedBy: fieldManager},
+		Labels:     map[string]string{join.ManagedByLabel: join.FieldManager},
 	}
 	return leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
