@@ -47,10 +47,13 @@ func (s *klogSink) Info(level int, msg string, keysAndValues ...any) {
 // peer not up yet, a conflict to retry) as errors during a normal start.
 func (s *klogSink) Error(err error, msg string, keysAndValues ...any) {
 	entry := s.entry(keysAndValues)
+	errText := ""
 	if err != nil {
 		entry = entry.WithError(err)
+		errText = err.Error()
 	}
-	if s.stopping.Load() {
+	component, _ := entry.Data["component"].(string)
+	if s.stopping.Load() || isNoise(component, msg, errText) {
 		entry.Debug(msg)
 		return
 	}
@@ -122,10 +125,15 @@ var componentPrefixes = []struct{ prefix, component string }{
 	{"k8s.io/apiserver", "kube-apiserver"},
 	{"k8s.io/kube-aggregator", "kube-apiserver"},
 	{"k8s.io/apiextensions-apiserver", "kube-apiserver"},
+	// The apiserver's etcd client; etcd's own server packages are the rest of go.etcd.io.
+	{"go.etcd.io/etcd/client/v3", "kube-apiserver"},
 	{"go.etcd.io", "etcd"},
+	{"github.com/flannel-io", "flannel"},
 	{"k8s.io/client-go", "client-go"},
 	{"k8s.io/kubectl", "kubectl"},
 	{"github.com/containerd", "containerd"},
+	// k1s's own code, outermost on the stacks of the components it starts.
+	{"github.com/k1s-io/k1s", "k1s"},
 }
 
 // Frames of the logging machinery itself, skipped when looking for the caller.
@@ -137,30 +145,43 @@ var loggingPackages = []string{
 	"runtime.",
 }
 
-// componentOfCaller walks the stack for the first frame of a known component. Shared
-// libraries (client-go, component-helpers) run inside every component, so a frame deeper down
-// usually says whose they are; a goroutine started by a library has no such frame.
+// componentOfCaller walks the stack for the first frame of a known component (see
+// ComponentOf).
 func componentOfCaller() string {
 	pcs := make([]uintptr, 64)
 	n := runtime.Callers(3, pcs)
 	frames := runtime.CallersFrames(pcs[:n])
-	fallback := "k8s"
+	var fns []string
 	for {
 		frame, more := frames.Next()
-		if fn := frame.Function; !isLoggingFrame(fn) {
-			for _, p := range componentPrefixes {
-				if strings.HasPrefix(fn, p.prefix) {
-					if p.component != "client-go" {
-						return p.component
-					}
-					fallback = p.component
-				}
-			}
-		}
+		fns = append(fns, frame.Function)
 		if !more {
-			return fallback
+			return ComponentOf(fns)
 		}
 	}
+}
+
+// ComponentOf names the component a stack (its function names, innermost first) belongs to:
+// that of its innermost frame in a known component's packages. Shared libraries (client-go,
+// component-helpers) run inside every component, so a frame further out usually says whose
+// they are; a goroutine started by a library has no such frame and counts as "client-go", or
+// "k8s" without even that. The benchmarks attribute heap profiles with it.
+func ComponentOf(functions []string) string {
+	fallback := "k8s"
+	for _, fn := range functions {
+		if isLoggingFrame(fn) {
+			continue
+		}
+		for _, p := range componentPrefixes {
+			if strings.HasPrefix(fn, p.prefix) {
+				if p.component != "client-go" {
+					return p.component
+				}
+				fallback = p.component
+			}
+		}
+	}
+	return fallback
 }
 
 func isLoggingFrame(fn string) bool {

@@ -39,6 +39,18 @@ func TestKlogRouting(t *testing.T) {
 		t.Errorf("a contextual logger's component is lost: %s", out.String())
 	}
 
+	// A warning listed as noise is a debug line; the same message with another error is not.
+	out.Reset()
+	kubelet := klog.FromContext(klog.NewContext(t.Context(), klog.Background().WithValues("component", "kubelet")))
+	kubelet.Error(errors.New(`node "n1" not found`), "Error getting the current node from lister")
+	if out.Len() != 0 {
+		t.Errorf("a start-up warning listed as noise is shown: %s", out.String())
+	}
+	kubelet.Error(errors.New("connection refused"), "Error getting the current node from lister")
+	if !strings.Contains(out.String(), "connection refused") {
+		t.Errorf("a listed message with an unlisted error is hidden: %q", out.String())
+	}
+
 	out.Reset()
 	logs.Stopping()
 	klog.ErrorS(errors.New("context canceled"), "call cut short by the stop")
@@ -62,9 +74,46 @@ func TestZapRouting(t *testing.T) {
 		t.Errorf("zap routing: %s", s)
 	}
 	out.Reset()
+	z.Warn("Running http and grpc server on single port. This is not recommended for production.")
+	if out.Len() != 0 {
+		t.Errorf("an etcd warning listed as noise is shown: %s", out.String())
+	}
+	z.Named("other").Warn("simple token is not cryptographically signed")
+	if out.Len() != 0 {
+		t.Errorf("an etcd warning listed as noise is shown: %s", out.String())
+	}
+
+	out.Reset()
 	stopping.Store(true)
 	z.Error("closed listener")
 	if out.Len() != 0 {
 		t.Errorf("an etcd error while stopping is shown: %s", out.String())
+	}
+}
+
+func TestNoiseEntriesSayWhy(t *testing.T) {
+	for _, n := range noise {
+		if (n.message == "" && n.errorHas == "") || n.why == "" {
+			t.Errorf("noise entry %+v needs a message or an error, and a reason", n)
+		}
+	}
+}
+
+func TestComponentOf(t *testing.T) {
+	for _, tc := range []struct {
+		stack []string
+		want  string
+	}{
+		{[]string{"k8s.io/client-go/tools/cache.(*Reflector).watch", "k8s.io/kubernetes/pkg/kubelet.(*Kubelet).Run", "github.com/k1s-io/k1s/internal/agent.run"}, "kubelet"},
+		{[]string{"k8s.io/client-go/tools/cache.(*Reflector).watch", "github.com/k1s-io/k1s/internal/controllers.(*Runner).Run"}, "k1s"},
+		{[]string{"k8s.io/client-go/tools/cache.(*Reflector).watch", "k8s.io/apimachinery/pkg/util/wait.(*Group).Start.func1"}, "client-go"},
+		{[]string{"go.etcd.io/etcd/client/v3.(*watchGrpcStream).run"}, "kube-apiserver"},
+		{[]string{"go.etcd.io/etcd/server/v3/etcdserver.(*EtcdServer).apply"}, "etcd"},
+		{[]string{"k8s.io/klog/v2.(*loggingT).output", "k8s.io/apiserver/pkg/storage/cacher.(*Cacher).dispatchEvents"}, "kube-apiserver"},
+		{[]string{"runtime.malg"}, "k8s"},
+	} {
+		if got := ComponentOf(tc.stack); got != tc.want {
+			t.Errorf("ComponentOf(%v) = %q, want %q", tc.stack, got, tc.want)
+		}
 	}
 }

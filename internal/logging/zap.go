@@ -46,7 +46,16 @@ func (c *zapCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Chec
 }
 
 func (c *zapCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	c.log.WithFields(mergeZapFields(c.fields, fields)).Log(c.toLogrus(e.Level), e.Message)
+	all := mergeZapFields(c.fields, fields)
+	level := c.toLogrus(e.Level)
+	if level <= logrus.WarnLevel {
+		component, _ := all["component"].(string)
+		errText, _ := all["error"].(string)
+		if isNoise(component, e.Message, errText) {
+			level = logrus.DebugLevel
+		}
+	}
+	c.log.WithFields(all).Log(level, e.Message)
 	return nil
 }
 

@@ -1,0 +1,70 @@
+package logging
+
+import "strings"
+
+// noise lists the upstream warnings a healthy start or stop prints by design. They are debug
+// lines for k1s (still shown with --debug), so that a warning in k1s's log always means
+// something to look at. Each entry says why it is not one; a warning that has a cause k1s can
+// fix is fixed there instead (flags, configuration), not listed here.
+var noise = []struct {
+	// component is the line's component field; empty matches any.
+	component string
+	// message is the start of the line's message; empty matches any.
+	message string
+	// errorHas, if set, must occur in the line's error: the same message with another error
+	// is worth seeing.
+	errorHas string
+	why      string
+}{
+	{component: "etcd", message: "Running http and grpc server on single port",
+		why: "etcd's only client is the apiserver in the same process, over loopback gRPC; the advice is for HTTP clients competing with gRPC ones"},
+	{component: "etcd", message: "simple token is not cryptographically signed",
+		why: "etcd's own authentication is off: its clients are authenticated by TLS client certificates, so no token is ever issued"},
+	{message: "The manifest file is empty, ignoring.",
+		why: "component-base reads --allow-metric-labels-manifest even when it is unset (every component, at start)"},
+	{component: "kube-controller-manager", message: "Unhandled Error", errorHas: "is not as new as written version",
+		why: "a controller's read-after-write check finding its informer a write behind, at start; the item is requeued and synced at the next try"},
+	{errorHas: `namespaces "kube-system" not found`,
+		why: "at a first start the apiserver's own controllers (its identity lease, the token-tracking ConfigMap) write to kube-system before the apiserver has created it; each retries within a second"},
+	{component: "kube-apiserver", message: "Post-timeout activity",
+		why: "a client gave up on a request before the apiserver answered it (k1s's own readiness polls while a loaded machine starts); the late answer is dropped"},
+	{component: "kubelet", message: "Error updating node status, will retry", errorHas: "not found",
+		why: "the kubelet's first status update can come before its Node is registered"},
+	{component: "kubelet", message: "Error getting the current node from lister", errorHas: "not found",
+		why: "the kubelet starts before it has registered its Node; k1s reports the node's registration itself"},
+	{component: "kubelet", message: "Unable to register mirror pod because node is not registered yet",
+		why: "same start-up order; k1s runs no static pods"},
+	{component: "kubelet", message: "Failed to get node when trying to set owner ref to the node lease", errorHas: "not found",
+		why: "same start-up order; the lease gets its owner at the next renewal"},
+	{component: "kubelet", message: "Eviction manager: failed to get summary stats", errorHas: "not found",
+		why: "same start-up order; the eviction manager retries every 10 s"},
+	{component: "kubelet", message: "Image garbage collection failed once. Stats initialization may not have completed yet",
+		why: "the image file system's stats come from cAdvisor's first housekeeping, seconds after start"},
+	{component: "kubelet", message: "Failed to read data from checkpoint", errorHas: "checkpoint is not found",
+		why: "a node's first start has no CPU/memory manager checkpoint yet"},
+	{component: "kubelet", message: "eviction manager: failed to check if we have separate container filesystem",
+		why: "containerd's snapshotter shares the node's file system (one imagefs); the kubelet then treats them as one, as intended"},
+	{component: "kubelet", message: "Skipping pod synchronization", errorHas: "pleg has yet to be successful",
+		why: "the pod lifecycle event generator's first relist, within a second of start"},
+	{component: "kubelet", message: "Failed to set rlimit on max file handles",
+		why: "only without CAP_SYS_RESOURCE (a container); the service unit sets LimitNOFILE itself, and k1s reports the missing capability at start"},
+	{component: "kubelet", message: "Failed to ensure process in container with oom score", errorHas: "pid namespace of init",
+		why: "only in a container, where the kubelet cannot see the host's init; it retries every minute and nothing depends on it"},
+}
+
+// isNoise says whether an upstream warning is in the noise list.
+func isNoise(component, message, errText string) bool {
+	for _, n := range noise {
+		if n.component != "" && n.component != component {
+			continue
+		}
+		if !strings.HasPrefix(message, n.message) {
+			continue
+		}
+		if n.errorHas != "" && !strings.Contains(errText, n.errorHas) {
+			continue
+		}
+		return true
+	}
+	return false
+}
