@@ -108,6 +108,7 @@ func (f *Func) Err() error {
 
 // Logger is what the manager needs to report progress.
 type Logger interface {
+	Debugf(format string, args ...any)
 	Infof(format string, args ...any)
 	Warnf(format string, args ...any)
 }
@@ -126,6 +127,9 @@ type Manager struct {
 	OnStop func()
 	// OnReady, if set, is called once every component is ready.
 	OnReady func()
+	// Epoch is time zero of the start-up timeline the manager logs at debug level (each
+	// component's start and ready, each stop); default: when the process was executed.
+	Epoch time.Time
 
 	started []Component
 }
@@ -150,6 +154,9 @@ func (m *Manager) Run(ctx context.Context, components ...Component) error {
 }
 
 func (m *Manager) defaults() {
+	if m.Epoch.IsZero() {
+		m.Epoch = processStart()
+	}
 	if m.PollInterval == 0 {
 		// Most components are ready within milliseconds of the one before; a node's start
 		// passes through a dozen of them.
@@ -182,9 +189,13 @@ func (m *Manager) startAll(ctx context.Context, components []Component) error {
 		if err := m.waitReady(ctx, c, begin); err != nil {
 			return err
 		}
+		m.Log.Debugf("timeline: %s start +%d ms, ready +%d ms", c.Name(), m.sinceEpoch(begin), m.sinceEpoch(time.Now()))
 	}
 	return nil
 }
+
+// sinceEpoch is t on the timeline, in milliseconds.
+func (m *Manager) sinceEpoch(t time.Time) int64 { return t.Sub(m.Epoch).Milliseconds() }
 
 // waitReady polls c until it is ready, logging what it still waits for every ReportInterval.
 func (m *Manager) waitReady(ctx context.Context, c Component, begin time.Time) error {
@@ -252,6 +263,7 @@ func (m *Manager) stopAll() {
 	}
 	for i := len(m.started) - 1; i >= 0; i-- {
 		c := m.started[i]
+		begin := time.Now()
 		done := make(chan error, 1)
 		go func() { done <- c.Stop() }()
 		select {
@@ -259,6 +271,7 @@ func (m *Manager) stopAll() {
 			if err != nil {
 				m.Log.Warnf("%s stopped with error: %v", c.Name(), err)
 			}
+			m.Log.Debugf("timeline: %s stopped in %d ms", c.Name(), time.Since(begin).Milliseconds())
 		case <-time.After(m.StopTimeout):
 			m.Log.Warnf("%s did not stop within %s; moving on", c.Name(), m.StopTimeout)
 		}

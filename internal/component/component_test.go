@@ -28,6 +28,7 @@ func (r *recorder) list() []string {
 	return append([]string(nil), r.events...)
 }
 
+func (r *recorder) Debugf(string, ...any)            {}
 func (r *recorder) Infof(format string, args ...any) { r.add("log: " + fmt.Sprintf(format, args...)) }
 func (r *recorder) Warnf(format string, args ...any) { r.add("warn: " + fmt.Sprintf(format, args...)) }
 
@@ -302,4 +303,12 @@ func snapshot(mu *sync.Mutex, events *[]string) []string {
 	mu.Lock()
 	defer mu.Unlock()
 	return append([]string(nil), *events...)
+}
+
+func TestProcessStart(t *testing.T) {
+	start := processStart()
+	// The test binary was executed moments ago; /proc counts in 10 ms ticks.
+	if age := time.Since(start); age < 0 || age > 10*time.Minute {
+		t.Fatalf("process start %s is %s ago", start, age)
+	}
 }
