@@ -78,7 +78,12 @@ func New(c Config) (*Server, error) {
 		"auto-compaction-mode":      "periodic",
 		"auto-compaction-retention": "1h",
 		"snapshot-count":            "10000",
-		"log-level":                 "info",
+		// etcd's warning thresholds assume data-centre SSDs (100 ms to apply, 300 ms to
+		// answer); on an SD card or a loaded two-core box every start would warn. A second is
+		// slow enough to be worth a line anywhere.
+		"warning-apply-duration":         "1s",
+		"warning-unary-request-duration": "1s",
+		"log-level":                      "info",
 	}
 	// Moving a listener moves what is advertised with it, unless the user says otherwise.
 	user := map[string]string{}

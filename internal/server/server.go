@@ -214,11 +214,15 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"service-account-signing-key-file":   f.ServiceAccountKey(),
 		"service-cluster-ip-range":           cfg.ServiceCIDR.String(),
 		"service-node-port-range":            "30000-32767",
-		"storage-backend":                    "etcd3",
-		"tls-cert-file":                      f.APIServerServing().Cert,
-		"tls-cipher-suites":                  strings.Join(pki.TLSCipherSuites, ","),
-		"tls-min-version":                    pki.TLSMinVersion,
-		"tls-private-key-file":               f.APIServerServing().Key,
+		// On stop the apiserver ends its watches itself instead of waiting for their clients:
+		// the in-process kubelet never closes its own, so the HTTP server's drain (bounded
+		// by request-timeout, a minute) and then etcd's would hold k1s for seconds.
+		"shutdown-watch-termination-grace-period": "1s",
+		"storage-backend":                         "etcd3",
+		"tls-cert-file":                           f.APIServerServing().Cert,
+		"tls-cipher-suites":                       strings.Join(pki.TLSCipherSuites, ","),
+		"tls-min-version":                         pki.TLSMinVersion,
+		"tls-private-key-file":                    f.APIServerServing().Key,
 	}
 	for k, v := range auditLogArgs {
 		apiserver[k] = v
