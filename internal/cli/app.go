@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/gotune"
 	"github.com/k1s-io/k1s/internal/logging"
 	"github.com/k1s-io/k1s/internal/version"
 )
@@ -114,12 +115,17 @@ func (n *systemdNotifier) notify(state string) {
 func runComponents(logs *logging.Logs, components []component.Component) error {
 	ctx, stop := signalContext()
 	defer stop()
+	tuned := gotune.Apply()
+	logs.Logger.Debugf("Go runtime: GC percent %d, soft memory limit %d bytes (0: the environment's GOGC and GOMEMLIMIT)", tuned.GCPercent, tuned.MemoryLimit)
 	systemd := newSystemdNotifier(logs)
 	manager := &component.Manager{
 		Log: logs.Logger,
 		// Under a systemd unit of Type=notify the service becomes active only now, so
 		// `systemctl start k1s` returns once the cluster (and the node) is usable.
-		OnReady: func() { systemd.notify(daemon.SdNotifyReady) },
+		OnReady: func() {
+			systemd.notify(daemon.SdNotifyReady)
+			gotune.ReturnStartGarbage()
+		},
 		OnStop: func() {
 			systemd.notify(daemon.SdNotifyStopping)
 			logs.Stopping()

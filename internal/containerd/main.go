@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/cmd/containerd/command"
 	ctrapp "github.com/containerd/containerd/v2/cmd/ctr/app"
 
+	"github.com/k1s-io/k1s/internal/gotune"
 	"github.com/k1s-io/k1s/internal/layout"
 )
 
@@ -17,6 +18,7 @@ import (
 // code. k1s starts it as a child process, never in its own process: containerd installs signal
 // handlers of its own.
 func Main(args []string) int {
+	gotune.Apply()
 	if err := command.App().Run(context.Background(), args); err != nil {
 		fmt.Fprintln(os.Stderr, "containerd:", err)
 		return 1

@@ -1,0 +1,83 @@
+// Package gotune sets the Go runtime's memory targets for k1s's long-running processes (the
+// server or agent, and its containerd). Go's defaults suit a machine with memory to spare: the
+// heap may grow to twice what is live, and the garbage a start leaves is returned to the
+// system only slowly. k1s runs on 1 GB boards.
+package gotune
+
+import (
+	"bufio"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+const (
+	// GCPercent is GOGC's value unless the environment sets one: the heap grows to 1.5 times
+	// what is live instead of 2 times. Measured on a one-node server: about 20 MB less, for a
+	// collection twice as often (a few ms of CPU a minute at idle).
+	GCPercent = 50
+	// MemoryFraction is the share of the machine's memory each process aims to stay within
+	// unless GOMEMLIMIT is set: a soft limit, which makes the collector run sooner and return
+	// memory as the process nears it, and never fails an allocation. A quarter leaves a 1 GB
+	// board room for the pods and containerd; on a bigger machine it is rarely reached.
+	MemoryFraction = 4
+)
+
+// Settings are the targets for a process.
+type Settings struct {
+	// GCPercent is the value for debug.SetGCPercent, or 0 to leave GOGC's.
+	GCPercent int
+	// MemoryLimit is the value for debug.SetMemoryLimit in bytes, or 0 to leave GOMEMLIMIT's.
+	MemoryLimit int64
+}
+
+// Decide returns the targets for a process given its environment and the machine's memory in
+// bytes (0: unknown). A variable the user set always wins.
+func Decide(getenv func(string) string, totalMemory uint64) Settings {
+	var s Settings
+	if getenv("GOGC") == "" {
+		s.GCPercent = GCPercent
+	}
+	if getenv("GOMEMLIMIT") == "" && totalMemory > 0 {
+		s.MemoryLimit = int64(totalMemory / MemoryFraction)
+	}
+	return s
+}
+
+// Apply sets the targets for this process.
+func Apply() Settings {
+	s := Decide(os.Getenv, totalMemory())
+	if s.GCPercent != 0 {
+		debug.SetGCPercent(s.GCPercent)
+	}
+	if s.MemoryLimit != 0 {
+		debug.SetMemoryLimit(s.MemoryLimit)
+	}
+	return s
+}
+
+// ReturnStartGarbage collects and returns to the system what a start left behind (tens of MB:
+// the apiserver builds its OpenAPI documents, the components their informers); the runtime
+// would otherwise keep it for reuse for minutes.
+func ReturnStartGarbage() { debug.FreeOSMemory() }
+
+// totalMemory is MemTotal from /proc/meminfo in bytes, or 0.
+func totalMemory() uint64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb * 1024
+		}
+	}
+	return 0
+}
