@@ -280,7 +280,10 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 		return addons.NodeComponents(addons.NodeSettings{NodeName: cfg.NodeName, Kubeconfig: cfg.files.KubeletKubeconfig(), Log: cfg.Log},
 			a.cluster.DisabledAddons), nil
 	})
-	a.onNode = []component.Component{a.kubelet.component, podNetwork, kubeProxy, nodeAddons}
+	// kube-proxy needs only the joined cluster's settings, not the pod network: it syncs its
+	// rules while the network waits for the node's pod CIDR.
+	a.onNode = []component.Component{a.kubelet.component, component.Background(kubeProxy), podNetwork,
+		component.Await(kubeProxy), nodeAddons}
 	return a, nil
 }
 
