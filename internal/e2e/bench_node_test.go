@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,49 +16,172 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/k1s-io/k1s/internal/logging"
 )
 
 // BenchmarkNode prints the figures of a one-node cluster: start-up, memory at idle, pod start
 // latency. It asserts nothing.
 func BenchmarkNode(b *testing.B) {
 	const runs = 5
-	var ready, dns, firstPod []time.Duration
+	var ready, dns, firstPod, stops []time.Duration
+	var warnings []int
 	var last *process
+	profileAddr := ""
 	for i := 0; i < runs; i++ {
-		s := prepareCluster(b, clusterSpec{Servers: 1}).server()
+		var args []string
+		if i == runs-1 {
+			// The run measured at idle serves its heap profile (loopback: the first server
+			// uses the host's network).
+			profileAddr = fmt.Sprintf("127.0.0.1:%d", freePort(b))
+			args = []string{"--debug-profile", profileAddr}
+		}
+		s := prepareCluster(b, clusterSpec{Servers: 1, ServerArgs: args}).server()
 		r, d, p := coldStart(b, s)
 		ready, dns, firstPod = append(ready, r), append(dns, d), append(firstPod, p)
 		if i < runs-1 {
-			s.stop()
-			if out, err := runK1s("killall", "--data-dir", s.dataDir); err != nil {
-				b.Fatalf("killall: %v\n%s", err, out)
-			}
+			took := stopNode(b, s)
+			stops = append(stops, took)
+			// The test's resolv.conf names only 127.0.0.1, on purpose.
+			warnings = append(warnings, len(startStopWarnings(s.lines(), "names no resolver CoreDNS can forward to")))
 			continue
 		}
 		last = s
 	}
-	fmt.Printf("exec to node Ready:          median %s of %v\n", median(ready), ready)
-	fmt.Printf("exec to CoreDNS answering:   median %s of %v\n", median(dns), dns)
-	fmt.Printf("exec to first pod Running:   median %s of %v\n", median(firstPod), firstPod)
-	b.ReportMetric(median(ready).Seconds(), "s-node-ready")
-	b.ReportMetric(median(dns).Seconds(), "s-dns-answering")
-	b.ReportMetric(median(firstPod).Seconds(), "s-first-pod")
+	printFigure(b, "exec to node Ready", ready, 4*time.Second, "s-node-ready")
+	printFigure(b, "exec to CoreDNS answering", dns, 5*time.Second, "s-dns-answering")
+	printFigure(b, "exec to first pod Running", firstPod, 0, "s-first-pod")
+	printFigure(b, "SIGTERM to exit (pods left running)", stops, 2*time.Second, "s-stop")
+	fmt.Printf("%-40s %v per start and stop (goal 0)\n", "WARN/ERROR lines:", warnings)
+
+	timeline(b)
 
 	time.Sleep(60 * time.Second)
 	pss, rss, detail := memory(last)
-	fmt.Printf("60 s after ready, CoreDNS and 1 pod running: PSS %.0f MB, RSS %.0f MB (%s)\n", pss, rss, detail)
+	fmt.Printf("60 s after ready, CoreDNS and 1 pod running: PSS %.0f MB (goal 300), RSS %.0f MB\n  %s\n", pss, rss, detail)
 	b.ReportMetric(pss, "MB-PSS-idle")
 	b.ReportMetric(rss, "MB-RSS-idle")
+	heapByComponent(b, profileAddr)
 
 	p50, p99 := podStartLatency(b, last.client(), 30)
-	fmt.Printf("pod start latency, 30 pods created at once: p50 %s, p99 %s\n", p50, p99)
+	fmt.Printf("pod start latency, 30 pods created at once: p50 %s, p99 %s (goal 2.5s)\n", p50, p99)
 	b.ReportMetric(p50.Seconds(), "s-pod-start-p50")
 	b.ReportMetric(p99.Seconds(), "s-pod-start-p99")
 	last.stop()
+}
+
+// printFigure prints the median of a figure beside its goal (0: none) and reports it.
+func printFigure(b *testing.B, what string, d []time.Duration, goal time.Duration, unit string) {
+	g := ""
+	if goal > 0 {
+		g = fmt.Sprintf(" (goal %s)", goal)
+	}
+	fmt.Printf("%-40s median %s%s of %v\n", what+":", median(d), g, d)
+	b.ReportMetric(median(d).Seconds(), unit)
+}
+
+// stopNode stops a one-node server with SIGTERM, returns how long it took, and removes what
+// it left running (its pods) so that the next start is cold.
+func stopNode(b *testing.B, s *process) time.Duration {
+	b.Helper()
+	err, took := s.stop()
+	if err != nil {
+		b.Fatalf("stop: %v", err)
+	}
+	if out, err := runK1s("killall", "--data-dir", s.dataDir); err != nil {
+		b.Fatalf("killall: %v\n%s", err, out)
+	}
+	return took
+}
+
+// timeline starts a one-node server with --debug and prints its start-up timeline: each
+// component's start and ready in ms since exec, then each stop.
+func timeline(b *testing.B) {
+	b.Helper()
+	s := prepareCluster(b, clusterSpec{Servers: 1, ServerArgs: []string{"--debug"}}).server()
+	coldStart(b, s)
+	stopNode(b, s)
+	fmt.Println("start-up timeline (ms since exec; one --debug run):")
+	for _, l := range s.lines() {
+		if i := strings.Index(l, "timeline: "); i >= 0 {
+			fmt.Printf("  %s\n", strings.TrimSuffix(l[i+len("timeline: "):], `"`))
+		}
+	}
+}
+
+// heapByComponent prints the k1s process's live heap by component, from its heap profile
+// (each allocation counted for the component its stack belongs to: logging.ComponentOf), and
+// the Go runtime's view of the process's memory.
+func heapByComponent(b *testing.B, addr string) {
+	b.Helper()
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
+	defer resp.Body.Close()
+	prof, err := profile.Parse(resp.Body)
+	if err != nil {
+		b.Fatalf("heap profile: %v", err)
+	}
+	inuse := -1
+	for i, st := range prof.SampleType {
+		if st.Type == "inuse_space" {
+			inuse = i
+		}
+	}
+	if inuse < 0 {
+		b.Fatalf("heap profile has no inuse_space")
+	}
+	byComponent := map[string]int64{}
+	var total int64
+	for _, sample := range prof.Sample {
+		var fns []string
+		for _, loc := range sample.Location {
+			for _, line := range loc.Line {
+				if line.Function != nil {
+					fns = append(fns, line.Function.Name)
+				}
+			}
+		}
+		byComponent[logging.ComponentOf(fns)] += sample.Value[inuse]
+		total += sample.Value[inuse]
+	}
+	names := make([]string, 0, len(byComponent))
+	for n := range byComponent {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return byComponent[names[i]] > byComponent[names[j]] })
+	fmt.Printf("live Go heap of the k1s process by component, at idle: %.1f MB\n", float64(total)/(1<<20))
+	for _, n := range names {
+		fmt.Printf("  %-26s %6.1f MB\n", n, float64(byComponent[n])/(1<<20))
+	}
+	resp2, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		b.Fatalf("heap stats: %v", err)
+	}
+	defer resp2.Body.Close()
+	sc := bufio.NewScanner(resp2.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	var stats []string
+	for sc.Scan() {
+		for _, k := range []string{"# HeapInuse = ", "# HeapIdle = ", "# HeapReleased = ", "# StackInuse = ", "# Sys = ", "# NumGC = "} {
+			if v, ok := strings.CutPrefix(sc.Text(), k); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				name := strings.TrimSuffix(strings.TrimPrefix(k, "# "), " = ")
+				if name == "NumGC" {
+					stats = append(stats, fmt.Sprintf("%s %.0f", name, n))
+				} else {
+					stats = append(stats, fmt.Sprintf("%s %.0f MB", name, n/(1<<20)))
+				}
+			}
+		}
+	}
+	fmt.Printf("  Go runtime: %s\n", strings.Join(stats, ", "))
 }
 
 // coldStart starts s on a fresh data directory and returns the times from exec to node Ready,

@@ -147,6 +147,32 @@ func httpGet(addr string) (string, error) {
 	return strings.TrimSpace(lines[len(lines)-1]), err
 }
 
+// startStopWarnings returns the warning and error lines of a start (up to "k1s is ready") and
+// of a stop (from "stopping:") in a k1s log, except those containing one of expected.
+func startStopWarnings(lines []string, expected ...string) []string {
+	var out []string
+	phase := "start"
+	for _, l := range lines {
+		if phase == "start" && strings.Contains(l, `msg="k1s is ready"`) {
+			phase = "running"
+		}
+		if strings.Contains(l, `msg="stopping: `) {
+			phase = "stop"
+		}
+		if phase == "running" || !(strings.Contains(l, "level=warning") || strings.Contains(l, "level=error")) {
+			continue
+		}
+		wanted := false
+		for _, e := range expected {
+			wanted = wanted || strings.Contains(l, e)
+		}
+		if !wanted {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // TestNode runs real workloads on a one-node cluster and then removes every trace of it.
 func TestNode(t *testing.T) {
 	before := readSysctls(t)
@@ -234,6 +260,11 @@ func TestNode(t *testing.T) {
 		ids := containerIDs(t, s, "app=web")
 		if err, took := s.stop(); err != nil || took > 10*time.Second {
 			t.Fatalf("stop: %v after %s", err, took)
+		}
+		// broken.tar is this test's bad input, and its resolv.conf names only 127.0.0.1 on
+		// purpose: the two warnings k1s owes the user here.
+		if noisy := startStopWarnings(s.lines(), "skipping image tarball", "names no resolver CoreDNS can forward to"); len(noisy) > 0 {
+			t.Errorf("a healthy start and stop printed %d warning or error lines:\n%s", len(noisy), strings.Join(noisy, "\n"))
 		}
 		// The pods run on without k1s: their shims are separate processes.
 		if body, err := httpGet(fmt.Sprintf("%s:%s", nodeIP, nodePort)); err == nil && body != "" {
