@@ -11,6 +11,7 @@ import (
 
 	"github.com/k1s-io/k1s/internal/agent"
 	"github.com/k1s-io/k1s/internal/datadir"
+	"github.com/k1s-io/k1s/internal/gotune"
 	"github.com/k1s-io/k1s/internal/join"
 	"github.com/k1s-io/k1s/internal/logging"
 	"github.com/k1s-io/k1s/internal/version"
@@ -49,7 +50,7 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	frugalGC()
+	gotune.Apply()
 	logs, err := logging.Setup(logging.Options{Debug: c.Bool("debug"), Verbosity: c.Int("v"), Output: c.App.ErrWriter})
 	if err != nil {
 		return err

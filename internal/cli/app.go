@@ -115,8 +115,6 @@ func (n *systemdNotifier) notify(state string) {
 func runComponents(logs *logging.Logs, components []component.Component) error {
 	ctx, stop := signalContext()
 	defer stop()
-	tuned := gotune.Apply()
-	logs.Logger.Debugf("Go runtime: GC percent %d, soft memory limit %d bytes (0: the environment's GOGC and GOMEMLIMIT)", tuned.GCPercent, tuned.MemoryLimit)
 	systemd := newSystemdNotifier(logs)
 	manager := &component.Manager{
 		Log: logs.Logger,

@@ -146,17 +146,19 @@ var loggingPackages = []string{
 }
 
 // componentOfCaller walks the stack for the first frame of a known component (see
-// ComponentOf).
+// ComponentOf), without collecting it: it runs for every upstream line logged.
 func componentOfCaller() string {
 	pcs := make([]uintptr, 64)
 	n := runtime.Callers(3, pcs)
 	frames := runtime.CallersFrames(pcs[:n])
-	var fns []string
+	fallback := "k8s"
 	for {
 		frame, more := frames.Next()
-		fns = append(fns, frame.Function)
+		if c, owned := componentOfFunction(frame.Function, &fallback); owned {
+			return c
+		}
 		if !more {
-			return ComponentOf(fns)
+			return fallback
 		}
 	}
 }
@@ -169,19 +171,28 @@ func componentOfCaller() string {
 func ComponentOf(functions []string) string {
 	fallback := "k8s"
 	for _, fn := range functions {
-		if isLoggingFrame(fn) {
-			continue
-		}
-		for _, p := range componentPrefixes {
-			if strings.HasPrefix(fn, p.prefix) {
-				if p.component != "client-go" {
-					return p.component
-				}
-				fallback = p.component
-			}
+		if c, owned := componentOfFunction(fn, &fallback); owned {
+			return c
 		}
 	}
 	return fallback
+}
+
+// componentOfFunction returns the component whose code fn is, if any; a shared library's
+// frame only sets the fallback.
+func componentOfFunction(fn string, fallback *string) (string, bool) {
+	if isLoggingFrame(fn) {
+		return "", false
+	}
+	for _, p := range componentPrefixes {
+		if strings.HasPrefix(fn, p.prefix) {
+			if p.component != "client-go" {
+				return p.component, true
+			}
+			*fallback = p.component
+		}
+	}
+	return "", false
 }
 
 func isLoggingFrame(fn string) bool {
