@@ -79,27 +79,63 @@ func New(config func() (Config, error)) component.Component {
 		if err != nil {
 			return err
 		}
-		if err := prepareHost(cfg); err != nil {
+		firewall := hostFirewall()
+		if err := prepareHost(cfg, firewall); err != nil {
 			return err
 		}
 		client, err := kubeclient.New(cfg.Kubeconfig)
 		if err != nil {
 			return err
 		}
+		type started struct {
+			overlay *overlay
+			err     error
+		}
+		overlayStarted := make(chan started, 1)
+		go func() {
+			o, err := newOverlay(ctx, cfg)
+			overlayStarted <- started{o, err}
+		}()
 		podCIDR, err := waitPodCIDR(ctx, client, cfg.NodeName, progress)
 		if err != nil {
 			return err
 		}
-		mtu, err := startOverlay(ctx, cfg, progress)
+		progress("flannel's view of the nodes")
+		var o started
+		select {
+		case o = <-overlayStarted:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if o.err != nil {
+			return o.err
+		}
+		mtu, err := o.overlay.start(ctx, cfg, progress)
 		if err != nil {
 			return err
 		}
-		return writeConfList(cfg, podCIDR, mtu)
+		return writeConfList(cfg, podCIDR, mtu, firewall)
 	})
 }
 
+// Firewall backends, named as the portmap plugin's "backend" setting names them.
+const (
+	firewallIPTables = "iptables"
+	firewallNFTables = "nftables"
+)
+
+// hostFirewall is iptables when the host has it, else nftables: kube-proxy's and portmap's own
+// default. Decided once per start, because portmap left to choose would run iptables twice for
+// every pod created and deleted, which costs more than its own work on a small box.
+func hostFirewall() string {
+	if utiliptables.New(utiliptables.ProtocolIPv4).Present() != nil {
+		return firewallNFTables
+	}
+	return firewallIPTables
+}
+
 // prepareHost sets the sysctls, the routes and the masquerade rule.
-func prepareHost(cfg Config) error {
+func prepareHost(cfg Config, firewall string) error {
 	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
 		// br_netfilter makes bridged pod traffic visible to kube-proxy's rules.
 		if out, err := exec.Command("modprobe", "br_netfilter").CombinedOutput(); err != nil {
@@ -113,6 +149,9 @@ func prepareHost(cfg Config) error {
 	}
 	if err := ensureRoutes(cfg); err != nil {
 		return err
+	}
+	if firewall == firewallNFTables {
+		return ensureNFTMasquerade(cfg)
 	}
 	return ensureMasquerade(cfg)
 }
@@ -156,12 +195,10 @@ func ensureRoutes(cfg Config) error {
 }
 
 // ensureMasquerade masquerades pod traffic that leaves the cluster CIDR, and only that, with
-// iptables, or nftables on hosts that only have nft (where kube-proxy runs in nftables mode).
+// iptables (ensureNFTMasquerade does it on hosts that only have nft, where kube-proxy runs in
+// nftables mode).
 func ensureMasquerade(cfg Config) error {
 	ipt := utiliptables.New(utiliptables.ProtocolIPv4)
-	if err := ipt.Present(); err != nil {
-		return ensureNFTMasquerade(cfg)
-	}
 	chain := utiliptables.Chain(layout.MasqueradeChain)
 	if _, err := ipt.EnsureChain(utiliptables.TableNAT, chain); err != nil {
 		return fmt.Errorf("creating iptables chain %s: %w", layout.MasqueradeChain, err)
@@ -240,7 +277,7 @@ func waitPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName stri
 	}
 }
 
-func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int) error {
+func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int, firewall string) error {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       layout.CNINetworkName,
@@ -259,7 +296,7 @@ func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int) error {
 					"dataDir": cfg.IPAMDir,
 				},
 			},
-			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
+			map[string]any{"type": "portmap", "backend": firewall, "capabilities": map[string]bool{"portMappings": true}},
 			map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}},
 		},
 	}
