@@ -280,10 +280,11 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 		return addons.NodeComponents(addons.NodeSettings{NodeName: cfg.NodeName, Kubeconfig: cfg.files.KubeletKubeconfig(), Log: cfg.Log},
 			a.cluster.DisabledAddons), nil
 	})
-	// kube-proxy needs only the joined cluster's settings, not the pod network: it syncs its
-	// rules while the network waits for the node's pod CIDR.
-	a.onNode = []component.Component{a.kubelet.component, component.Background(kubeProxy), podNetwork,
-		component.Await(kubeProxy), nodeAddons}
+	// Neither the pod network nor kube-proxy needs the kubelet, only the joined cluster's
+	// settings: they set up the host and sync while the kubelet starts and registers the node
+	// and the controller-manager gives it a pod CIDR.
+	a.onNode = []component.Component{component.Background(podNetwork), a.kubelet.component,
+		component.Background(kubeProxy), component.Await(podNetwork), component.Await(kubeProxy), nodeAddons}
 	return a, nil
 }
 

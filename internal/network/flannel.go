@@ -12,6 +12,7 @@ import (
 	"github.com/flannel-io/flannel/pkg/backend"
 	_ "github.com/flannel-io/flannel/pkg/backend/hostgw" // registers the host-gw backend
 	_ "github.com/flannel-io/flannel/pkg/backend/vxlan"  // registers the vxlan backend
+	"github.com/flannel-io/flannel/pkg/subnet"
 	"github.com/flannel-io/flannel/pkg/subnet/kube"
 
 	"github.com/k1s-io/k1s/internal/component"
@@ -22,35 +23,52 @@ import (
 // (flannel's default, so that tools that know flannel read them).
 const FlannelPrefix = "flannel.alpha.coreos.com"
 
-// startOverlay runs flannel's Kubernetes subnet manager and backend in this process, so that
-// routes (host-gw) or a VXLAN device with its neighbour and FDB entries (vxlan) reach every
-// other node's pod CIDR, and returns the MTU pods must use. It runs until ctx ends; what it set
-// up stays for the pods that outlive k1s (killall removes it).
-func startOverlay(ctx context.Context, cfg Config, progress component.Progress) (int, error) {
+// overlay is flannel's Kubernetes subnet manager for this node, started before the node has a
+// pod CIDR: its node informer takes a second to report synced (flannel polls it once a
+// second), which then overlaps the wait for the controller-manager.
+type overlay struct {
+	ext *backend.ExternalInterface
+	sm  subnet.Manager
+}
+
+// newOverlay starts flannel's subnet manager; with the "none" backend it only finds the
+// external interface.
+func newOverlay(ctx context.Context, cfg Config) (*overlay, error) {
 	ext, err := externalInterface(cfg)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	o := &overlay{ext: ext}
 	if cfg.Backend == BackendNone {
-		return ext.Iface.MTU, nil
+		return o, nil
 	}
-	progress("flannel's view of the nodes")
 	netConf := cfg.FlannelConf
 	conf, err := json.Marshal(map[string]any{"Network": cfg.ClusterCIDR.String(), "Backend": map[string]string{"Type": cfg.Backend}})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if err := fileutil.WriteAtomic(netConf, conf, 0o600); err != nil {
-		return 0, err
+		return nil, err
 	}
 	// flannel's subnet manager reads the node's name only from the environment; this process
 	// runs one node.
 	if err := os.Setenv("NODE_NAME", cfg.NodeName); err != nil {
-		return 0, err
+		return nil, err
 	}
-	sm, err := kube.NewSubnetManager(ctx, "", cfg.Kubeconfig, FlannelPrefix, netConf, false)
-	if err != nil {
-		return 0, fmt.Errorf("flannel: %w", err)
+	if o.sm, err = kube.NewSubnetManager(ctx, "", cfg.Kubeconfig, FlannelPrefix, netConf, false); err != nil {
+		return nil, fmt.Errorf("flannel: %w", err)
+	}
+	return o, nil
+}
+
+// start runs flannel's backend in this process, once the node has its pod CIDR, so that routes
+// (host-gw) or a VXLAN device with its neighbour and FDB entries (vxlan) reach every other
+// node's pod CIDR, and returns the MTU pods must use. It runs until ctx ends; what it set up
+// stays for the pods that outlive k1s (killall removes it).
+func (o *overlay) start(ctx context.Context, cfg Config, progress component.Progress) (int, error) {
+	ext, sm := o.ext, o.sm
+	if sm == nil {
+		return ext.Iface.MTU, nil
 	}
 	netCfg, err := sm.GetNetworkConfig(ctx)
 	if err != nil {
