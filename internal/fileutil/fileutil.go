@@ -39,3 +39,24 @@ func WriteAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// SymlinkAtomic points link at target through a uniquely named temporary link and a rename,
+// so that concurrent callers (two k1s starting on one data directory) never trip over each
+// other's temporary link and a reader always finds the old or the new target.
+func SymlinkAtomic(target, link string) error {
+	for attempt := 0; ; attempt++ {
+		tmp := fmt.Sprintf("%s.tmp-%d-%d", link, os.Getpid(), attempt)
+		err := os.Symlink(target, tmp)
+		if os.IsExist(err) && attempt < 100 {
+			continue // left by a crashed run with our PID, or another goroutine's attempt
+		}
+		if err != nil {
+			return fmt.Errorf("linking %s: %w", link, err)
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("linking %s: %w", link, err)
+		}
+		return nil
+	}
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/k1s-io/k1s/internal/fileutil"
 	"github.com/k1s-io/k1s/internal/layout"
 )
 
@@ -90,13 +91,8 @@ func Extract(dataDir string, links []string) (*Dir, error) {
 		if target, err := os.Readlink(link); err == nil && target == self {
 			continue
 		}
-		tmpLink := link + ".tmp"
-		os.Remove(tmpLink)
-		if err := os.Symlink(self, tmpLink); err != nil {
-			return nil, fmt.Errorf("linking %s: %w", link, err)
-		}
-		if err := os.Rename(tmpLink, link); err != nil {
-			return nil, fmt.Errorf("linking %s: %w", link, err)
+		if err := fileutil.SymlinkAtomic(self, link); err != nil {
+			return nil, err
 		}
 	}
 	if err := switchCurrent(base, final); err != nil {
@@ -117,6 +113,8 @@ func unpack(dir string) error {
 	}
 	defer dec.Close()
 	tr := tar.NewReader(dec)
+	// Every program and image must be covered by a checksum, not only the ones listed.
+	unlisted := map[string]bool{}
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -150,12 +148,16 @@ func unpack(dir string) error {
 			if err != nil {
 				return err
 			}
+			if name != "SHA256SUMS" && name != "images.txt" {
+				unlisted[name] = true
+			}
 		}
 	}
-	return verify(dir)
+	return verify(dir, unlisted)
 }
 
-func verify(dir string) error {
+// verify checks the files SHA256SUMS lists, and that it lists every one of unlisted.
+func verify(dir string, unlisted map[string]bool) error {
 	sums, err := os.Open(filepath.Join(dir, "SHA256SUMS"))
 	if err != nil {
 		return fmt.Errorf("payload has no checksums: %w", err)
@@ -181,12 +183,19 @@ func verify(dir string) error {
 		if hex.EncodeToString(h.Sum(nil)) != want {
 			return fmt.Errorf("payload file %s does not match its checksum", name)
 		}
+		delete(unlisted, filepath.Clean(name))
 		n++
+	}
+	if err := sc.Err(); err != nil {
+		return err
 	}
 	if n == 0 {
 		return errors.New("payload checksums list no files")
 	}
-	return sc.Err()
+	for name := range unlisted {
+		return fmt.Errorf("payload file %s has no checksum (a broken build: rebuild the payload)", name)
+	}
+	return nil
 }
 
 // switchCurrent points base/current at final, keeps the previous target as base/previous, and
@@ -196,11 +205,11 @@ func switchCurrent(base, final string) error {
 	previous, _ := os.Readlink(current)
 	if previous != final {
 		if previous != "" {
-			if err := replaceLink(filepath.Join(base, "previous"), previous); err != nil {
+			if err := fileutil.SymlinkAtomic(previous, filepath.Join(base, "previous")); err != nil {
 				return err
 			}
 		}
-		if err := replaceLink(current, final); err != nil {
+		if err := fileutil.SymlinkAtomic(final, current); err != nil {
 			return err
 		}
 	}
@@ -232,15 +241,6 @@ func inUse(dir string) bool {
 		}
 	}
 	return false
-}
-
-func replaceLink(link, target string) error {
-	tmp := link + ".tmp"
-	os.Remove(tmp)
-	if err := os.Symlink(target, tmp); err != nil {
-		return err
-	}
-	return os.Rename(tmp, link)
 }
 
 func readImageList(path string) (map[string]string, error) {

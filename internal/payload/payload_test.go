@@ -124,6 +124,15 @@ func TestCorruptPayloadIsRejected(t *testing.T) {
 	}
 }
 
+// A program the checksums do not list (the build once listed only the images) is rejected too.
+func TestUnlistedPayloadFileIsRejected(t *testing.T) {
+	usePayload(t, map[string]string{"bin/runc": "runc", "images/pause.tar": "image", "bin/bridge": "bridge"}, false)
+	_, err := Extract(t.TempDir(), nil)
+	if err == nil || !strings.Contains(err.Error(), "bin/bridge has no checksum") {
+		t.Fatalf("Extract = %v, want an error naming bin/bridge", err)
+	}
+}
+
 func TestOldPayloadsArePruned(t *testing.T) {
 	dataDir := t.TempDir()
 	var roots []string
