@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -66,21 +67,40 @@ func Discover(ctx context.Context, log *logrus.Logger, server string, token Toke
 	}
 }
 
-// signatureWait is how long a join waits for the bootstrap signer to sign cluster-info for a
-// token (it does so within moments of a token's creation) before it calls the token invalid.
-// A variable so that tests need not wait as long.
-var signatureWait = 20 * time.Second
+// How long a join waits for the bootstrap signer to sign cluster-info for its token before it
+// calls the token invalid. The signer signs a new token within moments, so once cluster-info
+// carries any signature (the signer runs) a short wait suffices and a wrong token is reported
+// quickly; before that (a server's own node at its first start) the controller-manager may
+// still be starting. Variables so that tests need not wait as long.
+var (
+	signatureWait     = 20 * time.Second
+	runningSignerWait = 5 * time.Second
+)
+
+// signerRunning reports whether cluster-info carries a signature for any token.
+func signerRunning(cm map[string]string) bool {
+	for k := range cm {
+		if strings.HasPrefix(k, bootstrapapi.JWSSignatureKeyPrefix) {
+			return true
+		}
+	}
+	return false
+}
 
 func discoverOnce(ctx context.Context, server string, token Token) ([]byte, error) {
 	insecure := &rest.Config{Host: server, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, Timeout: 10 * time.Second}
 	var cm map[string]string
-	deadline := time.Now().Add(signatureWait)
+	start := time.Now()
 	for {
 		var err error
 		if cm, err = getClusterInfo(ctx, insecure); err != nil {
 			return nil, err
 		}
-		if _, ok := cm[bootstrapapi.JWSSignatureKeyPrefix+token.ID]; ok || time.Now().After(deadline) {
+		wait := signatureWait
+		if signerRunning(cm) {
+			wait = runningSignerWait
+		}
+		if _, ok := cm[bootstrapapi.JWSSignatureKeyPrefix+token.ID]; ok || time.Since(start) > wait {
 			break
 		}
 		// On a server's first start its own node waits here for the first signature.

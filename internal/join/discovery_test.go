@@ -174,16 +174,31 @@ func TestDiscoverWithBareTokenNeedsSkipCA(t *testing.T) {
 }
 
 func TestDiscoverRejectsUnknownTokenID(t *testing.T) {
-	old := signatureWait
-	signatureWait = 300 * time.Millisecond
-	t.Cleanup(func() { signatureWait = old })
+	oldWait, oldRunning := signatureWait, runningSignerWait
+	signatureWait, runningSignerWait = time.Minute, 300*time.Millisecond
+	t.Cleanup(func() { signatureWait, runningSignerWait = oldWait, oldRunning })
 	f := newFakeServer(t)
+	// The signer runs (it signed another token): a short wait, not signatureWait.
 	f.publish(t, f.caPEM, Token{ID: "zzzzzz", Secret: "zzzzzzzzzzzzzzzz"})
 	start := time.Now()
 	_, err := discoverWithin(t, 10*time.Second, f.URL, serverToken(f), false)
 	wantError(t, err, `the join token is not valid for this cluster: token id "abcdef" is unknown, expired or deleted`, "k1s token create")
-	if time.Since(start) < signatureWait {
-		t.Errorf("gave up after %s, before the bootstrap signer had %s to sign", time.Since(start), signatureWait)
+	if took := time.Since(start); took < runningSignerWait {
+		t.Errorf("gave up after %s, before the bootstrap signer had %s to sign", took, runningSignerWait)
+	}
+}
+
+func TestDiscoverWaitsLongerWhileNothingIsSigned(t *testing.T) {
+	oldWait, oldRunning := signatureWait, runningSignerWait
+	signatureWait, runningSignerWait = 600*time.Millisecond, 10*time.Millisecond
+	t.Cleanup(func() { signatureWait, runningSignerWait = oldWait, oldRunning })
+	f := newFakeServer(t)
+	f.publish(t, f.caPEM)
+	start := time.Now()
+	_, err := discoverWithin(t, 10*time.Second, f.URL, serverToken(f), false)
+	wantError(t, err, `token id "abcdef" is unknown, expired or deleted`)
+	if took := time.Since(start); took < signatureWait {
+		t.Errorf("gave up after %s: with no signature yet the controller-manager may still be starting (wait %s)", took, signatureWait)
 	}
 }
 
