@@ -50,7 +50,11 @@ func BenchmarkNode(b *testing.B) {
 			took := stopNode(b, s)
 			stops = append(stops, took)
 			// The test's resolv.conf names only 127.0.0.1, on purpose.
-			warnings = append(warnings, len(startStopWarnings(s.lines(), "names no resolver CoreDNS can forward to")))
+			noisy := startStopWarnings(s.lines(), "names no resolver CoreDNS can forward to")
+			warnings = append(warnings, len(noisy))
+			for _, l := range noisy {
+				fmt.Printf("  run %d: %s\n", i+1, l)
+			}
 			continue
 		}
 		last = s

@@ -24,6 +24,8 @@ var noise = []struct {
 		why: "component-base reads --allow-metric-labels-manifest even when it is unset (every component, at start)"},
 	{component: "kube-controller-manager", message: "Unhandled Error", errorHas: "is not as new as written version",
 		why: "a controller's read-after-write check finding its informer a write behind, at start; the item is requeued and synced at the next try"},
+	{component: "kube-controller-manager", errorHas: "node updates may not change podCIDR except from",
+		why: "an upstream race (kubernetes#127792): the node IPAM controller handles an update of a node from its informer before the informer has the node's new pod CIDR, and assigns a second one; the apiserver refuses to change a pod CIDR and the controller releases the second, so the node keeps its first. A CIDR that cannot be assigned for another reason (none left) still warns"},
 	{errorHas: `namespaces "kube-system" not found`,
 		why: "at a first start the apiserver's own controllers (its identity lease, the token-tracking ConfigMap) write to kube-system before the apiserver has created it; each retries within a second"},
 	{component: "kube-apiserver", message: "Post-timeout activity",
