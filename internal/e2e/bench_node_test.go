@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/k1s-io/k1s/internal/gotune"
 	"github.com/k1s-io/k1s/internal/logging"
 )
 
@@ -76,7 +77,26 @@ func BenchmarkNode(b *testing.B) {
 	fmt.Printf("pod start latency, 30 pods created at once: p50 %s, p99 %s (goal 2.5s)\n", p50, p99)
 	b.ReportMetric(p50.Seconds(), "s-pod-start-p50")
 	b.ReportMetric(p99.Seconds(), "s-pod-start-p99")
-	last.stop()
+	stopNode(b, last)
+	smallBoardMemory(b)
+}
+
+// smallBoardMemory prints the idle PSS of a one-node cluster with the Go memory limit k1s
+// picks on a 1 GiB board (a Raspberry Pi 3): on this machine the limit it picks is far above
+// what k1s uses, so the figure above does not show what the limit does where it matters.
+func smallBoardMemory(b *testing.B) {
+	b.Helper()
+	const board = 1 << 30
+	limit := gotune.Decide(func(string) string { return "" }, board).MemoryLimit
+	s := prepareCluster(b, clusterSpec{Servers: 1}).server()
+	s.env = append(s.env, fmt.Sprintf("GOMEMLIMIT=%d", limit))
+	coldStart(b, s)
+	time.Sleep(60 * time.Second)
+	pss, rss, detail := memory(s)
+	fmt.Printf("the same with the 1 GiB board's limit (GOMEMLIMIT=%dMiB): PSS %.0f MB (goal 300), RSS %.0f MB\n  %s\n",
+		limit>>20, pss, rss, detail)
+	b.ReportMetric(pss, "MB-PSS-idle-1GiB-board")
+	stopNode(b, s)
 }
 
 // printFigure prints the median of a figure beside its goal (0: none) and reports it.
