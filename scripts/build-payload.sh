@@ -76,6 +76,9 @@ CC=$cc PKG_CONFIG_LIBDIR="/usr/lib/$triplet/pkgconfig:/usr/share/pkgconfig" CGO_
 	"github.com/opencontainers/runc@$RUNC_VERSION" 2> >(grep -v "statically linked applications requires at runtime" >&2)
 
 echo "payload: pause $PAUSE_VERSION and CoreDNS $COREDNS_VERSION images"
+# scripts/payload/go.mod requires the k8s.io modules and their dependencies at k1s's versions
+# (never older), so that CoreDNS's kubernetes plugin links the packages k1s has already
+# compiled; keep them in step when go.mod moves.
 (
 	cd "$root/scripts/payload"
 	CGO_ENABLED=0 go build -ldflags "$ldflags" -o "$work/build/pause" ./pause
