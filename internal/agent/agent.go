@@ -269,6 +269,7 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 			IPAMDir:     cfg.files.IPAMDir(),
 			FlannelConf: cfg.files.FlannelConf(),
 			Kubeconfig:  cfg.files.KubeletKubeconfig(),
+			Firewall:    a.proxyMode,
 			Log:         cfg.Log,
 		}, nil
 	})
@@ -307,13 +308,14 @@ func (a *Agent) ComponentsAround(others []component.Component) []component.Compo
 	return append(out, a.onNode...)
 }
 
-// proxyMode picks kube-proxy's mode from the tools the host has.
+// proxyMode picks kube-proxy's mode from the tools the host has; the pod network uses the same
+// firewall.
 func proxyMode() (string, error) {
 	if _, err := exec.LookPath("iptables"); err == nil {
-		return "iptables", nil
+		return network.FirewallIPTables, nil
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
-		return "nftables", nil
+		return network.FirewallNFTables, nil
 	}
 	return "", fmt.Errorf("neither iptables nor nft is installed: kube-proxy needs one of them (e.g. apt-get install iptables)")
 }

@@ -58,7 +58,11 @@ type Config struct {
 	// Kubeconfig is the node's own credential: the network reads the node's pod CIDR and
 	// the other nodes' (flannel).
 	Kubeconfig string
-	Log        *logrus.Logger
+	// Firewall is FirewallIPTables or FirewallNFTables, kube-proxy's mode: pod traffic is
+	// masqueraded with it, and portmap is told it (left to choose, portmap runs iptables twice
+	// for every pod created and deleted, more than its own work on a small box).
+	Firewall string
+	Log      *logrus.Logger
 }
 
 // Sysctls the pod network needs, set explicitly rather than as side effects of plugins.
@@ -79,8 +83,7 @@ func New(config func() (Config, error)) component.Component {
 		if err != nil {
 			return err
 		}
-		firewall := hostFirewall()
-		if err := prepareHost(cfg, firewall); err != nil {
+		if err := prepareHost(cfg); err != nil {
 			return err
 		}
 		client, err := kubeclient.New(cfg.Kubeconfig)
@@ -114,28 +117,19 @@ func New(config func() (Config, error)) component.Component {
 		if err != nil {
 			return err
 		}
-		return writeConfList(cfg, podCIDR, mtu, firewall)
+		return writeConfList(cfg, podCIDR, mtu)
 	})
 }
 
-// Firewall backends, named as the portmap plugin's "backend" setting names them.
+// The firewalls kube-proxy and the pod network use, named as kube-proxy's modes and portmap's
+// backends name them.
 const (
-	firewallIPTables = "iptables"
-	firewallNFTables = "nftables"
+	FirewallIPTables = "iptables"
+	FirewallNFTables = "nftables"
 )
 
-// hostFirewall is iptables when the host has it, else nftables: kube-proxy's and portmap's own
-// default. Decided once per start, because portmap left to choose would run iptables twice for
-// every pod created and deleted, which costs more than its own work on a small box.
-func hostFirewall() string {
-	if utiliptables.New(utiliptables.ProtocolIPv4).Present() != nil {
-		return firewallNFTables
-	}
-	return firewallIPTables
-}
-
 // prepareHost sets the sysctls, the routes and the masquerade rule.
-func prepareHost(cfg Config, firewall string) error {
+func prepareHost(cfg Config) error {
 	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
 		// br_netfilter makes bridged pod traffic visible to kube-proxy's rules.
 		if out, err := exec.Command("modprobe", "br_netfilter").CombinedOutput(); err != nil {
@@ -150,7 +144,7 @@ func prepareHost(cfg Config, firewall string) error {
 	if err := ensureRoutes(cfg); err != nil {
 		return err
 	}
-	if firewall == firewallNFTables {
+	if cfg.Firewall == FirewallNFTables {
 		return ensureNFTMasquerade(cfg)
 	}
 	return ensureMasquerade(cfg)
@@ -277,7 +271,7 @@ func waitPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName stri
 	}
 }
 
-func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int, firewall string) error {
+func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int) error {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       layout.CNINetworkName,
@@ -296,7 +290,7 @@ func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int, firewall string) err
 					"dataDir": cfg.IPAMDir,
 				},
 			},
-			map[string]any{"type": "portmap", "backend": firewall, "capabilities": map[string]bool{"portMappings": true}},
+			map[string]any{"type": "portmap", "backend": cfg.Firewall, "capabilities": map[string]bool{"portMappings": true}},
 			map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}},
 		},
 	}
