@@ -1,5 +1,5 @@
-// Package manifests holds the add-ons k1s deploys, embedded in the binary. Placeholders of the
-// form %{NAME}% are filled in by internal/deploy.
+// Package manifests holds the add-ons k1s deploys, embedded in the binary, and the definitions
+// of k1s's own API kinds. Placeholders of the form %{NAME}% are filled in by internal/deploy.
 package manifests
 
 import "embed"
@@ -8,3 +8,9 @@ import "embed"
 //
 //go:embed *.yaml
 var FS embed.FS
+
+// CRDs holds the CustomResourceDefinitions of k1s's kinds (crds/*.yaml), which the add-on
+// deployer installs before anything else.
+//
+//go:embed crds/*.yaml
+var CRDs embed.FS

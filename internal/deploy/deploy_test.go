@@ -52,3 +52,26 @@ func TestDisabledRendersWithoutValues(t *testing.T) {
 		t.Fatalf("Objects = %d, %v", len(objs), err)
 	}
 }
+
+func TestObjectsNamesTheLineOfAnError(t *testing.T) {
+	manifest := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n   bad: indent\n"
+	_, err := Objects([]byte(manifest))
+	if err == nil || !strings.HasPrefix(err.Error(), "line 10: ") {
+		t.Fatalf("Objects = %v, want an error on line 10", err)
+	}
+	if _, err := Objects([]byte("metadata:\n  name: x\n")); err == nil || !strings.Contains(err.Error(), "apiVersion and kind") {
+		t.Fatalf("Objects without a kind = %v", err)
+	}
+}
+
+func TestObjectsExpandsLists(t *testing.T) {
+	objs, err := Objects([]byte(`{"apiVersion": "v1", "kind": "List", "items": [
+	  {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}},
+	  {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b"}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 || objs[0].GetKind() != "ConfigMap" || objs[1].GetName() != "b" {
+		t.Fatalf("Objects = %v", objs)
+	}
+}

@@ -124,6 +124,8 @@ func TestControlPlane(t *testing.T) {
 		}
 	})
 
+	checkManifestsDir(t, s)
+
 	t.Run("second server on the same data directory", func(t *testing.T) {
 		lock := filepath.Join(s.dataDir, "k1s.lock")
 		before, _ := os.ReadFile(lock)
@@ -155,8 +157,17 @@ func TestControlPlane(t *testing.T) {
 			t.Errorf("stopping took %s, more than 10 s", took)
 		}
 		assertNoProcessUses(t, s.dataDir)
+		// A manifest deleted while k1s is down takes its objects with it at the next start.
+		s.removeManifest(t, "after-broken.yaml")
 		s.start()
 		s.waitReady(2 * time.Minute)
+		eventually(t, 30*time.Second, "the objects of a manifest deleted while stopped removed", func() error {
+			out, err := s.kubectl("-n", "kube-system", "get", "configmap/after-broken", "addons.k1s.io/after-broken", "-o", "name", "--ignore-not-found")
+			if err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("still there: %q %v", out, err)
+			}
+			return nil
+		})
 		if out := s.mustKubectl("-n", "e2e", "get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"); out != "2" {
 			t.Fatalf("deployment after restart: %q", out)
 		}
@@ -173,12 +184,23 @@ func TestControlPlane(t *testing.T) {
 		s.start()
 		s.waitReady(2 * time.Minute)
 		eventually(t, time.Minute, "CoreDNS removed", func() error {
-			out, err := s.kubectl("-n", "kube-system", "get", "deployment,service,configmap", "-o", "name")
+			out, err := s.kubectl("-n", "kube-system", "get", "deployment,service,configmap,addons.k1s.io", "-o", "name")
 			if err != nil || strings.Contains(out, "coredns") || strings.Contains(out, "kube-dns") {
 				return fmt.Errorf("still there: %q %v", out, err)
 			}
 			return nil
 		})
+		if err, _ := s.stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		// It stays removed: the next start with --disable does not bring it back, even for a
+		// moment (the deployer has read the directory, so it has dealt with packaged add-ons).
+		s.start()
+		s.waitReady(2 * time.Minute)
+		marker := markerManifest("disabled-restart")
+		s.writeManifest(t, "disabled-restart.yaml", marker)
+		s.waitManifestApplied(t, "disabled-restart", marker)
+		s.absent(t, "-n", "kube-system", "deployment/coredns", "service/kube-dns", "addons.k1s.io/coredns")
 		if err, _ := s.stop(); err != nil {
 			t.Fatalf("stop: %v", err)
 		}

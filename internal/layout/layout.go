@@ -154,6 +154,10 @@ func (s Server) TLSDir() string { return filepath.Join(s.dir, "tls") }
 // CredDir holds the kubeconfigs of the control plane's clients and other secrets.
 func (s Server) CredDir() string { return filepath.Join(s.dir, "cred") }
 
+// ManifestsDir is the auto-deploy directory: every manifest in it (subdirectories too) is
+// applied, and deleted with its file (k3s's server/manifests).
+func (s Server) ManifestsDir() string { return filepath.Join(s.dir, "manifests") }
+
 func (s Server) etc(name string) string { return filepath.Join(s.dir, "etc", name) }
 
 func (s Server) etcdTLS() string { return filepath.Join(s.TLSDir(), "etcd") }

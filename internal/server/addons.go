@@ -17,9 +17,13 @@ import (
 // newRBAC returns the component that applies k1s's RBAC, which nodes need to join: every
 // server applies it before its own node joins (the same objects, so servers agree).
 func newRBAC(admin *kubeclient.Lazy) component.Component {
-	return deploy.NewDeployer("k1s RBAC", manifests.FS, admin.RESTConfig, []deploy.Addon{
-		{Name: "rbac", Values: map[string]string{"APISERVER_KUBELET_USER": pki.APIServerKubeletUser}},
-	}).Component()
+	return deploy.Task("k1s RBAC", admin.RESTConfig, manifests.FS, []deploy.Addon{rbacAddon()})
+}
+
+// rbacAddon is the packaged add-on that grants nodes and the apiserver what k1s needs; it
+// cannot be disabled.
+func rbacAddon() deploy.Addon {
+	return deploy.Addon{Name: "rbac", Required: true, Values: map[string]string{"APISERVER_KUBELET_USER": pki.APIServerKubeletUser}}
 }
 
 // addonSettings are the cluster's settings the packaged add-ons are rendered with.
@@ -47,8 +51,8 @@ func (c *completedConfig) addonSettings() (addons.Settings, error) {
 
 // newControllers returns k1s's cluster-scoped controllers, run under the controllers' lease
 // so that one server runs them: the cluster-info publisher, the CSR approver, the add-on
-// deployer (which applies the packaged add-ons and removes disabled ones), and the add-ons'
-// own controllers.
+// deployer (the packaged add-ons, disabled ones removed, and the manifests directory), and the
+// add-ons' own controllers.
 func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Component, error) {
 	settings, err := cfg.addonSettings()
 	if err != nil {
@@ -68,7 +72,15 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Com
 	cs := []controllers.Controller{
 		publisher,
 		controllers.NewCSRApprover(admin.Client, cfg.Log),
-		deploy.NewDeployer("add-ons", manifests.FS, admin.RESTConfig, list),
+		&deploy.Controller{
+			Dir:      cfg.files.ManifestsDir(),
+			FS:       manifests.FS,
+			CRDs:     manifests.CRDs,
+			Packaged: append([]deploy.Addon{rbacAddon()}, list...),
+			Config:   admin.RESTConfig,
+			Client:   admin.Client,
+			Log:      cfg.Log,
+		},
 	}
 	cs = append(cs, addons.ClusterControllers(settings, cfg.Disable)...)
 	return controllers.NewRunner(controllers.Config{
