@@ -14,3 +14,9 @@ var FS embed.FS
 //
 //go:embed crds/*.yaml
 var CRDs embed.FS
+
+// The files of CRDs.
+const (
+	AddonCRD = "crds/addons.k1s.io.yaml"
+	HelmCRDs = "crds/helm.cattle.io.yaml"
+)

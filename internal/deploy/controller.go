@@ -39,8 +39,10 @@ const debounce = 300 * time.Millisecond
 type Controller struct {
 	// Dir is the auto-deploy directory; it is created if missing.
 	Dir string
-	// FS holds the packaged add-ons' manifests, CRDs the definitions of k1s's kinds.
+	// FS holds the packaged add-ons' manifests, CRDs the definitions of k1s's kinds, of
+	// which CRDFiles are installed.
 	FS, CRDs fs.FS
+	CRDFiles []string
 	// Packaged are the add-ons k1s ships; disabled ones are removed.
 	Packaged []Addon
 	Config   func() (*rest.Config, error)
@@ -175,12 +177,8 @@ func (c *Controller) Run(ctx context.Context) error {
 
 // installCRDs applies the definitions of k1s's kinds and waits until they are served.
 func (d *deployer) installCRDs(ctx context.Context) error {
-	paths, err := fs.Glob(d.c.CRDs, "crds/*.yaml")
-	if err != nil {
-		return err
-	}
 	var names []string
-	for _, p := range paths {
+	for _, p := range d.c.CRDFiles {
 		data, err := fs.ReadFile(d.c.CRDs, p)
 		if err != nil {
 			return err

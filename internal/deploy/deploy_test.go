@@ -1,9 +1,14 @@
 package deploy
 
 import (
+	"io/fs"
 	"strings"
 	"testing"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/k1s-io/k1s/internal/deploy/plan"
 	"github.com/k1s-io/k1s/manifests"
 )
 
@@ -73,5 +78,25 @@ func TestObjectsExpandsLists(t *testing.T) {
 	}
 	if len(objs) != 2 || objs[0].GetKind() != "ConfigMap" || objs[1].GetName() != "b" {
 		t.Fatalf("Objects = %v", objs)
+	}
+}
+
+// TestCRDsAreValid decodes k1s's CRDs strictly: a misspelt or misplaced field would make the
+// API server refuse them at every start.
+func TestCRDsAreValid(t *testing.T) {
+	for _, file := range []string{manifests.AddonCRD, manifests.HelmCRDs} {
+		data, err := fs.ReadFile(manifests.CRDs, file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range plan.Documents(data) {
+			var crd apiextensionsv1.CustomResourceDefinition
+			if err := yaml.UnmarshalStrict(doc.Data, &crd); err != nil {
+				t.Fatalf("%s line %d: %v", file, doc.Line, err)
+			}
+			if crd.Kind != "CustomResourceDefinition" || len(crd.Spec.Versions) == 0 || crd.Spec.Versions[0].Schema == nil {
+				t.Errorf("%s line %d: not a CRD with a schema", file, doc.Line)
+			}
+		}
 	}
 }

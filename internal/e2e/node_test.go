@@ -231,6 +231,8 @@ func TestNode(t *testing.T) {
 		})
 	})
 
+	checkAirgapChart(t, s)
+
 	s.mustKubectl("apply", "-f", writeTemp(t, "volumes.yaml", volumesManifest))
 	t.Run("job completes", func(t *testing.T) {
 		s.mustKubectl("wait", "--for=condition=complete", "--timeout=120s", "job/once")

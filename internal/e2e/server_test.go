@@ -125,6 +125,7 @@ func TestControlPlane(t *testing.T) {
 	})
 
 	checkManifestsDir(t, s)
+	checkHelmCharts(t, s)
 
 	t.Run("second server on the same data directory", func(t *testing.T) {
 		lock := filepath.Join(s.dataDir, "k1s.lock")

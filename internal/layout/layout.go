@@ -158,6 +158,12 @@ func (s Server) CredDir() string { return filepath.Join(s.dir, "cred") }
 // applied, and deleted with its file (k3s's server/manifests).
 func (s Server) ManifestsDir() string { return filepath.Join(s.dir, "manifests") }
 
+// StaticDir holds the files k3s serves under /static/: charts/NAME.tgz for HelmCharts.
+func (s Server) StaticDir() string { return filepath.Join(s.dir, "static") }
+
+// HelmCacheDir is Helm's cache of repository indexes and downloaded charts.
+func (s Server) HelmCacheDir() string { return filepath.Join(s.dir, "helm") }
+
 func (s Server) etc(name string) string { return filepath.Join(s.dir, "etc", name) }
 
 func (s Server) etcdTLS() string { return filepath.Join(s.TLSDir(), "etcd") }

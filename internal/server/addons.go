@@ -7,6 +7,7 @@ import (
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/controllers"
 	"github.com/k1s-io/k1s/internal/deploy"
+	"github.com/k1s-io/k1s/internal/deploy/helm"
 	"github.com/k1s-io/k1s/internal/join"
 	"github.com/k1s-io/k1s/internal/kubeclient"
 	"github.com/k1s-io/k1s/internal/payload"
@@ -76,11 +77,22 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Com
 			Dir:      cfg.files.ManifestsDir(),
 			FS:       manifests.FS,
 			CRDs:     manifests.CRDs,
+			CRDFiles: crdFiles(cfg),
 			Packaged: append([]deploy.Addon{rbacAddon()}, list...),
 			Config:   admin.RESTConfig,
 			Client:   admin.Client,
 			Log:      cfg.Log,
 		},
+	}
+	if !cfg.DisableHelmController {
+		cs = append(cs, &helm.Controller{
+			Kubeconfig: cfg.files.SupervisorKubeconfig(),
+			Config:     admin.RESTConfig,
+			Client:     admin.Client,
+			StaticDir:  cfg.files.StaticDir(),
+			CacheDir:   cfg.files.HelmCacheDir(),
+			Log:        cfg.Log,
+		})
 	}
 	cs = append(cs, addons.ClusterControllers(settings, cfg.Disable)...)
 	return controllers.NewRunner(controllers.Config{
@@ -89,4 +101,14 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Com
 		Log:         cfg.Log,
 		Controllers: cs,
 	}), nil
+}
+
+// crdFiles are the definitions of k1s's kinds the server installs: the Addon kind, and the
+// HelmChart kinds unless the Helm controller is off.
+func crdFiles(cfg *completedConfig) []string {
+	files := []string{manifests.AddonCRD}
+	if !cfg.DisableHelmController {
+		files = append(files, manifests.HelmCRDs)
+	}
+	return files
 }

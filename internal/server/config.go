@@ -49,6 +49,8 @@ type Config struct {
 	ResolvConf string
 	// Disable lists add-ons not to deploy (and to remove): coredns.
 	Disable []string
+	// DisableHelmController turns off the HelmChart controller and its kinds.
+	DisableHelmController bool
 	// PodSecurityDefault is the Pod Security level enforced where a namespace sets none.
 	PodSecurityDefault string
 	// AuditPolicyFile replaces k1s's audit policy.
