@@ -82,6 +82,9 @@ type deployer struct {
 	refused map[string]string
 	// retries say when a failed manifest is tried again, by name.
 	retries map[string]retry
+	// early are the results of the packaged add-ons applied before their records could be
+	// read, by name: their first sync records them instead of applying them again.
+	early map[string]error
 }
 
 // retry is when a failed manifest that did not change is applied again: a zero at waits for a
@@ -119,13 +122,22 @@ func (c *Controller) Run(ctx context.Context) error {
 		refused:  map[string]string{},
 		retries:  map[string]retry{},
 	}
+	// The packaged add-ons (CoreDNS) first: a new cluster's DNS should not wait for k1s's
+	// kinds to be established. Their records follow.
+	d.renderPackaged()
+	d.early = map[string]error{}
+	for _, src := range d.packaged {
+		if objs, err := Objects(src.data); src.err == nil && err == nil {
+			d.early[src.name] = a.apply(ctx, src.name, objs)
+		}
+	}
 	if err := d.installCRDs(ctx); err != nil {
 		return err
 	}
 	if d.records, err = a.records(ctx); err != nil {
 		return err
 	}
-	if err := d.preparePackaged(ctx); err != nil {
+	if err := d.removeDisabled(ctx); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
@@ -197,15 +209,23 @@ func (d *deployer) installCRDs(ctx context.Context) error {
 	return d.a.waitEstablished(ctx, names)
 }
 
-// preparePackaged renders the enabled packaged add-ons and removes the disabled ones: their
-// recorded objects, and those their manifest names that k1s applied before it kept records.
-func (d *deployer) preparePackaged(ctx context.Context) error {
+// renderPackaged renders the enabled packaged add-ons and reserves every packaged name.
+func (d *deployer) renderPackaged() {
 	for _, addon := range d.c.Packaged {
 		d.reserved[addon.Name] = !addon.Required
 		if !addon.Disabled {
 			src := source{name: addon.Name, origin: sourcePackaged}
 			src.data, src.err = Render(d.c.FS, addon)
 			d.packaged = append(d.packaged, src)
+		}
+	}
+}
+
+// removeDisabled removes the disabled packaged add-ons: their recorded objects, and those
+// their manifest names that k1s applied before it kept records.
+func (d *deployer) removeDisabled(ctx context.Context) error {
+	for _, addon := range d.c.Packaged {
+		if !addon.Disabled {
 			continue
 		}
 		var refs []plan.Ref
@@ -346,7 +366,12 @@ func (d *deployer) apply(ctx context.Context, src source, force bool) (ok, chang
 	if !parsed {
 		rec.Status.Objects = previous // a file that does not parse keeps what it owns
 	} else {
-		err = d.a.apply(ctx, src.name, objs)
+		if early, ok := d.early[src.name]; ok {
+			delete(d.early, src.name)
+			err = early
+		} else {
+			err = d.a.apply(ctx, src.name, objs)
+		}
 		for _, o := range objs {
 			rec.Status.Objects = append(rec.Status.Objects, refOf(o))
 		}

@@ -9,9 +9,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -155,26 +156,36 @@ func checkHelmCharts(t *testing.T, s *process) {
 		})
 	})
 
-	t.Run("chart from a repository", func(t *testing.T) {
+	t.Run("chart from a repository with its CA and credentials", func(t *testing.T) {
 		archive := settingsChart(t, "repochart")
 		sum := sha256.Sum256(archive)
 		index := fmt.Sprintf("apiVersion: v1\nentries:\n  repochart:\n  - apiVersion: v2\n    name: repochart\n    version: 0.1.0\n    digest: %s\n    urls:\n    - charts/repochart-0.1.0.tgz\ngenerated: \"2026-01-01T00:00:00Z\"\n", hex.EncodeToString(sum[:]))
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
 		mux := http.NewServeMux()
-		mux.HandleFunc("/index.yaml", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(index)) })
-		mux.HandleFunc("/charts/repochart-0.1.0.tgz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(archive) })
-		srv := &http.Server{Handler: mux}
-		go func() { _ = srv.Serve(l) }()
+		authorized := func(next http.HandlerFunc) http.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request) {
+				if user, pass, ok := r.BasicAuth(); !ok || user != "reader" || pass != "s3cret" {
+					http.Error(w, "unauthorized", http.StatusUnauthorized)
+					return
+				}
+				next(w, r)
+			}
+		}
+		mux.HandleFunc("/index.yaml", authorized(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(index)) }))
+		mux.HandleFunc("/charts/repochart-0.1.0.tgz", authorized(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(archive) }))
+		// httptest's TLS server listens on 127.0.0.1 with a certificate for it.
+		srv := httptest.NewTLSServer(mux)
 		defer srv.Close()
-		s.writeManifest(t, "helm/repo.yaml", helmChartManifest("fromrepo", "default", fmt.Sprintf("  repo: http://%s\n  chart: repochart\n  version: 0.1.0\n  set:\n    colour: purple\n", l.Addr())))
+		ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+		s.mustKubectl("-n", "default", "create", "secret", "generic", "repo-auth", "--from-literal=username=reader", "--from-literal=password=s3cret")
+		spec := fmt.Sprintf("  repo: %s\n  chart: repochart\n  version: 0.1.0\n  authSecret:\n    name: repo-auth\n  repoCA: |\n%s  set:\n    colour: purple\n",
+			srv.URL, "    "+strings.ReplaceAll(strings.TrimSpace(ca), "\n", "\n    ")+"\n")
+		s.writeManifest(t, "helm/repo.yaml", helmChartManifest("fromrepo", "default", spec))
 		s.waitRelease(t, "default", "fromrepo", 1)
 		if out := s.configMapData(t, "default", "fromrepo-settings"); out != `{"colour":"purple","size":"1"}` {
 			t.Errorf("values: %s", out)
 		}
 		s.removeManifest(t, "helm/repo.yaml")
+		s.mustKubectl("-n", "default", "delete", "secret", "repo-auth")
 	})
 
 	t.Run("failing chart reports and blocks nothing", func(t *testing.T) {

@@ -246,7 +246,10 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"cluster-signing-legacy-unknown-cert-file":        f.ServerCA().Cert,
 		"cluster-signing-legacy-unknown-key-file":         f.ServerCA().Key,
 		"configure-cloud-routes":                          "false",
-		"controllers":                                     "*,bootstrapsigner,tokencleaner",
+		// The ValidatingAdmissionPolicy status controller only writes type-checking warnings
+		// into policies' status, and holds a 7 MB schema resolver to do it; the apiserver
+		// still compiles and enforces every policy.
+		"controllers": "*,bootstrapsigner,tokencleaner,-validatingadmissionpolicy-status-controller",
 		// FlexVolume drivers (for attach/detach) under the data directory, not /usr/libexec.
 		"flex-volume-plugin-dir": f.VolumePluginDir(),
 		// Per-controller credentials cost two API calls per controller at start; with the

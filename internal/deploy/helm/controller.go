@@ -83,6 +83,8 @@ type worker struct {
 	// deployed is the digest each chart was last deployed with, by key: the informer's copy
 	// may not have the status written after a deploy yet.
 	deployed map[string]string
+	// configFor is Helm's configuration for releases of a namespace (actionConfig).
+	configFor func(namespace string) (*action.Configuration, error)
 }
 
 // Run works until ctx ends. Its informers watch two kinds that are empty on most clusters, so
@@ -149,6 +151,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		source:   &chartSource{staticDir: c.StaticDir, cacheDir: c.CacheDir, client: client},
 		deployed: map[string]string{},
 	}
+	w.configFor = w.actionConfig
 	go func() {
 		<-ctx.Done()
 		queue.ShutDown()
@@ -290,7 +293,7 @@ func (w *worker) sync(ctx context.Context, key string) (retry bool, _ error) {
 // left behind.
 func (w *worker) deploy(ctx context.Context, hc *spec.HelmChart, config *spec.HelmChartConfig, ch *chartv2.Chart, values map[string]any) (*releasev1.Release, error) {
 	namespace := targetNamespace(hc)
-	cfg, err := w.actionConfig(namespace)
+	cfg, err := w.configFor(namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -325,6 +328,10 @@ func (w *worker) deploy(ctx context.Context, hc *spec.HelmChart, config *spec.He
 		case status.IsPending():
 			// An upgrade a crash interrupted: back to the last good revision, then upgrade.
 			w.c.Log.Infof("Release %s/%s was left %s: rolling it back", namespace, hc.Name, status)
+			last.SetStatus(releasecommon.StatusFailed, "interrupted: k1s stopped during the "+string(status))
+			if err := cfg.Releases.Update(last); err != nil {
+				return nil, fmt.Errorf("marking the interrupted release failed: %w", err)
+			}
 			rb := action.NewRollback(cfg)
 			rb.Timeout = timeout
 			rb.WaitStrategy = kube.HookOnlyStrategy
@@ -365,7 +372,7 @@ func (w *worker) deploy(ctx context.Context, hc *spec.HelmChart, config *spec.He
 
 // uninstall removes the chart's release, if it has one.
 func (w *worker) uninstall(ctx context.Context, hc *spec.HelmChart) error {
-	cfg, err := w.actionConfig(targetNamespace(hc))
+	cfg, err := w.configFor(targetNamespace(hc))
 	if err != nil {
 		return err
 	}
