@@ -31,13 +31,9 @@ type overlay struct {
 	sm  subnet.Manager
 }
 
-// newOverlay starts flannel's subnet manager; with the "none" backend it only finds the
-// external interface.
-func newOverlay(ctx context.Context, cfg Config) (*overlay, error) {
-	ext, err := externalInterface(cfg)
-	if err != nil {
-		return nil, err
-	}
+// newOverlay starts flannel's subnet manager for the external interface ext; the "none"
+// backend has none.
+func newOverlay(ctx context.Context, cfg Config, ext *backend.ExternalInterface) (*overlay, error) {
 	o := &overlay{ext: ext}
 	if cfg.Backend == BackendNone {
 		return o, nil
@@ -100,6 +96,19 @@ func (o *overlay) start(ctx context.Context, cfg Config, progress component.Prog
 	go bn.Run(ctx)
 	cfg.Log.Infof("pod network: flannel %s over %s (%s), pod MTU %d", cfg.Backend, ext.IfaceName, ext.IfaceAddr, bn.MTU())
 	return bn.MTU(), nil
+}
+
+// vxlanOverhead is what flannel's VXLAN backend takes off the external interface's MTU for
+// its encapsulation (encapOverhead in flannel's vxlan package).
+const vxlanOverhead = 50
+
+// podMTU is the MTU flannel's backend will give pods: the CNI configuration is written with it
+// before flannel has started, and checked against flannel's once it has.
+func podMTU(cfg Config, ext *backend.ExternalInterface) int {
+	if cfg.Backend == BackendVXLAN {
+		return ext.Iface.MTU - vxlanOverhead
+	}
+	return ext.Iface.MTU
 }
 
 // externalInterface is the interface pod traffic to other nodes leaves by: --flannel-iface, or

@@ -94,13 +94,24 @@ func New(config func() (Config, error)) component.Component {
 			overlay *overlay
 			err     error
 		}
+		ext, err := externalInterface(cfg)
+		if err != nil {
+			return err
+		}
 		overlayStarted := make(chan started, 1)
 		go func() {
-			o, err := newOverlay(ctx, cfg)
+			o, err := newOverlay(ctx, cfg, ext)
 			overlayStarted <- started{o, err}
 		}()
 		podCIDR, err := waitPodCIDR(ctx, client, cfg.NodeName, progress)
 		if err != nil {
+			return err
+		}
+		// Pods on this node need only the pod CIDR and the MTU: the node is Ready without
+		// waiting for flannel's subnet manager, which polls its informer once a second. Pods
+		// reach other nodes once flannel runs, a moment later.
+		mtu := podMTU(cfg, ext)
+		if err := writeConfList(cfg, podCIDR, mtu); err != nil {
 			return err
 		}
 		progress("flannel's view of the nodes")
@@ -113,11 +124,15 @@ func New(config func() (Config, error)) component.Component {
 		if o.err != nil {
 			return o.err
 		}
-		mtu, err := o.overlay.start(ctx, cfg, progress)
+		flannelMTU, err := o.overlay.start(ctx, cfg, progress)
 		if err != nil {
 			return err
 		}
-		return writeConfList(cfg, podCIDR, mtu)
+		if flannelMTU == mtu {
+			return nil
+		}
+		cfg.Log.Warnf("pod network: flannel's pod MTU is %d, not %d: pods started before now keep %d", flannelMTU, mtu, mtu)
+		return writeConfList(cfg, podCIDR, flannelMTU)
 	})
 }
 
