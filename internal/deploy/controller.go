@@ -82,6 +82,8 @@ type deployer struct {
 	refused map[string]string
 	// retries say when a failed manifest is tried again, by name.
 	retries map[string]retry
+	// removePending says a disabled add-on's removal failed, to be tried again.
+	removePending bool
 	// early are the results of the packaged add-ons applied before their records could be
 	// read, by name: their first sync records them instead of applying them again.
 	early map[string]error
@@ -138,7 +140,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	if err := d.removeDisabled(ctx); err != nil {
-		return err
+		c.Log.Warnf("%v (retrying)", err)
+		d.removePending = true
 	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return fmt.Errorf("creating the manifests directory: %w", err)
@@ -273,6 +276,13 @@ func (d *deployer) watch(w *fsnotify.Watcher, dir string) {
 // sync applies every manifest that changed or failed (all of them when force is set) and
 // deletes the objects of files that are gone.
 func (d *deployer) sync(ctx context.Context, force bool) {
+	if d.removePending {
+		if err := d.removeDisabled(ctx); err != nil {
+			d.c.Log.Debugf("%v (retrying)", err)
+		} else {
+			d.removePending = false
+		}
+	}
 	claimed := map[string]string{}
 	for name, rec := range d.records {
 		if rec.Spec.Source == sourceFile {

@@ -113,6 +113,9 @@ func refOf(obj *unstructured.Unstructured) plan.Ref {
 	return plan.Ref{APIVersion: obj.GetAPIVersion(), Kind: obj.GetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName()}
 }
 
+// errNoKind is a kind the API server does not serve.
+var errNoKind = errors.New("unknown kind")
+
 // applier applies and deletes objects of any kind the API server serves.
 type applier struct {
 	client dynamic.Interface
@@ -145,7 +148,7 @@ func (a *applier) resource(ref plan.Ref) (_ schema.GroupVersionResource, namespa
 		mapping, err = a.mapper.RESTMapping(gk, gv.Version)
 	}
 	if meta.IsNoMatchError(err) {
-		return schema.GroupVersionResource{}, false, fmt.Errorf("the API server serves no kind %s in %s (if a CustomResourceDefinition defines it, it is not established yet)", ref.Kind, ref.APIVersion)
+		return schema.GroupVersionResource{}, false, fmt.Errorf("%w: the API server serves no kind %s in %s (if a CustomResourceDefinition defines it, it is not established yet)", errNoKind, ref.Kind, ref.APIVersion)
 	}
 	if err != nil {
 		return schema.GroupVersionResource{}, false, err
@@ -252,8 +255,12 @@ func (a *applier) remove(ctx context.Context, owner string, refs []plan.Ref, leg
 	for _, i := range order {
 		ref := refs[i]
 		gvr, namespaced, err := a.resource(ref)
-		if err != nil {
+		if errors.Is(err, errNoKind) {
 			continue // its kind is gone, and with it the object
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ref, err))
+			continue
 		}
 		ri := dynamic.ResourceInterface(a.client.Resource(gvr))
 		if namespaced {

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -196,12 +197,22 @@ func TestControlPlane(t *testing.T) {
 		}
 		// It stays removed: the next start with --disable does not bring it back, even for a
 		// moment (the deployer has read the directory, so it has dealt with packaged add-ons).
+		// That start also runs without the Helm controller: a HelmChart stays uninstalled.
+		s.args = append(s.args, "--disable-helm-controller")
 		s.start()
 		s.waitReady(2 * time.Minute)
 		marker := markerManifest("disabled-restart")
 		s.writeManifest(t, "disabled-restart.yaml", marker)
 		s.waitManifestApplied(t, "disabled-restart", marker)
 		s.absent(t, "-n", "kube-system", "deployment/coredns", "service/kube-dns", "addons.k1s.io/coredns")
+		chart := helmChartManifest("unmanaged", "default", "  chartContent: "+base64.StdEncoding.EncodeToString(settingsChart(t, "unmanaged"))+"\n")
+		s.writeManifest(t, "unmanaged.yaml", chart)
+		s.waitManifestApplied(t, "unmanaged", chart)
+		time.Sleep(3 * time.Second) // what an install takes here, were it to happen
+		if out := s.mustKubectl("get", "helmcharts.helm.cattle.io", "unmanaged", "-o", "jsonpath={.status.releaseStatus}{.metadata.finalizers}"); out != "" {
+			t.Errorf("with --disable-helm-controller a HelmChart was handled: %q", out)
+		}
+		s.absent(t, "configmap/unmanaged-settings")
 		if err, _ := s.stop(); err != nil {
 			t.Fatalf("stop: %v", err)
 		}

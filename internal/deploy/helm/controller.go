@@ -208,6 +208,7 @@ func (w *worker) next(ctx context.Context) bool {
 func (w *worker) sync(ctx context.Context, key string) (retry bool, _ error) {
 	obj, err := w.charts.Get(key)
 	if apierrors.IsNotFound(err) {
+		delete(w.deployed, key)
 		return false, nil // deleted; its finalizer made sure the release went first
 	}
 	if err != nil {
@@ -221,6 +222,7 @@ func (w *worker) sync(ctx context.Context, key string) (retry bool, _ error) {
 	log := w.c.Log.WithField("helmchart", key)
 	if hc.DeletionTimestamp != nil {
 		if !slices.Contains(hc.Finalizers, finalizer) {
+			delete(w.deployed, key)
 			return false, nil
 		}
 		if err := w.uninstall(ctx, hc); err != nil {
@@ -301,8 +303,9 @@ func (w *worker) deploy(ctx context.Context, hc *spec.HelmChart, config *spec.He
 	if hc.Spec.Timeout != nil && hc.Spec.Timeout.Duration > 0 {
 		timeout = hc.Spec.Timeout.Duration
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// Helm bounds each step with timeout; a context that ends mid-install would return while
+	// Helm's own goroutine goes on writing the release, so Helm's run is not cancelled.
+	ctx = context.WithoutCancel(ctx)
 
 	last, err := lastRelease(cfg, hc.Name)
 	if err != nil {
@@ -339,8 +342,14 @@ func (w *worker) deploy(ctx context.Context, hc *spec.HelmChart, config *spec.He
 			if err := rb.Run(hc.Name); err != nil {
 				return nil, fmt.Errorf("rolling back the release left %s: %w", status, err)
 			}
-		case status == releasecommon.StatusUninstalled || status == releasecommon.StatusUninstalling:
+		case status == releasecommon.StatusUninstalling:
+			// An uninstall that did not finish (a reinstall's, or a deleted chart's).
+			if err := w.uninstall(ctx, hc); err != nil {
+				return nil, err
+			}
 			last = nil
+		case status == releasecommon.StatusUninstalled:
+			last = nil // history kept by `helm uninstall --keep-history`: Replace reuses the name
 		}
 	}
 	var out any
@@ -349,6 +358,7 @@ func (w *worker) deploy(ctx context.Context, hc *spec.HelmChart, config *spec.He
 		install.ReleaseName = hc.Name
 		install.Namespace = namespace
 		install.CreateNamespace = hc.Spec.CreateNamespace
+		install.Replace = true
 		install.Timeout = timeout
 		install.WaitStrategy = kube.HookOnlyStrategy
 		out, err = install.RunWithContext(ctx, ch, values)
@@ -377,7 +387,8 @@ func (w *worker) uninstall(ctx context.Context, hc *spec.HelmChart) error {
 		return err
 	}
 	un := action.NewUninstall(cfg)
-	un.IgnoreNotFound = true
+	// Not IgnoreNotFound: it also swallows errors reading the release history, and the
+	// finalizer would then go with the release still installed.
 	un.WaitStrategy = kube.HookOnlyStrategy
 	un.Timeout = defaultTimeout
 	if hc.Spec.Timeout != nil && hc.Spec.Timeout.Duration > 0 {
@@ -410,11 +421,11 @@ func lastRelease(cfg *action.Configuration, name string) (*releasev1.Release, er
 	h := action.NewHistory(cfg)
 	h.Max = 1
 	list, err := h.Run(name)
-	if errors.Is(err, driver.ErrReleaseNotFound) || len(list) == 0 {
+	if errors.Is(err, driver.ErrReleaseNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading release %s: %w", name, err)
 	}
 	var newest *releasev1.Release
 	for _, r := range list {

@@ -14,6 +14,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/cli"
 	"helm.sh/helm/v4/pkg/registry"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -106,6 +107,20 @@ func (s *chartSource) download(ctx context.Context, hc *spec.HelmChart) (*chartv
 			return nil, fmt.Errorf("authSecret: %w", err)
 		}
 		install.Username, install.Password = string(secret.Data["username"]), string(secret.Data["password"])
+	}
+	if cs.DockerRegistrySecret != nil {
+		// A kubernetes.io/dockerconfigjson Secret: the file format Helm's registry client reads.
+		secret, err := s.client.CoreV1().Secrets(hc.Namespace).Get(ctx, cs.DockerRegistrySecret.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("dockerRegistrySecret: %w", err)
+		}
+		config, ok := secret.Data[corev1.DockerConfigJsonKey]
+		if !ok {
+			return nil, fmt.Errorf("dockerRegistrySecret %s has no %s key", cs.DockerRegistrySecret.Name, corev1.DockerConfigJsonKey)
+		}
+		if err := os.WriteFile(settings.RegistryConfig, config, 0o600); err != nil {
+			return nil, err
+		}
 	}
 	opts := []registry.ClientOption{registry.ClientOptCredentialsFile(settings.RegistryConfig)}
 	if cs.PlainHTTP {

@@ -50,12 +50,20 @@ type Reserved map[string]bool
 func Scan(dir string, reserved Reserved, claimed map[string]string) ([]File, []Refusal, error) {
 	var paths []string
 	skip := map[string]bool{}
+	var refused []Refusal
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if path == dir && errors.Is(err, fs.ErrNotExist) {
 				return fs.SkipAll
 			}
-			return err
+			if path == dir {
+				return err
+			}
+			refused = append(refused, Refusal{Path: path, Reason: fmt.Sprintf("cannot be read: %v", err)})
+			if d != nil && d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
 		}
 		if path != dir && strings.HasPrefix(d.Name(), ".") {
 			if d.IsDir() {
@@ -97,7 +105,6 @@ func Scan(dir string, reserved Reserved, claimed map[string]string) ([]File, []R
 		return claimed[AddonName(names[paths[i]])] == paths[i] && claimed[AddonName(names[paths[j]])] != paths[j]
 	})
 	var files []File
-	var refused []Refusal
 	owner := map[string]string{}
 	for _, p := range paths {
 		rel := names[p]
@@ -240,8 +247,17 @@ func (r Ref) String() string {
 }
 
 // same ignores the version: an object moved to another version of its API is the same object.
+// No namespace is the same as default: a namespaced object a manifest gives none goes there,
+// and a ref recorded before its kind was known has none.
 func (r Ref) same(o Ref) bool {
-	return r.Group() == o.Group() && r.Kind == o.Kind && r.Namespace == o.Namespace && r.Name == o.Name
+	return r.Group() == o.Group() && r.Kind == o.Kind && namespace(r.Namespace) == namespace(o.Namespace) && r.Name == o.Name
+}
+
+func namespace(ns string) string {
+	if ns == "" {
+		return "default"
+	}
+	return ns
 }
 
 // IsCRD says whether r is a CustomResourceDefinition.

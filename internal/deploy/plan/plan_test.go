@@ -144,3 +144,16 @@ func TestScanKeepsClaimedNames(t *testing.T) {
 		t.Fatalf("a file added later took the name of the one that had it: files %v, refused %v", files, refused)
 	}
 }
+
+// A ref recorded before its kind was known has no namespace; once applied it is in default.
+// The two are one object: a prune must not delete what the retry just applied.
+func TestStaleTakesNoNamespaceForDefault(t *testing.T) {
+	old := []Ref{{APIVersion: "example.com/v1", Kind: "Widget", Name: "w"}}
+	desired := []Ref{{APIVersion: "example.com/v1", Kind: "Widget", Namespace: "default", Name: "w"}}
+	if stale := Stale(old, desired); len(stale) != 0 {
+		t.Errorf("Stale = %v, want nothing", stale)
+	}
+	if stale := Stale(desired, old); len(stale) != 0 {
+		t.Errorf("Stale the other way = %v, want nothing", stale)
+	}
+}
