@@ -154,11 +154,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	d.watch(watcher, c.Dir)
 	d.sync(ctx, true)
 
-	period := c.Resync
-	if period <= 0 {
-		period = DefaultResync
-	}
-	resync := time.NewTicker(period)
+	resync := time.NewTicker(d.resync())
 	defer resync.Stop()
 	var changed <-chan time.Time
 	for {
