@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -41,15 +42,32 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// freePort returns a TCP port nothing listens on right now.
+// freePort returns a TCP port nothing uses right now, below the kernel's range of ephemeral
+// ports: a port the kernel picked (":0") may be handed to an outgoing connection before the
+// server under test binds it, which then fails with "address already in use". It also stays
+// below Kubernetes' NodePort range (30000-32767), whose traffic kube-proxy redirects.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	first := 30000
+	if r, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(r)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				first = min(first, n)
+			}
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	const lowest = 20000
+	for range 1000 {
+		port := lowest + rand.IntN(max(first-lowest, 1))
+		l, err := net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
+	}
+	t.Fatalf("no free port between %d and %d", lowest, first)
+	return 0
 }
 
 // process is one long-running k1s process under test: `k1s server` or `k1s agent`, on the
