@@ -305,6 +305,19 @@ func (c *cluster) createBridge() {
 	})
 	hostRun(t, "ip", "addr", "add", c.gateway()+"/24", "dev", c.bridge)
 	hostRun(t, "ip", "link", "set", c.bridge, "up")
+	// The bridge is the switch between the node namespaces, but with br_netfilter (which
+	// k1s turns on) the frames it switches go through the host's netfilter, where the first
+	// server's kube-proxy would act on traffic between two other machines: DNAT traffic to a
+	// load-balancer address, or drop it for externalTrafficPolicy Local. A switch does
+	// neither: frames from the namespaces that are not for the host are not tracked, so no
+	// NAT rule sees them. (--physdev-is-bridged is not known yet in PREROUTING.)
+	notrack := []string{"PREROUTING", "-m", "physdev", "--physdev-in", c.vethPrefix() + "+", "!", "-d", c.gateway(), "-j", "NOTRACK"}
+	hostRun(t, append([]string{"iptables", "-w", "-t", "raw", "-I"}, notrack...)...)
+	t.Cleanup(func() {
+		if out, err := hostCmd(append([]string{"iptables", "-w", "-t", "raw", "-D"}, notrack...)...); err != nil {
+			t.Errorf("removing the bridge's NOTRACK rule: %v\n%s", err, out)
+		}
+	})
 }
 
 // pickNetwork chooses the cluster's id, bridge name and a 10.199.<n>.0/24 nothing on this
