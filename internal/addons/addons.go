@@ -5,17 +5,26 @@
 package addons
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"slices"
 	"strings"
 
 	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/k1s-io/k1s/internal/addons/coredns"
+	"github.com/k1s-io/k1s/internal/addons/localstorage"
+	"github.com/k1s-io/k1s/internal/addons/metrics"
+	"github.com/k1s-io/k1s/internal/addons/servicelb"
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/controllers"
 	"github.com/k1s-io/k1s/internal/deploy"
+	"github.com/k1s-io/k1s/internal/kubeclient"
+	"github.com/k1s-io/k1s/internal/layout"
+	"github.com/k1s-io/k1s/internal/pki"
 )
 
 // Settings are the cluster's settings add-ons are rendered with.
@@ -26,7 +35,15 @@ type Settings struct {
 	ResolvConf string
 	// Images are the payload's image references by name (pause, coredns).
 	Images map[string]string
-	Log    logrus.FieldLogger
+	// Client reaches the API server as the cluster's controllers do.
+	Client func() (kubernetes.Interface, error)
+	// APIServerPort is where the servers' apiservers listen (--https-listen-port).
+	APIServerPort int
+	// NodeIP is the server's node address, where its in-process add-on servers listen.
+	NodeIP net.IP
+	// Files names the server's certificates and kubeconfigs.
+	Files layout.Server
+	Log   logrus.FieldLogger
 }
 
 // NodeSettings are what a node-side component of an add-on is built with.
@@ -34,13 +51,22 @@ type NodeSettings struct {
 	NodeName string
 	// Kubeconfig is the node's own credential.
 	Kubeconfig string
-	Log        logrus.FieldLogger
+	// LocalStorageDir is where the node keeps local-storage volumes.
+	LocalStorageDir string
+	// ExternalIPs are the node's --node-external-ip.
+	ExternalIPs []string
+	Log         logrus.FieldLogger
 }
+
+// client is the node's own client.
+func (s NodeSettings) client() (kubernetes.Interface, error) { return kubeclient.New(s.Kubeconfig) }
 
 // Addon is one packaged add-on.
 type Addon struct {
 	// Name is the --disable key and the manifest's file name (Name.yaml in manifests/).
 	Name string
+	// NoManifest: the add-on is only controllers, and has no objects to deploy.
+	NoManifest bool
 	// Images are the payload images its manifests use.
 	Images []string
 	// Values fills its manifest's %{NAME}% placeholders.
@@ -50,6 +76,9 @@ type Addon struct {
 	Cluster func(Settings) []controllers.Controller
 	// Node, if set, returns its node-side components, run on every node.
 	Node func(NodeSettings) []component.Component
+	// Removal, if set, returns the controllers that undo what the add-on did beyond its
+	// manifest's objects, run instead of Cluster while it is disabled.
+	Removal func(Settings) []controllers.Controller
 }
 
 // Registry lists k1s's packaged add-ons.
@@ -66,6 +95,57 @@ func Registry() []Addon {
 				return values, err
 			},
 		},
+		{
+			Name: "local-storage",
+			Cluster: func(s Settings) []controllers.Controller {
+				return []controllers.Controller{&localstorage.Provisioner{Client: s.Client}}
+			},
+			Node: func(s NodeSettings) []component.Component {
+				n := &localstorage.Node{NodeName: s.NodeName, Dir: s.LocalStorageDir, Client: s.client, Log: s.Log}
+				return []component.Component{component.NewFunc(n.Name(), n.Run, n.Ready)}
+			},
+		},
+		{
+			Name: "metrics-server",
+			Values: func(Settings) (map[string]string, error) {
+				return map[string]string{"METRICS_SERVER_USER": pki.MetricsServerUser}, nil
+			},
+			Cluster: func(s Settings) []controllers.Controller {
+				return []controllers.Controller{metrics.New(metrics.Config{
+					NodeIP: s.NodeIP, Port: layout.MetricsServerPort,
+					Kubeconfig: s.Files.MetricsServerKubeconfig(), Serving: s.Files.MetricsServerServing(),
+					KubeletClient: s.Files.MetricsServerClient(), ServerCA: s.Files.ServerCA().Cert,
+					Client: s.Client, Log: s.Log,
+				})}
+			},
+		},
+		{
+			Name:       "servicelb",
+			NoManifest: true,
+			Cluster: func(s Settings) []controllers.Controller {
+				return []controllers.Controller{&servicelb.Controller{Client: s.Client, Reserved: reservedPorts(s), Log: s.Log}}
+			},
+			Removal: func(s Settings) []controllers.Controller {
+				return []controllers.Controller{&servicelb.Cleanup{Client: s.Client, Log: s.Log}}
+			},
+			Node: func(s NodeSettings) []component.Component {
+				return []component.Component{component.Task("servicelb node address", "publishing --node-external-ip", func(ctx context.Context, _ component.Progress) error {
+					return servicelb.PublishExternalIP(ctx, s.client, s.NodeName, s.ExternalIPs, s.Log)
+				})}
+			},
+		},
+	}
+}
+
+// reservedPorts are the ports k1s listens on at a node's addresses, which a LoadBalancer
+// Service would shadow there (kube-proxy's rules come first).
+func reservedPorts(s Settings) map[servicelb.Port]string {
+	return map[servicelb.Port]string{
+		{Protocol: corev1.ProtocolTCP, Port: int32(s.APIServerPort)}:   "the kube-apiserver",
+		{Protocol: corev1.ProtocolTCP, Port: layout.EtcdPeerPort}:      "etcd",
+		{Protocol: corev1.ProtocolTCP, Port: layout.MetricsServerPort}: "metrics-server",
+		{Protocol: corev1.ProtocolTCP, Port: layout.KubeletPort}:       "the kubelet",
+		{Protocol: corev1.ProtocolUDP, Port: layout.FlannelVXLANPort}:  "the pod network (VXLAN)",
 	}
 }
 
@@ -105,6 +185,9 @@ func Enabled(disabled []string) []Addon {
 func Manifests(s Settings, disabled []string) ([]deploy.Addon, error) {
 	var out []deploy.Addon
 	for _, a := range Registry() {
+		if a.NoManifest {
+			continue
+		}
 		d := deploy.Addon{Name: a.Name, Disabled: slices.Contains(disabled, a.Name)}
 		if !d.Disabled && a.Values != nil {
 			values, err := a.Values(s)
@@ -128,14 +211,20 @@ func NodeComponents(s NodeSettings, disabled []string) []component.Component {
 	})
 }
 
-// ClusterControllers are the cluster-side controllers of the enabled add-ons.
+// ClusterControllers are the cluster-side controllers of the enabled add-ons, and the removal
+// controllers of the disabled ones.
 func ClusterControllers(s Settings, disabled []string) []controllers.Controller {
-	return collect(disabled, func(a Addon) []controllers.Controller {
-		if a.Cluster == nil {
-			return nil
+	var out []controllers.Controller
+	for _, a := range Registry() {
+		parts := a.Cluster
+		if slices.Contains(disabled, a.Name) {
+			parts = a.Removal
 		}
-		return a.Cluster(s)
-	})
+		if parts != nil {
+			out = append(out, parts(s)...)
+		}
+	}
+	return out
 }
 
 func collect[T any](disabled []string, parts func(Addon) []T) []T {

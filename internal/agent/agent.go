@@ -19,6 +19,7 @@ import (
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
 	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
+	"github.com/k1s-io/k1s/internal/containerd/registries"
 	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/host"
 	"github.com/k1s-io/k1s/internal/join"
@@ -55,6 +56,17 @@ type Config struct {
 	FlannelBackend string
 	FlannelIface   string
 
+	// PrivateRegistry is registries.yaml (k3s's format): registry mirrors and credentials.
+	// DisableDefaultRegistryEndpoint pulls a mirrored registry's images from its mirrors only.
+	PrivateRegistry                string
+	DisableDefaultRegistryEndpoint bool
+
+	// LocalStorageDir keeps the node's local-storage volumes (default: <data-dir>/storage).
+	LocalStorageDir string
+	// ExternalIPs are addresses of the node that others reach it by (--node-external-ip),
+	// which LoadBalancer Services get instead of its node IP.
+	ExternalIPs []string
+
 	// Hardened runs the kubelet with the k3s hardening guide's settings (hardenedKubelet),
 	// the kernel parameters it needs set by k1s first.
 	Hardened bool
@@ -67,6 +79,8 @@ type completedConfig struct {
 	Config
 	dir   layout.DataDir
 	files layout.Node
+	// registries is PrivateRegistry's content.
+	registries *registries.Registry
 }
 
 // CompletedConfig is what Complete returns and Prepare takes: a node cannot be prepared from
@@ -135,6 +149,30 @@ func (c *completedConfig) complete() error {
 	}
 	if _, err := os.Stat(c.ResolvConf); err != nil {
 		return fmt.Errorf("--resolv-conf %s: %w", c.ResolvConf, err)
+	}
+	var ips []string
+	for _, v := range c.ExternalIPs {
+		for _, s := range strings.Split(v, ",") {
+			ip := net.ParseIP(strings.TrimSpace(s))
+			if ip == nil {
+				return fmt.Errorf("--node-external-ip %q is not an IP address", s)
+			}
+			ips = append(ips, ip.String())
+		}
+	}
+	c.ExternalIPs = ips
+	if c.PrivateRegistry == "" {
+		c.PrivateRegistry = layout.DefaultRegistries
+	}
+	if c.registries, err = registries.Load(c.PrivateRegistry); err != nil {
+		return fmt.Errorf("--private-registry %w", err)
+	}
+	c.registries.DisableDefaultEndpoint = c.DisableDefaultRegistryEndpoint
+	if c.LocalStorageDir == "" {
+		c.LocalStorageDir = c.dir.LocalStorage()
+	}
+	if c.LocalStorageDir, err = filepath.Abs(c.LocalStorageDir); err != nil {
+		return fmt.Errorf("--default-local-storage-path: %w", err)
 	}
 	return nil
 }
@@ -234,7 +272,12 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 		cfg.Log.Info("no CAP_SYS_RESOURCE: containerd restricts oom_score_adj")
 	}
 	cniConfDir := cfg.files.CNIConfDir()
+	registryProxy, registryConfig, err := prepareRegistries(cfg)
+	if err != nil {
+		return nil, err
+	}
 	containerd := k1scontainerd.NewProcess(k1scontainerd.Config{
+		Registry:            registryConfig,
 		Root:                containerdRoot,
 		ConfigFile:          cfg.files.ContainerdConfig(),
 		LogFile:             cfg.files.ContainerdLog(),
@@ -273,12 +316,13 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 			Log:         cfg.Log,
 		}, nil
 	})
-	a.runtime = []component.Component{containerd, a.newImageImport(containerd, systemImages)}
+	a.runtime = append(registryProxy, containerd, a.newImageImport(containerd, systemImages))
 	a.joiner = a.newJoin()
 	// The packaged add-ons' node-side parts, of those the cluster has not disabled (known
 	// once the node has joined).
 	nodeAddons := component.Group("add-ons on the node", func() ([]component.Component, error) {
-		return addons.NodeComponents(addons.NodeSettings{NodeName: cfg.NodeName, Kubeconfig: cfg.files.KubeletKubeconfig(), Log: cfg.Log},
+		return addons.NodeComponents(addons.NodeSettings{NodeName: cfg.NodeName, Kubeconfig: cfg.files.KubeletKubeconfig(),
+			LocalStorageDir: cfg.LocalStorageDir, ExternalIPs: cfg.ExternalIPs, Log: cfg.Log},
 			a.cluster.DisabledAddons), nil
 	})
 	// Neither the pod network nor kube-proxy needs the kubelet, only the joined cluster's
@@ -306,6 +350,27 @@ func (a *Agent) ComponentsAround(others []component.Component) []component.Compo
 		out = append(out, component.Await(c))
 	}
 	return append(out, a.onNode...)
+}
+
+// prepareRegistries writes containerd's registry hosts from registries.yaml and returns its
+// registry configuration, and the proxy that rewrites repository names if a mirror asks for
+// that (containerd cannot).
+func prepareRegistries(cfg *completedConfig) ([]component.Component, string, error) {
+	reg, dir := cfg.registries, cfg.files.ContainerdCertsDir()
+	var proxyURL string
+	var out []component.Component
+	if reg.NeedsProxy() {
+		proxy, err := registries.NewProxy(reg, 0, cfg.Log)
+		if err != nil {
+			return nil, "", fmt.Errorf("the registry proxy for %s: %w", cfg.PrivateRegistry, err)
+		}
+		proxyURL = proxy.URL()
+		out = append(out, component.NewFunc("registry proxy", proxy.Serve, nil))
+	}
+	if err := reg.WriteHostsDir(dir, proxyURL); err != nil {
+		return nil, "", err
+	}
+	return out, reg.CRIConfig(dir), nil
 }
 
 // proxyMode picks kube-proxy's mode from the tools the host has; the pod network uses the same

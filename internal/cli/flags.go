@@ -52,6 +52,10 @@ func nodeFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "kube-proxy-arg", Usage: "key=value for kube-proxy (repeatable)"},
 		&cli.StringFlag{Name: "flannel-backend", Value: network.BackendVXLAN, Usage: "pod network between nodes: vxlan, host-gw (nodes on one L2 network) or none"},
 		&cli.StringFlag{Name: "flannel-iface", Usage: "interface the pod network between nodes uses (default: the node IP's)"},
+		&cli.StringSliceFlag{Name: "node-external-ip", Usage: "address others reach this node by, given to LoadBalancer Services instead of the node IP (repeatable, or comma-separated)"},
+		&cli.StringFlag{Name: "private-registry", Value: layout.DefaultRegistries, Usage: "registry mirrors and credentials (k3s's registries.yaml format)"},
+		&cli.BoolFlag{Name: "disable-default-registry-endpoint", Usage: "pull a mirrored registry's images from its mirrors only, never from the registry itself"},
+		&cli.StringFlag{Name: "default-local-storage-path", Usage: "directory of the node's local-storage volumes (default: <data-dir>/storage)"},
 		&cli.BoolFlag{Name: "hardened", EnvVars: []string{"K1S_HARDENED"}, Usage: "CIS hardening: restricted Pod Security, secrets encryption, EventRateLimit, kubelet protect-kernel-defaults, seccomp default, pod PID limit (see README)"},
 	}
 }

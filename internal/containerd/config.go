@@ -41,6 +41,9 @@ type Config struct {
 	SystemdCgroup bool
 	// StreamingPort is where the CRI serves exec and attach streams, on 127.0.0.1.
 	StreamingPort int
+	// Registry is the CRI's registry section: config_path and credentials
+	// (registries.Registry.CRIConfig).
+	Registry string
 	// TemplateFile, if it exists, replaces the built-in template (as k3s's
 	// config.toml.tmpl does); it is executed with this Config.
 	TemplateFile string
@@ -65,6 +68,7 @@ state = {{ printf "%q" .State }}
   snapshotter = {{ printf "%q" .Snapshotter }}
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = {{ printf "%q" .PauseImage }}
+{{ .Registry }}
 
 [plugins."io.containerd.cri.v1.runtime"]
   enable_selinux = false

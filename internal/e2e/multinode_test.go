@@ -26,8 +26,8 @@ import (
 	"time"
 )
 
-// webPodManifest is a pod pinned to node %[1]s that serves hello-from-<node> on 8080 and logs
-// started-on-<node>.
+// webPodManifest is a pod pinned to node %[1]s that serves hello-from-<node> on 8080 (and at
+// /cgi-bin/ip client=<the client's address>) and logs started-on-<node>.
 const webPodManifest = `apiVersion: v1
 kind: Pod
 metadata:
@@ -43,7 +43,7 @@ spec:
     env:
     - name: NODE
       valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
-    command: ["sh", "-c", "echo started-on-$NODE; mkdir -p /www && echo hello-from-$NODE > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    command: ["sh", "-c", "echo started-on-$NODE; mkdir -p /www/cgi-bin && echo hello-from-$NODE > /www/index.html && printf '#!/bin/sh\\necho\\necho client=$REMOTE_ADDR\\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www"]
     ports: [{containerPort: 8080}]
 `
 
@@ -177,6 +177,19 @@ func TestMultiNode(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("local storage: a StatefulSet on an agent keeps its volume", func(t *testing.T) {
+		checkLocalStorage(t, c, a)
+	})
+
+	t.Run("LoadBalancer Services on the nodes' addresses", func(t *testing.T) {
+		checkServiceLB(t, c, b)
+	})
+
+	t.Run("kubectl top and an HPA on CPU", func(t *testing.T) {
+		checkMetrics(t, c, []string{s.name, a.name, b.name}, "default/"+webPod(a.name))
+		checkHPA(t, c)
 	})
 
 	t.Run("lost agent: its pod moves, and it comes back as the same node", func(t *testing.T) {
@@ -482,6 +495,13 @@ func TestJoinErrors(t *testing.T) {
 				t.Errorf("CSR %s got a certificate", r.name)
 			}
 		}
+	})
+
+	// Last: an agent of this control-plane-only server (k3s has no metrics for either).
+	t.Run("kubectl top on a control-plane-only server with an agent", func(t *testing.T) {
+		agent := c.addAgent("metered")
+		c.waitNodeReady(t, agent.name)
+		checkMetrics(t, c, []string{agent.name}, "kube-system/"+c.kubectl(t, "-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "jsonpath={.items[0].metadata.name}"))
 	})
 }
 

@@ -176,7 +176,15 @@ func startStopWarnings(lines []string, expected ...string) []string {
 // TestNode runs real workloads on a one-node cluster and then removes every trace of it.
 func TestNode(t *testing.T) {
 	before := readSysctls(t)
-	s := prepareCluster(t, clusterSpec{Servers: 1, Images: map[string]string{"broken.tar": "this is not an image"}}).server()
+	dir := t.TempDir()
+	good, bad := startTestRegistry(t, dir, "k1s", randomToken(12)), startTestRegistry(t, dir, "k1s", randomToken(12))
+	registries := filepath.Join(dir, "registries.yaml")
+	if err := os.WriteFile(registries, []byte(registriesYAML(good, bad)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := prepareCluster(t, clusterSpec{Servers: 1, Images: map[string]string{"broken.tar": "this is not an image"},
+		ServerArgs: []string{"--private-registry", registries, "--disable-default-registry-endpoint"}})
+	s := c.server()
 	s.start()
 	s.waitNodeReady(t)
 
@@ -232,6 +240,7 @@ func TestNode(t *testing.T) {
 	})
 
 	checkAirgapChart(t, s)
+	checkRegistries(t, c, good, bad)
 
 	s.mustKubectl("apply", "-f", writeTemp(t, "volumes.yaml", volumesManifest))
 	t.Run("job completes", func(t *testing.T) {

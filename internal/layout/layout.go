@@ -17,6 +17,9 @@ const (
 	DefaultKubeconfig = ConfigDir + "/k1s.yaml"
 	// DefaultKubeconfigMode is its file mode (--write-kubeconfig-mode).
 	DefaultKubeconfigMode = 0o600
+	// DefaultRegistries is the registry mirrors and credentials file (--private-registry),
+	// in k3s's registries.yaml format; it may be absent.
+	DefaultRegistries = ConfigDir + "/registries.yaml"
 )
 
 // Default ports. The fixed local ones can be changed through the pass-through arguments
@@ -30,6 +33,11 @@ const (
 	// listener unless --etcd-arg listen-peer-urls=… asks for one.
 	EtcdPeerPort = 2380
 	KubeletPort  = 10250
+	// MetricsServerPort is where the in-process metrics-server serves, on the node address of
+	// the server holding the controllers' lease (kube-scheduler's old insecure port).
+	MetricsServerPort = 10251
+	// FlannelVXLANPort is the UDP port of the pod network's VXLAN backend (flannel's default).
+	FlannelVXLANPort = 8472
 	// ContainerdStreamingPort is where containerd's CRI serves exec and attach streams
 	// (on 127.0.0.1; the kubelet proxies them).
 	ContainerdStreamingPort = 10010
@@ -116,6 +124,11 @@ func (d DataDir) Lock() string { return d.join("k1s.lock") }
 // PayloadDir holds the extracted payloads (<hash>/bin, current, previous).
 func (d DataDir) PayloadDir() string { return d.join("data") }
 
+// LocalStorage is where the local-storage add-on keeps a node's volumes by default
+// (--default-local-storage-path): inside the data dir, so that `k1s killall` keeps them and
+// uninstalling removes them.
+func (d DataDir) LocalStorage() string { return d.join("storage") }
+
 // Server is the control plane's part.
 func (d DataDir) Server() Server { return Server{dir: d.join(PartServer)} }
 
@@ -193,6 +206,17 @@ func (s Server) EtcdServing() Pair { return pair(s.etcdTLS(), "server-client") }
 
 // EtcdAPIServerClient is the apiserver's client certificate towards etcd.
 func (s Server) EtcdAPIServerClient() Pair { return pair(s.etcdTLS(), "client") }
+
+// MetricsServerServing is the in-process metrics-server's serving certificate (server CA).
+func (s Server) MetricsServerServing() Pair { return pair(s.TLSDir(), "serving-metrics-server") }
+
+// MetricsServerClient is its client certificate (client CA), towards the apiserver and kubelets.
+func (s Server) MetricsServerClient() Pair { return pair(s.TLSDir(), "client-metrics-server") }
+
+// MetricsServerKubeconfig is its kubeconfig, with MetricsServerClient.
+func (s Server) MetricsServerKubeconfig() string {
+	return filepath.Join(s.CredDir(), "metrics-server.kubeconfig")
+}
 
 // ServiceAccountKey signs and verifies service-account tokens.
 func (s Server) ServiceAccountKey() string { return filepath.Join(s.TLSDir(), "service.key") }
@@ -299,6 +323,10 @@ func (n Node) ImportedImages() string { return filepath.Join(n.ContainerdRoot(),
 
 // ContainerdOptDir is containerd's opt plugin directory.
 func (n Node) ContainerdOptDir() string { return filepath.Join(n.dir, "containerd-opt") }
+
+// ContainerdCertsDir is containerd's config_path: a hosts.toml per registry, written from
+// registries.yaml at every start.
+func (n Node) ContainerdCertsDir() string { return n.etc("containerd", "certs.d") }
 
 // ContainerdTemplate replaces k1s's containerd configuration when present.
 func (n Node) ContainerdTemplate() string { return n.etc("containerd", "config.toml.tmpl") }

@@ -129,6 +129,8 @@ var componentPrefixes = []struct{ prefix, component string }{
 	{"go.etcd.io/etcd/client/v3", "kube-apiserver"},
 	{"go.etcd.io", "etcd"},
 	{"github.com/flannel-io", "flannel"},
+	{"sigs.k8s.io/metrics-server", "metrics-server"},
+	{"sigs.k8s.io/sig-storage-lib-external-provisioner", "local-storage"},
 	{"k8s.io/client-go", "client-go"},
 	{"k8s.io/kubectl", "kubectl"},
 	{"github.com/containerd", "containerd"},

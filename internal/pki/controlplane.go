@@ -30,6 +30,9 @@ const (
 	// APIServerKubeletUser is the apiserver's identity towards kubelets (logs, exec, port-forward);
 	// it is bound to the system:kubelet-api-admin role rather than being a cluster admin.
 	APIServerKubeletUser = "k1s:kube-apiserver"
+	// MetricsServerUser is the in-process metrics-server's identity towards the apiserver and
+	// kubelets; the metrics-server add-on's RBAC grants it what upstream's ServiceAccount has.
+	MetricsServerUser = "k1s:metrics-server"
 	// AuthProxyUser is the name the apiserver's aggregation proxy presents to extension servers.
 	AuthProxyUser = "system:auth-proxy"
 	mastersGroup  = "system:masters"
@@ -60,6 +63,7 @@ var Services = map[string][]string{
 	"controller-manager": {"client-controller"},
 	"scheduler":          {"client-scheduler"},
 	"etcd":               {"etcd/server-client", "etcd/client"},
+	"metrics-server":     {"serving-metrics-server", "client-metrics-server"},
 }
 
 // ControlPlane is where the control plane's credentials are on disk.
@@ -140,6 +144,11 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 			CertSpec{CommonName: ControllerManagerUser, Client: true}},
 		{nil, cp.ClientCA, f.SchedulerClient(), "client-scheduler",
 			CertSpec{CommonName: SchedulerUser, Client: true}},
+		// The aggregator verifies the name <service>.<namespace>.svc, whatever address it dials.
+		{nil, cp.ServerCA, f.MetricsServerServing(), "serving-metrics-server",
+			CertSpec{CommonName: "metrics-server", DNSNames: []string{"metrics-server.kube-system.svc"}, Server: true}},
+		{nil, cp.ClientCA, f.MetricsServerClient(), "client-metrics-server",
+			CertSpec{CommonName: MetricsServerUser, Client: true}},
 		{&cp.EtcdServing, cp.EtcdCA, f.EtcdServing(), "etcd/server-client",
 			CertSpec{CommonName: "etcd-server", DNSNames: []string{"localhost"}, IPs: localhost, Server: true, Client: true}},
 		{&cp.EtcdAPIServerClient, cp.EtcdCA, f.EtcdAPIServerClient(), "etcd/client",
@@ -177,6 +186,7 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		{cp.BreakGlassKubeconfig, cp.BreakGlass, true},
 		{cp.ControllerManagerKubeconfig, pairOf(f.ControllerManagerClient()), false},
 		{cp.SchedulerKubeconfig, pairOf(f.SchedulerClient()), false},
+		{f.MetricsServerKubeconfig(), pairOf(f.MetricsServerClient()), false},
 	} {
 		if err := WriteKubeconfig(k.path, spec.APIServerURL, cp.ServerCA.CertFile, k.pair, k.embed, 0o600); err != nil {
 			return nil, err

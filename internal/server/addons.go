@@ -29,7 +29,8 @@ func rbacAddon() deploy.Addon {
 
 // addonSettings are the cluster's settings the packaged add-ons are rendered with.
 func (c *completedConfig) addonSettings() (addons.Settings, error) {
-	s := addons.Settings{ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, ResolvConf: c.ResolvConf, Log: c.Log}
+	s := addons.Settings{ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, ResolvConf: c.ResolvConf,
+		APIServerPort: c.HTTPSPort, NodeIP: c.NodeIP, Files: c.files, Log: c.Log}
 	for _, a := range addons.Enabled(c.Disable) {
 		if len(a.Images) == 0 {
 			continue
@@ -59,6 +60,7 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Com
 	if err != nil {
 		return nil, err
 	}
+	settings.Client = admin.Client
 	list, err := addons.Manifests(settings, cfg.Disable)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -110,6 +111,9 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 		{Host: argv.cmHost, Port: argv.cmPort, Owner: "kube-controller-manager", Flag: "--kube-controller-manager-arg secure-port=…"},
 		{Host: argv.schedulerHost, Port: argv.schedulerPort, Owner: "kube-scheduler", Flag: "--kube-scheduler-arg secure-port=…"},
 	}
+	if !slices.Contains(cfg.Disable, "metrics-server") {
+		ports = append(ports, network.ListenPort{Host: cfg.NodeIP.String(), Port: strconv.Itoa(layout.MetricsServerPort), Owner: "metrics-server", Flag: "--disable metrics-server"})
+	}
 	if etcdPeerURL != nil {
 		ports = append(ports, network.ListenPort{Host: etcdPeerURL.Hostname(), Port: etcdPeerURL.Port(), Owner: "etcd peer", Flag: "--etcd-arg listen-peer-urls=…"})
 	}
@@ -180,19 +184,23 @@ type componentArgs struct {
 func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 	f := cfg.files
 	apiserver := map[string]string{
-		"advertise-address":                  cfg.AdvertiseAddress.String(),
-		"allow-privileged":                   "true",
-		"admission-control-config-file":      f.AdmissionConfig(),
-		"api-audiences":                      ServiceAccountIssuer,
-		"audit-log-path":                     f.AuditLog(),
-		"audit-policy-file":                  cfg.auditPolicyFile(),
-		"authentication-config":              f.AuthenticationConfig(),
-		"authorization-mode":                 "Node,RBAC",
-		"bind-address":                       cfg.BindAddress.String(),
-		"secure-port":                        strconv.Itoa(cfg.HTTPSPort),
-		"cert-dir":                           f.APIServerCertDir(),
-		"client-ca-file":                     f.ClientCA().Cert,
-		"enable-admission-plugins":           "NodeRestriction",
+		"advertise-address":             cfg.AdvertiseAddress.String(),
+		"allow-privileged":              "true",
+		"admission-control-config-file": f.AdmissionConfig(),
+		"api-audiences":                 ServiceAccountIssuer,
+		"audit-log-path":                f.AuditLog(),
+		"audit-policy-file":             cfg.auditPolicyFile(),
+		"authentication-config":         f.AuthenticationConfig(),
+		"authorization-mode":            "Node,RBAC",
+		"bind-address":                  cfg.BindAddress.String(),
+		"secure-port":                   strconv.Itoa(cfg.HTTPSPort),
+		"cert-dir":                      f.APIServerCertDir(),
+		"client-ca-file":                f.ClientCA().Cert,
+		"enable-admission-plugins":      "NodeRestriction",
+		// The aggregator dials an APIService's endpoints, not its cluster IP: the apiserver
+		// runs in the host network, where cluster IPs route only through a local kube-proxy,
+		// which a --disable-agent server lacks.
+		"enable-aggregator-routing":          "true",
 		"enable-bootstrap-token-auth":        "true",
 		"etcd-cafile":                        f.EtcdCA().Cert,
 		"etcd-certfile":                      f.EtcdAPIServerClient().Cert,
