@@ -181,13 +181,32 @@ func TestControlPlane(t *testing.T) {
 		assertNoProcessUses(t, s.dataDir)
 	})
 
-	t.Run("disable coredns removes it", func(t *testing.T) {
-		s.args = append(s.args, "--disable", "coredns")
+	t.Run("disable packaged add-ons removes them", func(t *testing.T) {
+		// Present before: the metrics API answers (its lease holder serves it without a node).
 		s.start()
 		s.waitReady(2 * time.Minute)
-		eventually(t, time.Minute, "CoreDNS removed", func() error {
-			out, err := s.kubectl("-n", "kube-system", "get", "deployment,service,configmap,addons.k1s.io", "-o", "name")
-			if err != nil || strings.Contains(out, "coredns") || strings.Contains(out, "kube-dns") {
+		eventually(t, time.Minute, "the metrics API available", func() error {
+			out, err := s.kubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", `jsonpath={.status.conditions[?(@.type=="Available")].status}`)
+			if err != nil || out != "True" {
+				return fmt.Errorf("Available=%q %v", out, err)
+			}
+			return nil
+		})
+		s.mustKubectl("get", "storageclass", "local-path")
+		if err, _ := s.stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		s.args = append(s.args, "--disable", "coredns", "--disable", "local-storage", "--disable", "metrics-server", "--disable", "servicelb")
+		s.start()
+		s.waitReady(2 * time.Minute)
+		// Each add-on's objects, kubectl names for them.
+		removed := []string{"deployment/coredns", "service/kube-dns", "configmap/coredns", "addons.k1s.io/coredns",
+			"storageclass/local-path", "clusterrole/k1s:local-storage-node", "validatingadmissionpolicy/k1s-local-storage-node",
+			"addons.k1s.io/local-storage", "apiservice/v1beta1.metrics.k8s.io", "service/metrics-server",
+			"clusterrole/system:metrics-server", "addons.k1s.io/metrics-server"}
+		eventually(t, time.Minute, "CoreDNS, local storage and metrics-server removed", func() error {
+			out, err := s.kubectl(append([]string{"-n", "kube-system", "get", "-o", "name", "--ignore-not-found"}, removed...)...)
+			if err != nil || strings.TrimSpace(out) != "" {
 				return fmt.Errorf("still there: %q %v", out, err)
 			}
 			return nil
@@ -204,7 +223,7 @@ func TestControlPlane(t *testing.T) {
 		marker := markerManifest("disabled-restart")
 		s.writeManifest(t, "disabled-restart.yaml", marker)
 		s.waitManifestApplied(t, "disabled-restart", marker)
-		s.absent(t, "-n", "kube-system", "deployment/coredns", "service/kube-dns", "addons.k1s.io/coredns")
+		s.absent(t, append([]string{"-n", "kube-system"}, removed...)...)
 		chart := helmChartManifest("unmanaged", "default", "  chartContent: "+base64.StdEncoding.EncodeToString(settingsChart(t, "unmanaged"))+"\n")
 		s.writeManifest(t, "unmanaged.yaml", chart)
 		s.waitManifestApplied(t, "unmanaged", chart)

@@ -1,0 +1,117 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// workloadAddons are the packaged add-ons for workloads, whose memory BenchmarkWorkloads
+// prints.
+var workloadAddons = []string{"local-storage", "metrics-server", "servicelb"}
+
+// BenchmarkWorkloads prints, for a one-node cluster, what the workload add-ons cost and how
+// quick they are: idle PSS with all of them, with none, and without each; PVC created to its
+// pod Running on the volume; LoadBalancer Service created to answering on the node's address.
+// It asserts nothing.
+func BenchmarkWorkloads(b *testing.B) {
+	const runs = 5
+	all := idlePSS(b, nil)
+	none := idlePSS(b, workloadAddons)
+	fmt.Printf("idle PSS, 45 s after ready: all add-ons %.0f MB, none of %s %.0f MB: %+.0f MB (budget +60)\n",
+		all, strings.Join(workloadAddons, ", "), none, all-none)
+	b.ReportMetric(all, "MB-PSS-idle-all-addons")
+	b.ReportMetric(none, "MB-PSS-idle-no-addons")
+	for _, a := range workloadAddons {
+		without := idlePSS(b, []string{a})
+		fmt.Printf("  without %s: %.0f MB (its share: %+.0f MB, single runs: ±5 MB is noise)\n", a, without, all-without)
+	}
+
+	s := prepareCluster(b, clusterSpec{Servers: 1}).server()
+	coldStart(b, s)
+	client := s.client()
+	ctx := context.Background()
+	var volume, lb []time.Duration
+	for i := 0; i < runs; i++ {
+		name := fmt.Sprintf("bench-pvc-%d", i)
+		claim := &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		pod := benchPod(name)
+		pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+		pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}}}
+		begin := time.Now()
+		if _, err := client.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		volume = append(volume, pollUntil(b, begin, func() bool {
+			p, err := client.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			return err == nil && p.Status.Phase == corev1.PodRunning
+		}))
+	}
+	web := benchPod("bench-web")
+	web.Labels = map[string]string{"app": "bench-web"}
+	web.Spec.Containers[0].Command = []string{"sh", "-c", "mkdir -p /www && echo bench > /www/index.html && exec httpd -f -p 8080 -h /www"}
+	if _, err := client.CoreV1().Pods("default").Create(ctx, web, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	pollUntil(b, time.Now(), func() bool {
+		p, err := client.CoreV1().Pods("default").Get(ctx, web.Name, metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning
+	})
+	nodeIP := s.mustKubectl("get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+	for i := 0; i < runs; i++ {
+		port := int32(18100 + i)
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-lb-%d", i)},
+			Spec: corev1.ServiceSpec{
+				Type:     corev1.ServiceTypeLoadBalancer,
+				Selector: map[string]string{"app": "bench-web"},
+				Ports:    []corev1.ServicePort{{Port: port, TargetPort: intstr.FromInt32(8080)}},
+			},
+		}
+		begin := time.Now()
+		if _, err := client.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		lb = append(lb, pollUntil(b, begin, func() bool {
+			body, err := httpGet(fmt.Sprintf("%s:%d", nodeIP, port))
+			return err == nil && body == "bench"
+		}))
+	}
+	printFigure(b, "PVC created to its pod Running", volume, 0, "s-pvc-pod-running")
+	printFigure(b, "LoadBalancer Service to answering", lb, 0, "s-loadbalancer-answering")
+	stopNode(b, s)
+}
+
+// idlePSS is the PSS of a one-node cluster 45 s after its node is Ready, with the add-ons
+// disabled.
+func idlePSS(b *testing.B, disabled []string) float64 {
+	b.Helper()
+	var args []string
+	for _, d := range disabled {
+		args = append(args, "--disable", d)
+	}
+	s := prepareCluster(b, clusterSpec{Servers: 1, ServerArgs: args}).server()
+	coldStart(b, s)
+	time.Sleep(45 * time.Second)
+	pss, _, _ := memory(s)
+	stopNode(b, s)
+	return pss
+}
