@@ -18,6 +18,7 @@ import (
 	"github.com/k1s-io/k1s/internal/addons/coredns"
 	"github.com/k1s-io/k1s/internal/addons/localstorage"
 	"github.com/k1s-io/k1s/internal/addons/metrics"
+	"github.com/k1s-io/k1s/internal/addons/netpol"
 	"github.com/k1s-io/k1s/internal/addons/servicelb"
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/controllers"
@@ -55,7 +56,9 @@ type NodeSettings struct {
 	LocalStorageDir string
 	// ExternalIPs are the node's --node-external-ip.
 	ExternalIPs []string
-	Log         logrus.FieldLogger
+	// Firewall is kube-proxy's mode (network.FirewallIPTables or FirewallNFTables).
+	Firewall string
+	Log      logrus.FieldLogger
 }
 
 // client is the node's own client.
@@ -132,6 +135,13 @@ func Registry() []Addon {
 				return []component.Component{component.Task("servicelb node address", "publishing --node-external-ip", func(ctx context.Context, _ component.Progress) error {
 					return servicelb.PublishExternalIP(ctx, s.client, s.NodeName, s.ExternalIPs, s.Log)
 				})}
+			},
+		},
+		{
+			Name: "network-policy",
+			Node: func(s NodeSettings) []component.Component {
+				n := &netpol.Node{NodeName: s.NodeName, Firewall: s.Firewall, Client: s.client, Log: s.Log}
+				return []component.Component{component.NewFunc(n.Name(), n.Run, n.Ready)}
 			},
 		},
 	}

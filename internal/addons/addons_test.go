@@ -17,7 +17,7 @@ func TestValidateDisabled(t *testing.T) {
 		t.Errorf("coredns: %v", err)
 	}
 	err := ValidateDisabled([]string{"traefik"})
-	if err == nil || !strings.Contains(err.Error(), `--disable "traefik": unknown add-on; k1s ships: coredns, local-storage, metrics-server, servicelb`) {
+	if err == nil || !strings.Contains(err.Error(), `--disable "traefik": unknown add-on; k1s ships: coredns, local-storage, metrics-server, servicelb, network-policy`) {
 		t.Errorf("unknown add-on: %v", err)
 	}
 }

@@ -322,7 +322,7 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 	// once the node has joined).
 	nodeAddons := component.Group("add-ons on the node", func() ([]component.Component, error) {
 		return addons.NodeComponents(addons.NodeSettings{NodeName: cfg.NodeName, Kubeconfig: cfg.files.KubeletKubeconfig(),
-			LocalStorageDir: cfg.LocalStorageDir, ExternalIPs: cfg.ExternalIPs, Log: cfg.Log},
+			LocalStorageDir: cfg.LocalStorageDir, ExternalIPs: cfg.ExternalIPs, Firewall: a.proxyMode, Log: cfg.Log},
 			a.cluster.DisabledAddons), nil
 	})
 	// Neither the pod network nor kube-proxy needs the kubelet, only the joined cluster's

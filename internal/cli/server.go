@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,6 +46,7 @@ func serverCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "etcd-arg", Usage: "key=value for etcd (repeatable)"},
 			&cli.BoolFlag{Name: "disable-agent", Usage: "run only the control plane, no node"},
 			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy this packaged add-on, and remove it if deployed (repeatable): " + strings.Join(addons.Names(), ", ")},
+			&cli.BoolFlag{Name: "disable-network-policy", Usage: "do not enforce NetworkPolicies (the same as --disable network-policy)"},
 			&cli.BoolFlag{Name: "disable-helm-controller", Usage: "do not install HelmCharts (helm.cattle.io/v1); their kinds are not served"},
 			&cli.StringFlag{Name: "pod-security-default", Usage: "Pod Security level enforced in namespaces that set none (privileged, baseline, restricted; default baseline, restricted with --hardened); kube-system is exempt"},
 			&cli.BoolFlag{Name: "secrets-encryption", EnvVars: []string{"K1S_SECRETS_ENCRYPTION"}, Usage: "encrypt Secrets in etcd with a generated AES-CBC key (stays on once enabled; see 'k1s secrets-encrypt')"},
@@ -53,6 +55,15 @@ func serverCommand() *cli.Command {
 		),
 			nodeFlags()...),
 	}
+}
+
+// disabledAddons are --disable's add-ons and those of k3s's --disable-* aliases.
+func disabledAddons(c *cli.Context) []string {
+	disabled := c.StringSlice("disable")
+	if c.Bool("disable-network-policy") && !slices.Contains(disabled, "network-policy") {
+		disabled = append(disabled, "network-policy")
+	}
+	return disabled
 }
 
 // serverConfig turns flags into a server.Config; Complete validates it.
@@ -69,7 +80,7 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		ExtraSchedulerArgs:         c.StringSlice("kube-scheduler-arg"),
 		ExtraEtcdArgs:              c.StringSlice("etcd-arg"),
 		ResolvConf:                 c.String("resolv-conf"),
-		Disable:                    c.StringSlice("disable"),
+		Disable:                    disabledAddons(c),
 		DisableHelmController:      c.Bool("disable-helm-controller"),
 		PodSecurityDefault:         c.String("pod-security-default"),
 		AuditPolicyFile:            c.String("audit-policy-file"),

@@ -44,7 +44,7 @@ spec:
     - name: NODE
       valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
     command: ["sh", "-c", "echo started-on-$NODE; mkdir -p /www/cgi-bin && echo hello-from-$NODE > /www/index.html && printf '#!/bin/sh\\necho\\necho client=$REMOTE_ADDR\\n' > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && exec httpd -f -p 8080 -h /www"]
-    ports: [{containerPort: 8080}]
+    ports: [{name: http, containerPort: 8080}]
 `
 
 // nodeServiceManifest is a NodePort Service %[1]s whose only endpoint is the web pod of node %[2]s.
@@ -185,6 +185,10 @@ func TestMultiNode(t *testing.T) {
 
 	t.Run("LoadBalancer Services on the nodes' addresses", func(t *testing.T) {
 		checkServiceLB(t, c, b)
+	})
+
+	t.Run("NetworkPolicy across nodes", func(t *testing.T) {
+		checkNetworkPolicy(t, c, b.name, a.name, s.name, ips)
 	})
 
 	t.Run("kubectl top and an HPA on CPU", func(t *testing.T) {

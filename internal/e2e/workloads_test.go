@@ -257,3 +257,137 @@ func checkHPA(t *testing.T, c *cluster) {
 	})
 	c.kubectl(t, "delete", "-f", c.file("hpa.yaml", hpaManifest), "--wait=false")
 }
+
+// netpolClientManifest is a namespace whose pods NetworkPolicies select by its label, with a
+// client pod on node %[1]s.
+const netpolClientManifest = `apiVersion: v1
+kind: Namespace
+metadata: {name: np-client, labels: {k1s-e2e: np-client}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: np-client}
+spec:
+  nodeName: %[1]s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: main, image: k1s.local/busybox:test, imagePullPolicy: Never, command: [sleep, "3600"]}
+`
+
+// netpolManifests are the policies checkNetworkPolicy applies, on the web pods of nodes %[1]s
+// (the server side) and %[2]s (the client side); %[3]s is the server pod's address.
+var netpolManifests = map[string]string{
+	"deny": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-web-%[1]s}
+spec:
+  podSelector: {matchLabels: {app: web, node: %[1]s}}
+  policyTypes: [Ingress]
+`,
+	// From the web pod of node %[2]s, on the named port.
+	"pods": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-web-%[2]s}
+spec:
+  podSelector: {matchLabels: {app: web, node: %[1]s}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {node: %[2]s}}}]
+    ports: [{port: http}]
+`,
+	// From the np-client namespace, on a port range.
+	"namespace": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-np-client}
+spec:
+  podSelector: {matchLabels: {app: web, node: %[1]s}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {k1s-e2e: np-client}}}]
+    ports: [{port: 8000, endPort: 8100}]
+`,
+	// The web pod of node %[2]s may reach the pod network but for the server pod.
+	"egress": `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress-web-%[2]s}
+spec:
+  podSelector: {matchLabels: {app: web, node: %[2]s}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 10.42.0.0/16, except: [%[3]s/32]}}]
+`,
+}
+
+// checkNetworkPolicy checks NetworkPolicies by real connections to the web pod of node server
+// from pods on other nodes: default deny ingress, allow by pod selector on a named port, by
+// namespace selector on a port range, egress deny by an ipBlock exception, and removal.
+func checkNetworkPolicy(t *testing.T, c *cluster, server, client, other string, ips map[string]string) {
+	c.kubectl(t, "apply", "-f", c.file("np-client.yaml", fmt.Sprintf(netpolClientManifest, other)))
+	waitFor(t, c, 2*time.Minute, "np-client/client running", func() error {
+		if out, err := c.server().kubectl("-n", "np-client", "get", "pod", "client", "-o", "jsonpath={.status.phase}"); err != nil || out != "Running" {
+			return fmt.Errorf("%v %q", err, out)
+		}
+		return nil
+	})
+	target := ips[server] + ":8080"
+	want := "hello-from-" + server
+	// get tries one new connection from a pod (namespace/name) to target.
+	get := func(pod string) bool {
+		namespace, name, _ := strings.Cut(pod, "/")
+		out, _ := c.server().kubectl("-n", namespace, "exec", name, "--", "sh", "-c",
+			fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 %s`, strings.Replace(target, ":", " ", 1)))
+		return strings.Contains(out, want)
+	}
+	// expect waits (a policy takes effect within 2 s) for every pod's connection to pass or
+	// fail, then checks it once more.
+	expect := func(what string, pass map[string]bool) {
+		t.Helper()
+		var last string
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			last = ""
+			for pod, ok := range pass {
+				if get(pod) != ok {
+					last += fmt.Sprintf(" %s: passes=%v, want %v;", pod, !ok, ok)
+				}
+			}
+			if last == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s:%s", what, last)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	policy := func(name string) string {
+		return c.file("np-"+name+".yaml", fmt.Sprintf(netpolManifests[name], server, client, ips[server]))
+	}
+	fromClient, fromOther, fromNamespace := "default/"+webPod(client), "default/"+webPod(other), "np-client/client"
+	expect("no policy", map[string]bool{fromClient: true, fromOther: true, fromNamespace: true})
+
+	c.kubectl(t, "apply", "-f", policy("deny"))
+	expect("default deny ingress", map[string]bool{fromClient: false, fromOther: false, fromNamespace: false})
+
+	c.kubectl(t, "apply", "-f", policy("pods"))
+	expect("allowed from a pod selector on a named port", map[string]bool{fromClient: true, fromOther: false, fromNamespace: false})
+
+	c.kubectl(t, "apply", "-f", policy("namespace"))
+	expect("allowed from a namespace selector on a port range", map[string]bool{fromClient: true, fromOther: false, fromNamespace: true})
+
+	c.kubectl(t, "apply", "-f", policy("egress"))
+	expect("egress denied by an ipBlock exception", map[string]bool{fromClient: false, fromNamespace: true})
+	if !podReaches(c, webPod(client), ips[other]+":8080", "hello-from-"+other) {
+		t.Errorf("the egress policy's ipBlock also blocks %s, which it allows", ips[other])
+	}
+
+	for _, name := range []string{"deny", "pods", "namespace", "egress"} {
+		c.kubectl(t, "delete", "-f", policy(name))
+	}
+	expect("every policy removed", map[string]bool{fromClient: true, fromOther: true, fromNamespace: true})
+	c.kubectl(t, "delete", "namespace", "np-client", "--wait=false")
+}
+
+// podReaches says whether one new connection from the web pod to addr gets want.
+func podReaches(c *cluster, pod, addr, want string) bool {
+	out, _ := c.server().kubectl("exec", pod, "--", "sh", "-c",
+		fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 %s`, strings.Replace(addr, ":", " ", 1)))
+	return strings.Contains(out, want)
+}

@@ -21,11 +21,13 @@ func recognisedChain(name string) bool {
 }
 
 // nftTables are the nftables tables killall deletes (family, name).
-var nftTables = [][2]string{{"ip", layout.KubeProxyNFTablesTable}, {"ip6", layout.KubeProxyNFTablesTable}, {"ip", layout.NFTablesTable}}
+var nftTables = [][2]string{{"ip", layout.KubeProxyNFTablesTable}, {"ip6", layout.KubeProxyNFTablesTable}, {"ip", layout.NFTablesTable},
+	{"inet", layout.NetworkPolicyNFTablesTable}}
 
 // removeFirewall deletes the recognised chains and the rules that jump to them, rule by rule
 // (another program may change other rules meanwhile: no table is restored wholesale), for
-// both IP families, then k1s's and kube-proxy's nftables tables.
+// both IP families, then k1s's (the pod network's, the network-policy add-on's) and
+// kube-proxy's nftables tables.
 func removeFirewall(report func(string, ...any)) error {
 	var errs []error
 	for _, family := range []string{"iptables", "ip6tables"} {

@@ -92,6 +92,11 @@ const (
 	ForwardChain      = "K1S-FORWARD"
 	// NFTablesTable is the nftables table of k1s's rules (kube-proxy's own tables are its).
 	NFTablesTable = "k1s"
+	// NetworkPolicyChain (mangle table) sends pod traffic to the network-policy add-on on
+	// kernels whose nftables cannot queue packets to userspace.
+	NetworkPolicyChain = "K1S-NETPOL"
+	// NetworkPolicyNFTablesTable is the network-policy add-on's nftables table (inet family).
+	NetworkPolicyNFTablesTable = "k1s-network-policies"
 	// CNINetworkName is the CNI network's name; the CNI plugins cache results under it.
 	CNINetworkName = "k1s"
 	// CNIConfList is the file name of the CNI configuration.

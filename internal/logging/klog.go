@@ -131,6 +131,7 @@ var componentPrefixes = []struct{ prefix, component string }{
 	{"github.com/flannel-io", "flannel"},
 	{"sigs.k8s.io/metrics-server", "metrics-server"},
 	{"sigs.k8s.io/sig-storage-lib-external-provisioner", "local-storage"},
+	{"sigs.k8s.io/kube-network-policies", "network-policy"},
 	{"k8s.io/client-go", "client-go"},
 	{"k8s.io/kubectl", "kubectl"},
 	{"github.com/containerd", "containerd"},

@@ -52,6 +52,10 @@ var noise = []struct {
 		why: "only without CAP_SYS_RESOURCE (a container); the service unit sets LimitNOFILE itself, and k1s reports the missing capability at start"},
 	{component: "kubelet", message: "Failed to ensure process in container with oom score", errorHas: "pid namespace of init",
 		why: "only in a container, where the kubelet cannot see the host's init; it retries every minute and nothing depends on it"},
+	{component: "network-policy", message: "syncing", errorHas: "no such file or directory",
+		why: "kube-network-policies retries its nftables table 5 times after each relevant change; on kernels without CONFIG_NFT_QUEUE the kernel refuses its queue rule (ENOENT), and k1s, which found that out at start and said which datapath it uses instead (iptables NFQUEUE), does not need the table"},
+	{component: "network-policy", message: "Unhandled Error", errorHas: "no such file or directory",
+		why: "the same refused table, reported once more when kube-network-policies gives up its 5 retries"},
 }
 
 // isNoise says whether an upstream warning is in the noise list.
