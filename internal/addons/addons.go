@@ -38,8 +38,9 @@ type Settings struct {
 	Images map[string]string
 	// Client reaches the API server as the cluster's controllers do.
 	Client func() (kubernetes.Interface, error)
-	// APIServerPort is where the servers' apiservers listen (--https-listen-port).
-	APIServerPort int
+	// APIServerPort is where the servers' apiservers listen (--https-listen-port),
+	// MetricsServerPort where metrics-server does (--metrics-server-port).
+	APIServerPort, MetricsServerPort int
 	// NodeIP is the server's node address, where its in-process add-on servers listen.
 	NodeIP net.IP
 	// Files names the server's certificates and kubeconfigs.
@@ -115,7 +116,7 @@ func Registry() []Addon {
 			},
 			Cluster: func(s Settings) []controllers.Controller {
 				return []controllers.Controller{metrics.New(metrics.Config{
-					NodeIP: s.NodeIP, Port: layout.MetricsServerPort,
+					NodeIP: s.NodeIP, Port: s.MetricsServerPort,
 					Kubeconfig: s.Files.MetricsServerKubeconfig(), Serving: s.Files.MetricsServerServing(),
 					KubeletClient: s.Files.MetricsServerClient(), ServerCA: s.Files.ServerCA().Cert,
 					Client: s.Client, Log: s.Log,
@@ -151,11 +152,11 @@ func Registry() []Addon {
 // Service would shadow there (kube-proxy's rules come first).
 func reservedPorts(s Settings) map[servicelb.Port]string {
 	return map[servicelb.Port]string{
-		{Protocol: corev1.ProtocolTCP, Port: int32(s.APIServerPort)}:   "the kube-apiserver",
-		{Protocol: corev1.ProtocolTCP, Port: layout.EtcdPeerPort}:      "etcd",
-		{Protocol: corev1.ProtocolTCP, Port: layout.MetricsServerPort}: "metrics-server",
-		{Protocol: corev1.ProtocolTCP, Port: layout.KubeletPort}:       "the kubelet",
-		{Protocol: corev1.ProtocolUDP, Port: layout.FlannelVXLANPort}:  "the pod network (VXLAN)",
+		{Protocol: corev1.ProtocolTCP, Port: int32(s.APIServerPort)}:     "the kube-apiserver",
+		{Protocol: corev1.ProtocolTCP, Port: layout.EtcdPeerPort}:        "etcd",
+		{Protocol: corev1.ProtocolTCP, Port: int32(s.MetricsServerPort)}: "metrics-server",
+		{Protocol: corev1.ProtocolTCP, Port: layout.KubeletPort}:         "the kubelet",
+		{Protocol: corev1.ProtocolUDP, Port: layout.FlannelVXLANPort}:    "the pod network (VXLAN)",
 	}
 }
 

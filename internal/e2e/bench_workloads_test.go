@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -18,7 +19,7 @@ import (
 
 // workloadAddons are the packaged add-ons for workloads, whose memory BenchmarkWorkloads
 // prints.
-var workloadAddons = []string{"local-storage", "metrics-server", "servicelb"}
+var workloadAddons = []string{"local-storage", "metrics-server", "network-policy", "servicelb"}
 
 // BenchmarkWorkloads prints, for a one-node cluster, what the workload add-ons cost and how
 // quick they are: idle PSS with all of them, with none, and without each; PVC created to its
@@ -130,4 +131,66 @@ func medianOf(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// BenchmarkNetworkPolicy prints, for a one-node cluster, how long a NetworkPolicy takes from
+// its creation to a pod's new connection being refused, and from its deletion to the next one
+// passing. Each try is a kubectl exec (about 0.3 s here), which bounds the figure's precision.
+// It asserts nothing.
+func BenchmarkNetworkPolicy(b *testing.B) {
+	const runs = 5
+	s := prepareCluster(b, clusterSpec{Servers: 1}).server()
+	coldStart(b, s)
+	client := s.client()
+	ctx := context.Background()
+	server := benchPod("np-server")
+	server.Labels = map[string]string{"app": "np-server"}
+	server.Spec.Containers[0].Command = []string{"sh", "-c", "mkdir -p /www && echo np > /www/index.html && exec httpd -f -p 8080 -h /www"}
+	for _, p := range []*corev1.Pod{server, benchPod("np-client")} {
+		if _, err := client.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var ip string
+	pollUntil(b, time.Now(), func() bool {
+		ready := 0
+		for _, name := range []string{"np-server", "np-client"} {
+			p, err := client.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			if err == nil && p.Status.Phase == corev1.PodRunning {
+				ready++
+				if name == "np-server" {
+					ip = p.Status.PodIP
+				}
+			}
+		}
+		return ready == 2
+	})
+	passes := func() bool {
+		out, _ := s.kubectl("exec", "np-client", "--", "sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 1 %s 8080`, ip))
+		return strings.Contains(out, "np")
+	}
+	pollUntil(b, time.Now(), passes)
+	var blocked, restored []time.Duration
+	for i := 0; i < runs; i++ {
+		policy := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-deny-%d", i)},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "np-server"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			},
+		}
+		begin := time.Now()
+		if _, err := client.NetworkingV1().NetworkPolicies("default").Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		blocked = append(blocked, pollUntil(b, begin, func() bool { return !passes() }))
+		begin = time.Now()
+		if err := client.NetworkingV1().NetworkPolicies("default").Delete(ctx, policy.Name, metav1.DeleteOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		restored = append(restored, pollUntil(b, begin, passes))
+	}
+	printFigure(b, "NetworkPolicy created to connection refused", blocked, 2*time.Second, "s-netpol-blocked")
+	printFigure(b, "NetworkPolicy deleted to connection passing", restored, 2*time.Second, "s-netpol-restored")
+	stopNode(b, s)
 }

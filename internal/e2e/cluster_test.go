@@ -309,15 +309,22 @@ func (c *cluster) createBridge() {
 	// k1s turns on) the frames it switches go through the host's netfilter, where the first
 	// server's kube-proxy would act on traffic between two other machines: DNAT traffic to a
 	// load-balancer address, or drop it for externalTrafficPolicy Local. A switch does
-	// neither: frames from the namespaces that are not for the host are not tracked, so no
-	// NAT rule sees them. (--physdev-is-bridged is not known yet in PREROUTING.)
-	notrack := []string{"PREROUTING", "-m", "physdev", "--physdev-in", c.vethPrefix() + "+", "!", "-d", c.gateway(), "-j", "NOTRACK"}
-	hostRun(t, append([]string{"iptables", "-w", "-t", "raw", "-I"}, notrack...)...)
-	t.Cleanup(func() {
-		if out, err := hostCmd(append([]string{"iptables", "-w", "-t", "raw", "-D"}, notrack...)...); err != nil {
-			t.Errorf("removing the bridge's NOTRACK rule: %v\n%s", err, out)
-		}
-	})
+	// neither: frames from the namespaces to another node's address are not tracked, so no
+	// NAT rule sees them. Traffic to the host (its address, or its pods with host-gw) is.
+	// (--physdev-is-bridged is not known yet in PREROUTING.)
+	in := []string{"-m", "physdev", "--physdev-in", c.vethPrefix() + "+"}
+	rules := [][]string{ // inserted in this order, so the last is first
+		append(append([]string{"PREROUTING"}, in...), "-d", c.subnet+"0/24", "-j", "NOTRACK"),
+		append(append([]string{"PREROUTING"}, in...), "-d", c.gateway(), "-j", "ACCEPT"),
+	}
+	for _, rule := range rules {
+		hostRun(t, append([]string{"iptables", "-w", "-t", "raw", "-I"}, rule...)...)
+		t.Cleanup(func() {
+			if out, err := hostCmd(append([]string{"iptables", "-w", "-t", "raw", "-D"}, rule...)...); err != nil {
+				t.Errorf("removing the bridge's raw rule %v: %v\n%s", rule, err, out)
+			}
+		})
+	}
 }
 
 // pickNetwork chooses the cluster's id, bridge name and a 10.199.<n>.0/24 nothing on this
@@ -608,6 +615,7 @@ func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
 		p.port = freePort(t)
 		p.args = append(p.args,
 			"--https-listen-port", strconv.Itoa(p.port),
+			"--metrics-server-port", strconv.Itoa(freePort(t)),
 			"--kube-controller-manager-arg", "secure-port="+strconv.Itoa(freePort(t)),
 			"--kube-scheduler-arg", "secure-port="+strconv.Itoa(freePort(t)),
 			"--etcd-arg", "listen-client-urls=https://127.0.0.1:"+strconv.Itoa(freePort(t)))

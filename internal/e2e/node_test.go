@@ -137,6 +137,23 @@ spec:
         command: ["sh", "-c", "echo job-done"]
 `
 
+// lbNodeManifest is a LoadBalancer Service for the web Deployment and a NetworkPolicy that
+// selects no pod (enough for the node to queue its pods' connections).
+const lbNodeManifest = `apiVersion: v1
+kind: Service
+metadata: {name: lb-node}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 18090, targetPort: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: isolate-none}
+spec:
+  podSelector: {matchLabels: {app: none}}
+`
+
 // httpGet fetches / from addr with busybox nc (Debian's busybox wget crashes here) and
 // returns the body's last line.
 func httpGet(addr string) (string, error) {
@@ -288,6 +305,46 @@ func TestNode(t *testing.T) {
 		}
 		s.mustKubectl("run", "after-restart", "--image=k1s.local/busybox:test", "--image-pull-policy=Never", "--", "sleep", "3600")
 		s.mustKubectl("wait", "--for=condition=Ready", "--timeout=120s", "pod/after-restart")
+	})
+
+	t.Run("disabling servicelb and network-policy removes their addresses and rules", func(t *testing.T) {
+		s.mustKubectl("apply", "-f", writeTemp(t, "lb-node.yaml", lbNodeManifest))
+		rules := func() string {
+			out, err := hostCmd("sh", "-c", "iptables-save -t nat; iptables-save -t mangle")
+			if err != nil {
+				t.Fatalf("iptables-save: %v\n%s", err, out)
+			}
+			return out
+		}
+		eventually(t, time.Minute, "the LoadBalancer address and the network policy chain in use", func() error {
+			out := s.mustKubectl("get", "service", "lb-node", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}")
+			if r := rules(); out != nodeIP || !strings.Contains(r, "default/lb-node loadbalancer IP") || !strings.Contains(r, "-j K1S-NETPOL") {
+				return fmt.Errorf("ingress %q, node %s; rules:\n%s", out, nodeIP, r)
+			}
+			return nil
+		})
+		if err, _ := s.stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		s.args = append(s.args, "--disable", "servicelb", "--disable-network-policy")
+		s.start()
+		s.waitNodeReady(t)
+		eventually(t, time.Minute, "no LoadBalancer address and no network policy rule", func() error {
+			out := s.mustKubectl("get", "service", "lb-node", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}")
+			if r := rules(); out != "" || strings.Contains(r, "loadbalancer IP") || strings.Contains(r, "K1S-NETPOL") {
+				return fmt.Errorf("ingress %q; rules:\n%s", out, r)
+			}
+			return nil
+		})
+		eventually(t, time.Minute, "the network-policy add-on's objects removed", func() error {
+			out, err := s.kubectl("get", "-n", "kube-system", "clusterrole/k1s:network-policy-node", "addons.k1s.io/network-policy", "-o", "name", "--ignore-not-found")
+			if err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("still there: %q %v", out, err)
+			}
+			return nil
+		})
+		s.mustKubectl("delete", "service", "lb-node")
+		s.mustKubectl("delete", "networkpolicy", "isolate-none")
 	})
 
 	t.Run("containerd dying stops k1s", func(t *testing.T) {

@@ -196,14 +196,15 @@ func TestControlPlane(t *testing.T) {
 		if err, _ := s.stop(); err != nil {
 			t.Fatalf("stop: %v", err)
 		}
-		s.args = append(s.args, "--disable", "coredns", "--disable", "local-storage", "--disable", "metrics-server", "--disable", "servicelb")
+		s.args = append(s.args, "--disable", "coredns", "--disable", "local-storage", "--disable", "metrics-server", "--disable", "servicelb", "--disable-network-policy")
 		s.start()
 		s.waitReady(2 * time.Minute)
 		// Each add-on's objects, kubectl names for them.
 		removed := []string{"deployment/coredns", "service/kube-dns", "configmap/coredns", "addons.k1s.io/coredns",
 			"storageclass/local-path", "clusterrole/k1s:local-storage-node", "validatingadmissionpolicy/k1s-local-storage-node",
 			"addons.k1s.io/local-storage", "apiservice/v1beta1.metrics.k8s.io", "service/metrics-server",
-			"clusterrole/system:metrics-server", "addons.k1s.io/metrics-server"}
+			"clusterrole/system:metrics-server", "addons.k1s.io/metrics-server", "clusterrole/k1s:network-policy-node",
+			"addons.k1s.io/network-policy"}
 		eventually(t, time.Minute, "CoreDNS, local storage and metrics-server removed", func() error {
 			out, err := s.kubectl(append([]string{"-n", "kube-system", "get", "-o", "name", "--ignore-not-found"}, removed...)...)
 			if err != nil || strings.TrimSpace(out) != "" {

@@ -30,7 +30,7 @@ func rbacAddon() deploy.Addon {
 // addonSettings are the cluster's settings the packaged add-ons are rendered with.
 func (c *completedConfig) addonSettings() (addons.Settings, error) {
 	s := addons.Settings{ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, ResolvConf: c.ResolvConf,
-		APIServerPort: c.HTTPSPort, NodeIP: c.NodeIP, Files: c.files, Log: c.Log}
+		APIServerPort: c.HTTPSPort, MetricsServerPort: c.MetricsServerPort, NodeIP: c.NodeIP, Files: c.files, Log: c.Log}
 	for _, a := range addons.Enabled(c.Disable) {
 		if len(a.Images) == 0 {
 			continue

@@ -30,6 +30,8 @@ type Config struct {
 	// BindAddress and HTTPSPort are where the apiserver listens.
 	BindAddress net.IP
 	HTTPSPort   int
+	// MetricsServerPort is where the metrics-server add-on serves, on NodeIP.
+	MetricsServerPort int
 	// AdvertiseAddress is the apiserver address other nodes and the kubernetes Service use;
 	// defaults to NodeIP.
 	AdvertiseAddress net.IP
@@ -138,6 +140,12 @@ func (c *completedConfig) complete() error {
 	c.DataDir = abs
 	if c.HTTPSPort <= 0 || c.HTTPSPort > 65535 {
 		return fmt.Errorf("--https-listen-port %d is not a port number (1-65535)", c.HTTPSPort)
+	}
+	if c.MetricsServerPort == 0 {
+		c.MetricsServerPort = layout.MetricsServerPort
+	}
+	if c.MetricsServerPort < 0 || c.MetricsServerPort > 65535 {
+		return fmt.Errorf("--metrics-server-port %d is not a port number (1-65535)", c.MetricsServerPort)
 	}
 	if c.BindAddress == nil {
 		c.BindAddress = net.IPv4zero

@@ -112,7 +112,7 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 		{Host: argv.schedulerHost, Port: argv.schedulerPort, Owner: "kube-scheduler", Flag: "--kube-scheduler-arg secure-port=…"},
 	}
 	if !slices.Contains(cfg.Disable, "metrics-server") {
-		ports = append(ports, network.ListenPort{Host: cfg.NodeIP.String(), Port: strconv.Itoa(layout.MetricsServerPort), Owner: "metrics-server", Flag: "--disable metrics-server"})
+		ports = append(ports, network.ListenPort{Host: cfg.NodeIP.String(), Port: strconv.Itoa(cfg.MetricsServerPort), Owner: "metrics-server", Flag: "--metrics-server-port (or --disable metrics-server)"})
 	}
 	if etcdPeerURL != nil {
 		ports = append(ports, network.ListenPort{Host: etcdPeerURL.Hostname(), Port: etcdPeerURL.Port(), Owner: "etcd peer", Flag: "--etcd-arg listen-peer-urls=…"})
