@@ -23,7 +23,6 @@ import (
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/controllers"
 	"github.com/k1s-io/k1s/internal/deploy"
-	"github.com/k1s-io/k1s/internal/kubeclient"
 	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/pki"
 )
@@ -51,8 +50,8 @@ type Settings struct {
 // NodeSettings are what a node-side component of an add-on is built with.
 type NodeSettings struct {
 	NodeName string
-	// Kubeconfig is the node's own credential.
-	Kubeconfig string
+	// Client is the node's own client, one for all its add-ons' components.
+	Client func() (kubernetes.Interface, error)
 	// LocalStorageDir is where the node keeps local-storage volumes.
 	LocalStorageDir string
 	// ExternalIPs are the node's --node-external-ip.
@@ -61,9 +60,6 @@ type NodeSettings struct {
 	Firewall string
 	Log      logrus.FieldLogger
 }
-
-// client is the node's own client.
-func (s NodeSettings) client() (kubernetes.Interface, error) { return kubeclient.New(s.Kubeconfig) }
 
 // Addon is one packaged add-on.
 type Addon struct {
@@ -105,7 +101,7 @@ func Registry() []Addon {
 				return []controllers.Controller{&localstorage.Provisioner{Client: s.Client}}
 			},
 			Node: func(s NodeSettings) []component.Component {
-				n := &localstorage.Node{NodeName: s.NodeName, Dir: s.LocalStorageDir, Client: s.client, Log: s.Log}
+				n := &localstorage.Node{NodeName: s.NodeName, Dir: s.LocalStorageDir, Client: s.Client, Log: s.Log}
 				return []component.Component{component.NewFunc(n.Name(), n.Run, n.Ready)}
 			},
 		},
@@ -134,14 +130,14 @@ func Registry() []Addon {
 			},
 			Node: func(s NodeSettings) []component.Component {
 				return []component.Component{component.Task("servicelb node address", "publishing --node-external-ip", func(ctx context.Context, _ component.Progress) error {
-					return servicelb.PublishExternalIP(ctx, s.client, s.NodeName, s.ExternalIPs, s.Log)
+					return servicelb.PublishExternalIP(ctx, s.Client, s.NodeName, s.ExternalIPs, s.Log)
 				})}
 			},
 		},
 		{
 			Name: "network-policy",
 			Node: func(s NodeSettings) []component.Component {
-				n := &netpol.Node{NodeName: s.NodeName, Firewall: s.Firewall, Client: s.client, Log: s.Log}
+				n := &netpol.Node{NodeName: s.NodeName, Firewall: s.Firewall, Client: s.Client, Log: s.Log}
 				return []component.Component{component.NewFunc(n.Name(), n.Run, n.Ready)}
 			},
 		},

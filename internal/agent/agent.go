@@ -23,6 +23,7 @@ import (
 	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/host"
 	"github.com/k1s-io/k1s/internal/join"
+	"github.com/k1s-io/k1s/internal/kubeclient"
 	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/network"
 	"github.com/k1s-io/k1s/internal/payload"
@@ -321,7 +322,7 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 	// The packaged add-ons' node-side parts, of those the cluster has not disabled (known
 	// once the node has joined).
 	nodeAddons := component.Group("add-ons on the node", func() ([]component.Component, error) {
-		return addons.NodeComponents(addons.NodeSettings{NodeName: cfg.NodeName, Kubeconfig: cfg.files.KubeletKubeconfig(),
+		return addons.NodeComponents(addons.NodeSettings{NodeName: cfg.NodeName, Client: kubeclient.NewLazy(cfg.files.KubeletKubeconfig()).Client,
 			LocalStorageDir: cfg.LocalStorageDir, ExternalIPs: cfg.ExternalIPs, Firewall: a.proxyMode, Log: cfg.Log},
 			a.cluster.DisabledAddons), nil
 	})

@@ -166,7 +166,7 @@ func BenchmarkNetworkPolicy(b *testing.B) {
 		return ready == 2
 	})
 	passes := func() bool {
-		out, _ := s.kubectl("exec", "np-client", "--", "sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 1 %s 8080`, ip))
+		out, _ := podHTTP(s, "np-client", ip+":8080", 1)
 		return strings.Contains(out, "np")
 	}
 	pollUntil(b, time.Now(), passes)

@@ -536,17 +536,28 @@ func runWebPods(t testing.TB, c *cluster, nodes ...string) map[string]string {
 // contains want.
 func podGet(t testing.TB, c *cluster, from, addr, want string) {
 	t.Helper()
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	eventually(t, 2*time.Minute, fmt.Sprintf("%s from the pod on %s", addr, from), func() error {
-		out, err := c.server().kubectl("exec", webPod(from), "--", "sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 %s %s`, host, port))
+		out, err := podHTTP(c.server(), webPod(from), addr, 5)
 		if err != nil || !strings.Contains(out, want) {
 			return fmt.Errorf("want %q: %v: %q", want, err, out)
 		}
 		return nil
 	})
+}
+
+// podHTTP fetches / from addr (host:port) with busybox nc in pod (namespace/name, or a name in
+// default), on one new connection that gives up after wait seconds, and returns the output.
+func podHTTP(s *process, pod, addr string, wait int) (string, error) {
+	namespace, name, ok := strings.Cut(pod, "/")
+	if !ok {
+		namespace, name = "default", pod
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	return s.kubectl("-n", namespace, "exec", name, "--", "sh", "-c",
+		fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w %d %s %s`, wait, host, port))
 }
 
 // waitSurvivor waits for the survivor Deployment's pod to run (not terminating) on a node ok

@@ -405,7 +405,7 @@ func checkWorkloads(t *testing.T, s *process) (clusterIP, nodeIP, nodePort strin
 			return nil
 		})
 		eventually(t, time.Minute, "page through the service", func() error {
-			out, err := s.kubectl("exec", "client", "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 web.default.svc.cluster.local 80`)
+			out, err := podHTTP(s, "client", "web.default.svc.cluster.local:80", 5)
 			if err != nil || !strings.Contains(out, "hello-from-web-") {
 				return fmt.Errorf("fetch: %v %s", err, out)
 			}

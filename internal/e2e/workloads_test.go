@@ -331,9 +331,7 @@ func checkNetworkPolicy(t *testing.T, c *cluster, server, client, other string, 
 	want := "hello-from-" + server
 	// get tries one new connection from a pod (namespace/name) to target.
 	get := func(pod string) bool {
-		namespace, name, _ := strings.Cut(pod, "/")
-		out, _ := c.server().kubectl("-n", namespace, "exec", name, "--", "sh", "-c",
-			fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 %s`, strings.Replace(target, ":", " ", 1)))
+		out, _ := podHTTP(c.server(), pod, target, 2)
 		return strings.Contains(out, want)
 	}
 	// expect waits (a policy takes effect within 2 s) for every pod's connection to pass or
@@ -374,7 +372,7 @@ func checkNetworkPolicy(t *testing.T, c *cluster, server, client, other string, 
 
 	c.kubectl(t, "apply", "-f", policy("egress"))
 	expect("egress denied by an ipBlock exception", map[string]bool{fromClient: false, fromNamespace: true})
-	if !podReaches(c, webPod(client), ips[other]+":8080", "hello-from-"+other) {
+	if out, _ := podHTTP(c.server(), webPod(client), ips[other]+":8080", 2); !strings.Contains(out, "hello-from-"+other) {
 		t.Errorf("the egress policy's ipBlock also blocks %s, which it allows", ips[other])
 	}
 
@@ -383,11 +381,4 @@ func checkNetworkPolicy(t *testing.T, c *cluster, server, client, other string, 
 	}
 	expect("every policy removed", map[string]bool{fromClient: true, fromOther: true, fromNamespace: true})
 	c.kubectl(t, "delete", "namespace", "np-client", "--wait=false")
-}
-
-// podReaches says whether one new connection from the web pod to addr gets want.
-func podReaches(c *cluster, pod, addr, want string) bool {
-	out, _ := c.server().kubectl("exec", pod, "--", "sh", "-c",
-		fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 %s`, strings.Replace(addr, ":", " ", 1)))
-	return strings.Contains(out, want)
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -21,10 +20,21 @@ func AnnotateNode(ctx context.Context, client kubernetes.Interface, node string,
 	if err != nil {
 		return err
 	}
-	return wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+	return Retry(ctx, log, "annotating node "+node, func(ctx context.Context) error {
 		_, err := client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			log.Debugf("annotating node %s: %v (retrying)", node, err)
+		return err
+	})
+}
+
+// Retry calls try every second until it succeeds, or ctx ends (its only error). A failure is
+// expected there — a starting node waiting for its Node to be registered, or for an add-on's
+// RBAC the server has not applied yet — so it is a debug line ("<what>: <error> (retrying)"),
+// not a warning.
+func Retry(ctx context.Context, log logrus.FieldLogger, what string, try func(context.Context) error) error {
+	return wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+		err := try(ctx)
+		if err != nil {
+			log.Debugf("%s: %v (retrying)", what, err)
 		}
 		return err == nil, nil
 	})

@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"sync/atomic"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -16,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -114,12 +112,9 @@ func (n *Node) Run(ctx context.Context) error {
 // waitAllowed waits for the local-storage manifest's RBAC, which the server may not have
 // applied yet when the node starts: an informer would log every failed list.
 func (n *Node) waitAllowed(ctx context.Context, client kubernetes.Interface) error {
-	return wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
+	return kubeclient.Retry(ctx, n.Log, "local storage: listing the node's volumes", func(ctx context.Context) error {
 		_, err := client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: labels.Set{NodeLabel: n.NodeName}.String()})
-		if err != nil {
-			n.Log.Debugf("local storage: listing the node's volumes: %v (retrying)", err)
-		}
-		return err == nil, nil
+		return err
 	})
 }
 

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/kube-network-policies/pkg/networkpolicy"
 
+	"github.com/k1s-io/k1s/internal/kubeclient"
 	"github.com/k1s-io/k1s/internal/layout"
 )
 
@@ -158,15 +159,12 @@ func anyPolicy[T any](list func(labels.Selector) ([]T, error)) (bool, error) {
 // waitAllowed waits for the network-policy manifest's RBAC, which the server may not have
 // applied yet when the node starts: an informer would log every failed list.
 func (n *Node) waitAllowed(ctx context.Context, client kubernetes.Interface) error {
-	return wait.PollUntilContextCancel(ctx, time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{Limit: 1})
-		if err == nil {
-			_, err = client.CoreV1().Pods("").List(ctx, metav1.ListOptions{Limit: 1})
+	return kubeclient.Retry(ctx, n.Log, "network policy: listing policies and pods", func(ctx context.Context) error {
+		if _, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+			return err
 		}
-		if err != nil {
-			n.Log.Debugf("network policy: listing policies and pods: %v (retrying)", err)
-		}
-		return err == nil, nil
+		_, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{Limit: 1})
+		return err
 	})
 }
 
