@@ -9,8 +9,9 @@
 #
 # Environment (INSTALL_K1S_* configure the installer; every K1S_* and proxy variable is written to
 # the service's environment file, mode 0600):
-#   INSTALL_K1S_DOWNLOAD_URL  directory holding k1s-<arch> and sha256sum-<arch>.txt
+#   INSTALL_K1S_DOWNLOAD_URL  directory holding k1s-<arch> and sha256sum-<arch>.txt, over https
 #                             (default: the project's GitHub releases)
+#   INSTALL_K1S_ALLOW_HTTP=true      accept an http:// download URL (a mirror on a trusted network)
 #   INSTALL_K1S_VERSION       release to install; with INSTALL_K1S_DOWNLOAD_URL the files are
 #                             read from <url>/<version>/ (default: the latest release)
 #   INSTALL_K1S_BIN_DIR       where k1s, its links and the uninstall script go (/usr/local/bin)
@@ -19,11 +20,15 @@
 #   INSTALL_K1S_SKIP_ENABLE=true     do not enable the service at boot (implies SKIP_START)
 #   INSTALL_K1S_SKIP_START=true      do not start or restart the service
 #   INSTALL_K1S_SYSTEMD_DIR   where the systemd unit goes (/etc/systemd/system)
-#   K1S_URL, K1S_TOKEN, K1S_TOKEN_FILE   join a server as an agent (the token is then required)
+#   K1S_URL, K1S_TOKEN, K1S_TOKEN_FILE   join a server as an agent (the token is then required);
+#                             a --token among the service's arguments goes into K1S_TOKEN, so
+#                             that the token is in the environment file only
 #
 # Everything below is functions until the last line, so a partial download runs nothing.
 
 set -e
+# The service's arguments are split on blanks, never expanded as file names.
+set -f
 
 GITHUB_RELEASES=https://github.com/k1s-io/k1s/releases
 
@@ -55,11 +60,12 @@ setup_command() {
 		;;
 	esac
 	CMD_K1S_EXEC=$INSTALL_K1S_EXEC
+	take_token
 	if [ "$CMD_K1S" = agent ]; then
 		[ -n "$K1S_URL" ] || case " $CMD_K1S_EXEC " in *" --server"* | *" -s "*) ;; *)
 			fatal "an agent needs the server to join: set K1S_URL=https://SERVER:6443" ;;
 		esac
-		[ -n "$K1S_TOKEN" ] || [ -n "$K1S_TOKEN_FILE" ] || case " $CMD_K1S_EXEC " in *" --token"* | *" -t "*) ;; *)
+		[ -n "$K1S_TOKEN" ] || [ -n "$K1S_TOKEN_FILE" ] || case " $CMD_K1S_EXEC " in *" --token-file"* | *" -token-file"*) ;; *)
 			fatal "an agent needs a join token: set K1S_TOKEN (the server's <data-dir>/server/node-token, or 'k1s token create' there) or K1S_TOKEN_FILE" ;;
 		esac
 		if [ -n "$K1S_TOKEN_FILE" ] && [ ! -r "$K1S_TOKEN_FILE" ]; then
@@ -73,6 +79,29 @@ setup_command() {
 		UNINSTALL_NAME=k1s-agent-uninstall.sh
 	fi
 	DATA_DIR_ARGS=$(data_dir_args "$CMD_K1S_EXEC")
+}
+
+# take_token moves a --token among the service's arguments into K1S_TOKEN (the flag's
+# variable; the flag wins, as in the service): the environment file, mode 0600, holds it, not
+# the unit or init script, which anyone may read, nor the command line, which ps shows.
+take_token() {
+	rest=
+	next=
+	for arg in $CMD_K1S_EXEC; do
+		if [ -n "$next" ]; then
+			K1S_TOKEN=$arg
+			next=
+			continue
+		fi
+		case "$arg" in
+		--token=* | -token=* | -t=*) K1S_TOKEN=${arg#*=} ;;
+		--token | -token | -t) next=1 ;;
+		*) rest="$rest $arg" ;;
+		esac
+	done
+	[ -z "$next" ] || fatal "--token is the last argument, without its value: give the join token in K1S_TOKEN instead"
+	CMD_K1S_EXEC=${rest# }
+	if [ -n "$K1S_TOKEN" ]; then export K1S_TOKEN; fi
 }
 
 # sh_quote prints its argument quoted for sh.
@@ -193,9 +222,29 @@ setup_tmp() {
 	trap 'exit 130' INT TERM
 }
 
+# verify_download_url refuses to download over plain http, where anyone on the path could
+# replace the binary together with its checksum, unless INSTALL_K1S_ALLOW_HTTP says the network
+# is trusted.
+verify_download_url() {
+	PROTOCOLS='=https'
+	if is_true "$INSTALL_K1S_SKIP_DOWNLOAD"; then return; fi
+	url=$(download_url)
+	case "$url" in
+	https://*) return ;;
+	http://*)
+		if is_true "$INSTALL_K1S_ALLOW_HTTP"; then
+			PROTOCOLS='=http,https'
+			return
+		fi
+		;;
+	esac
+	fatal "the download URL $url is not https, so nothing would authenticate the binary or its checksum: use an https mirror, or set INSTALL_K1S_ALLOW_HTTP=true for one on a network you trust"
+}
+
 download() { # URL FILE
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsSL -o "$2" "$1" || fatal "downloading $1 failed"
+		# A redirect may not leave https either.
+		curl -fsSL --proto "$PROTOCOLS" --proto-redir "$PROTOCOLS" -o "$2" "$1" || fatal "downloading $1 failed"
 	elif command -v wget >/dev/null 2>&1; then
 		wget -q -O "$2" "$1" || fatal "downloading $1 failed"
 	else
@@ -279,20 +328,58 @@ replace_if_changed() { # NEW FILE MODE
 	info "wrote $2"
 }
 
+# setup_env sets ENV_NAMES to the variables that go into the service's environment file,
+# refusing a value with a line break (no other program writes the file, and no k1s setting
+# needs one).
+setup_env() {
+	ENV_NAMES=
+	nl='
+'
+	cr=$(printf '\r')
+	for name in $(env | grep -E '^(K1S_[A-Za-z0-9_]*|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|http_proxy|https_proxy|no_proxy)=' |
+		cut -d= -f1 | LC_ALL=C sort -u); do
+		# A line of another variable's multi-line value may look like an assignment.
+		eval "[ -n \"\${$name+set}\" ]" || continue
+		value=
+		eval "value=\$$name"
+		case "$value" in
+		*"$nl"* | *"$cr"*) fatal "$name holds a line break, which the service's environment file cannot hold: set it without one" ;;
+		esac
+		ENV_NAMES="$ENV_NAMES $name"
+	done
+}
+
+# write_env_file writes NAME="VALUE" lines, which systemd (EnvironmentFile=) and sh (the openrc
+# script sources the file) both read as the literal value: in double quotes both treat only
+# \ " ` and $ specially, and a backslash before each of them makes it literal in both.
 write_env_file() {
 	(
 		umask 077
-		env | grep -E '^(K1S_|HTTP_PROXY=|HTTPS_PROXY=|NO_PROXY=|http_proxy=|https_proxy=|no_proxy=)' | LC_ALL=C sort |
-			sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/=\(.*\)/="\1"/' >"$ENV_FILE.new" || true
+		for name in $ENV_NAMES; do
+			eval "value=\$$name"
+			printf '%s="%s"\n' "$name" "$(printf '%s\n' "$value" | sed 's/[\\"`$]/\\&/g')"
+		done >"$ENV_FILE.new"
 	)
 	replace_if_changed "$ENV_FILE.new" "$ENV_FILE" 600
 }
 
-# service_args quotes the service's arguments for a unit's ExecStart (one per line, indented).
+# service_args quotes the service's arguments for a unit's ExecStart (one per line, indented):
+# single-quoted, with what systemd still interprets there escaped: \ and ' (C escapes), %
+# (specifiers) and $ (environment variables).
 service_args() {
 	for arg in $CMD_K1S_EXEC; do
-		printf " \\\\\n\t'%s'" "$arg"
+		printf " \\\\\n\t'%s'" "$(printf '%s\n' "$arg" | sed -e "s/[\\\\']/\\\\&/g" -e 's/%/%%/g' -e 's/\$/$$/g')"
 	done
+}
+
+# openrc_args quotes the service's arguments for sh, once each: openrc evaluates command_args
+# when it starts the service.
+openrc_args() {
+	out=
+	for arg in $CMD_K1S_EXEC; do
+		out="$out $(sh_quote "$arg")"
+	done
+	echo "${out# }"
 }
 
 write_systemd_unit() {
@@ -341,8 +428,8 @@ depend() {
 
 supervisor=supervise-daemon
 name=$SERVICE_NAME
-command="$BIN_DIR/k1s"
-command_args="$CMD_K1S_EXEC"
+command=$(sh_quote "$BIN_DIR/k1s")
+command_args=$(sh_quote "$(openrc_args)")
 output_log=/var/log/$SERVICE_NAME.log
 error_log=/var/log/$SERVICE_NAME.log
 pidfile=/run/$SERVICE_NAME.pid
@@ -350,7 +437,7 @@ respawn_delay=5
 respawn_max=0
 
 set -o allexport
-if [ -f "$ENV_FILE" ]; then . "$ENV_FILE"; fi
+if [ -f $(sh_quote "$ENV_FILE") ]; then . $(sh_quote "$ENV_FILE"); fi
 set +o allexport
 EOF
 	replace_if_changed "$UNIT_FILE.new" "$UNIT_FILE" 755
@@ -362,9 +449,10 @@ write_uninstall_script() {
 		cat <<EOF
 #!/bin/sh
 # Removes the k1s $CMD_K1S installed by install.sh: the service, every process, mount, interface,
-# route, firewall rule and cgroup of the node (k1s killall), and k1s's files, data included.
-# Which data directory and which paths are k1s's, the installed k1s says: this script repeats
-# none of that rule.
+# route, firewall rule and cgroup of the node, and the node's own entries in the host
+# directories other runtimes share (k1s killall), then k1s's files, data included. Which data
+# directory and which paths are k1s's, the installed k1s says: this script repeats none of that
+# rule, and only refuses paths no such rule may name.
 BIN_DIR=$(sh_quote "$BIN_DIR")
 SERVICE_NAME=$(sh_quote "$SERVICE_NAME")
 UNINSTALL_NAME=$(sh_quote "$UNINSTALL_NAME")
@@ -377,11 +465,27 @@ EOF
 		cat <<'EOF'
 
 set -e
+set -f
 [ "$(id -u)" -eq 0 ] || { echo "run $UNINSTALL_NAME as root" >&2; exit 1; }
 
 refuse() {
 	echo "[k1s] ERROR: $*; nothing was uninstalled" >&2
 	exit 1
+}
+
+# The service's data directory is the one its arguments (above) and its config file choose,
+# whatever the environment of whoever runs this says.
+unset K1S_DATA_DIR K1S_CONFIG_FILE
+
+# Host directories that other runtimes (another kubelet, CNI plugin or containerd) share:
+# killall removes only the node's entries there, and this script never removes one, or a
+# directory holding one, whole (an older k1s named some as its own).
+SHARED_DIRS='/var/lib/kubelet /var/lib/kubelet/device-plugins /var/lib/cni /var/lib/cni/results /var/log/pods /var/log/containers /run/containerd /run/containerd/s'
+holds_shared() {
+	for s in $SHARED_DIRS; do
+		case "$s/" in "$1"/*) return 0 ;; esac
+	done
+	return 1
 }
 
 # Ask first, while the binary is there: its first line is the data directory, the others the
@@ -391,13 +495,20 @@ paths=
 if [ -x "$BIN_DIR/k1s" ]; then
 	answer=$(cd / && "$BIN_DIR/k1s" killall --print-paths "$@") ||
 		refuse "'$BIN_DIR/k1s killall --print-paths $*' failed (see above): fix the cause and run $BIN_DIR/$UNINSTALL_NAME again"
+	# A relative --data-dir or --config, or a relative data-dir in the config file, names
+	# another directory from elsewhere: ask again from a directory below /.
+	probe=$(mktemp -d) || refuse "mktemp -d failed (see above): free or fix the temporary directory and run $BIN_DIR/$UNINSTALL_NAME again"
+	elsewhere=$(cd "$probe" && "$BIN_DIR/k1s" killall --print-paths "$@" 2>/dev/null) || elsewhere=
+	rmdir "$probe"
+	[ "$elsewhere" = "$answer" ] ||
+		refuse "the service's data directory is a relative path (its --data-dir or --config, or data-dir in its config file), which names a different directory from each working directory: make it absolute and run $BIN_DIR/$UNINSTALL_NAME again"
 	unsafe=
 	while IFS= read -r p; do
 		case "$p" in
-		/ | */ | *//* | */./* | */../* | */. | */..) unsafe="$unsafe '$p'" ;;
-		/*) ;;
-		*) unsafe="$unsafe '$p'" ;;
+		"" | [!/]* | / | */ | *//* | */./* | */../* | */. | */..) ;; # not a clean path below /
+		*) continue ;;
 		esac
+		case "$unsafe" in *" '$p'"*) ;; *) unsafe="$unsafe '$p'" ;; esac
 	done <<ANSWER
 $answer
 ANSWER
@@ -407,6 +518,15 @@ ANSWER
 		refuse "'$BIN_DIR/k1s killall --print-paths $*' named$unsafe: only clean absolute paths below / are removed; remove k1s's files by hand"
 	[ -n "$paths" ] ||
 		refuse "'$BIN_DIR/k1s killall --print-paths $*' named no paths to remove; remove k1s's files by hand"
+	! holds_shared "$data_dir" ||
+		refuse "the data directory $data_dir holds directories other runtimes share ($SHARED_DIRS): give the service its own --data-dir, or remove k1s's files by hand"
+	# k1s.lock (layout.DataDir.Lock) marks a directory a k1s server or agent ran from. A data
+	# directory that does not exist is no reason to refuse: nothing of it is left to remove.
+	if [ -e "$data_dir" ] || [ -L "$data_dir" ]; then
+		if [ ! -f "$data_dir/k1s.lock" ] || [ -L "$data_dir/k1s.lock" ]; then
+			refuse "$data_dir holds no k1s.lock, so no k1s ran from it: check the service's --data-dir and the data-dir in its config file, remove the directory by hand if it is k1s's, and run $BIN_DIR/$UNINSTALL_NAME again"
+		fi
+	fi
 else
 	echo "[k1s] $BIN_DIR/k1s is missing, so nothing can say which data directory and paths are k1s's: removing the service only; reinstall k1s and run its uninstall script to remove the node and its files" >&2
 fi
@@ -423,20 +543,14 @@ else
 	rm -f "$UNIT_FILE" "/var/log/$SERVICE_NAME.log"
 fi
 
-# A failed killall may leave mounts below the data directory, which rm -rf would descend into:
-# stop there. Status 3 means no k1s ever ran from the directory (a first start that failed
-# before it locked it), so there is nothing to stop.
+# killall also removes the node's entries from the shared host directories. A failed killall
+# may leave mounts below the data directory, which rm -rf would descend into: stop there.
 if [ -n "$data_dir" ] && [ -e "$data_dir" ]; then
-	status=0
-	"$BIN_DIR/k1s" killall --data-dir "$data_dir" || status=$?
-	case $status in
-	0) ;;
-	3) echo "[k1s] no k1s ran from $data_dir: nothing to stop" ;;
-	*)
+	"$BIN_DIR/k1s" killall --data-dir "$data_dir" || {
+		status=$?
 		echo "[k1s] ERROR: k1s killall failed (see above), so k1s's files are kept: fix the cause and run $BIN_DIR/$UNINSTALL_NAME again" >&2
 		exit "$status"
-		;;
-	esac
+	}
 fi
 
 for cmd in kubectl ctr crictl; do
@@ -451,6 +565,10 @@ if [ -z "$paths" ]; then
 	exit 1
 fi
 while IFS= read -r p; do
+	if holds_shared "$p"; then
+		echo "[k1s] kept $p: other runtimes share it (k1s killall removed the node's entries there)"
+		continue
+	fi
 	rm -rf "$p"
 done <<PATHS
 $paths
@@ -498,8 +616,10 @@ start_service() {
 
 main() {
 	verify_root
+	verify_download_url
 	BIN_DIR=${INSTALL_K1S_BIN_DIR:-/usr/local/bin}
 	setup_command "$@"
+	setup_env
 	setup_arch
 	verify_host
 	setup_init

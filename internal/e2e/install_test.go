@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -157,12 +158,15 @@ exec sh "$SCRIPT"`
 			"cannot be read"},
 		{"memory cgroup off on a Raspberry Pi", []string{"FAKE=" + fake, "SCRIPT=" + script}, []string{"unshare", "--mount", "sh", "-c", noMemory},
 			"add 'cgroup_memory=1 cgroup_enable=memory' to the end of the single line in /boot/firmware/cmdline.txt"},
+		// Nothing authenticates a binary and its checksum downloaded over http.
+		{"http download", []string{"INSTALL_K1S_ALLOW_HTTP="}, []string{"sh", script},
+			"the download URL http://127.0.0.1:1/never is not https"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bin, units := t.TempDir(), t.TempDir()
 			cmd := exec.Command(tc.cmd[0], tc.cmd[1:]...)
 			cmd.Env = append(append(cleanInstallEnv(), "INSTALL_K1S_BIN_DIR="+bin, "INSTALL_K1S_SYSTEMD_DIR="+units,
-				"INSTALL_K1S_DOWNLOAD_URL=http://127.0.0.1:1/never"), tc.env...)
+				"INSTALL_K1S_DOWNLOAD_URL=http://127.0.0.1:1/never", "INSTALL_K1S_ALLOW_HTTP=true"), tc.env...)
 			out, err := cmd.CombinedOutput()
 			if err == nil || !strings.Contains(string(out), tc.want) {
 				t.Fatalf("install.sh: %v\n%s\nwant a refusal saying %q", err, out, tc.want)
@@ -175,25 +179,46 @@ exec sh "$SCRIPT"`
 	}
 }
 
-// TestInstallScriptOpenRC installs with install.sh where openrc is the init, in a private mount
-// namespace with a copy of /etc and stand-ins for openrc's commands (no openrc root boots here):
-// the init script it writes parses, names the service's command, and is enabled and started;
-// the uninstall script parses. The binary is downloaded and checked as in a real install.
+// TestInstallScriptOpenRC installs an agent with install.sh where openrc is the init, in a
+// private mount namespace with a copy of /etc and stand-ins for openrc's commands (no openrc
+// root boots here): the init script it writes parses, names the service's command with its
+// arguments unexpanded, holds no token (the 0600 environment file does), and is enabled and
+// started; the environment file's values stay literal when sourced. The uninstall script
+// parses, and refuses a relative data directory, / and a directory without k1s.lock, removing
+// nothing. The binary is downloaded and checked as in a real install.
 func TestInstallScriptOpenRC(t *testing.T) {
 	arch := runtime.GOARCH
 	port := serveIn(t, "", releaseDir(t, map[string]string{"current": *distDir}))
 	work := t.TempDir()
-	stubs := filepath.Join(work, "stubs")
-	if err := os.MkdirAll(stubs, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"openrc-run", "rc-update", "rc-service"} {
-		body := "#!/bin/sh\necho " + name + " \"$@\" >> " + filepath.Join(work, "calls") + "\n"
-		if err := os.WriteFile(filepath.Join(stubs, name), []byte(body), 0o755); err != nil {
+	stubs, uninstallStubs := filepath.Join(work, "stubs"), filepath.Join(work, "uninstall-stubs")
+	for _, dir := range []string{stubs, uninstallStubs} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	bin, dataDir := filepath.Join(work, "bin"), filepath.Join(work, "data")
+	calls := filepath.Join(work, "calls")
+	stub := func(dir, name string) {
+		body := "#!/bin/sh\necho " + name + " \"$@\" >> " + calls + "\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"openrc-run", "rc-update", "rc-service"} {
+		stub(stubs, name)
+	}
+	// The uninstall runs outside the namespace: a refusal that failed would only log here.
+	stub(uninstallStubs, "rm")
+	bin, dataDir, config := filepath.Join(work, "bin"), filepath.Join(work, "data"), filepath.Join(work, "config.yaml")
+	writeConfig := func(dataDir string) {
+		t.Helper()
+		if err := os.WriteFile(config, []byte("data-dir: "+dataDir+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig(dataDir)
+	token := "K10" + strings.Repeat("ab", 32) + "::e2e123.openrcsecret0123"
+	// Neither systemd nor the shell that sources the environment file may interpret a value.
+	literal := "a \"b\" 'c' $(touch " + work + "/pwned) `touch " + work + "/pwned` \\d %n ;#"
 	// Everything install.sh writes under /etc stays in the namespace's copy of /etc. /run/systemd
 	// is hidden so that systemd is not taken for the init.
 	script := `set -e
@@ -204,45 +229,101 @@ cp -a /etc/. "$WORK/etc/"
 mount --bind "$WORK/etc" /etc
 if [ -d /run/systemd ]; then mount -t tmpfs k1s-e2e /run/systemd; fi
 sh "$SCRIPT"
-cp /etc/init.d/k1s "$WORK/"
-stat -c %a /etc/k1s/k1s.env > "$WORK/env-mode"
-sh -c "$CHECK" sh /etc/init.d/k1s > "$WORK/check" 2>&1 || true`
-	// What openrc-run does with the script, short of supervising: source it and read it.
+cp /etc/init.d/k1s-agent "$WORK/"
+stat -c %a /etc/k1s/k1s-agent.env > "$WORK/env-mode"
+sh -c "$CHECK" sh /etc/init.d/k1s-agent > "$WORK/check" 2>&1 || true`
+	// What openrc-run does with the script, short of supervising: source it, read it, and
+	// evaluate command_args as supervise-daemon's start does.
 	check := `set -e
 after() { :; }; want() { :; }
 . "$1"
 depend
-echo "$supervisor|$command|$command_args|$K1S_NODE_NAME"`
+eval "set -- $command_args"
+printf '%s|%s|%s|%s|%s\n' "$supervisor" "$command" "$*" "$K1S_TOKEN" "$K1S_E2E_LITERAL"`
 	cmd := exec.Command("unshare", "--mount", "sh", "-c", script)
 	cmd.Env = append(cleanInstallEnv(), "PATH="+stubs+":"+os.Getenv("PATH"), "WORK="+work, "SCRIPT="+distFile(t, "install.sh"), "CHECK="+check,
-		"INSTALL_K1S_BIN_DIR="+bin, fmt.Sprintf("INSTALL_K1S_DOWNLOAD_URL=http://127.0.0.1:%d", port), "INSTALL_K1S_VERSION=current",
-		"INSTALL_K1S_EXEC=server --data-dir "+dataDir, "K1S_NODE_NAME=openrc-test")
+		"INSTALL_K1S_BIN_DIR="+bin, fmt.Sprintf("INSTALL_K1S_DOWNLOAD_URL=http://127.0.0.1:%d", port), "INSTALL_K1S_ALLOW_HTTP=true",
+		"INSTALL_K1S_VERSION=current", "INSTALL_K1S_EXEC=agent --config "+config+" --token "+token+" --node-label=k1s.test/home=$HOME",
+		"K1S_URL=https://192.0.2.1:6443", "K1S_E2E_LITERAL="+literal)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("install.sh with openrc: %v\n%s", err, out)
 	}
 	if got, want := hashFile(t, filepath.Join(bin, "k1s")), hashFile(t, distFile(t, "k1s-"+arch)); got != want {
 		t.Fatalf("installed k1s differs from dist/k1s-%s", arch)
 	}
-	calls, _ := os.ReadFile(filepath.Join(work, "calls"))
-	if !strings.Contains(string(calls), "rc-update add k1s default") || !strings.Contains(string(calls), "rc-service k1s restart") {
-		t.Fatalf("the service was not enabled and started; openrc commands run:\n%s", calls)
+	called, _ := os.ReadFile(calls)
+	if !strings.Contains(string(called), "rc-update add k1s-agent default") || !strings.Contains(string(called), "rc-service k1s-agent restart") {
+		t.Fatalf("the service was not enabled and started; openrc commands run:\n%s", called)
 	}
 	if mode, _ := os.ReadFile(filepath.Join(work, "env-mode")); strings.TrimSpace(string(mode)) != "600" {
 		t.Errorf("the environment file has mode %s, want 600", mode)
 	}
+	initScript, _ := os.ReadFile(filepath.Join(work, "k1s-agent"))
+	if strings.Contains(string(initScript), "openrcsecret") {
+		t.Errorf("the openrc script, which anyone may read, holds the token:\n%s", initScript)
+	}
 	out, _ := os.ReadFile(filepath.Join(work, "check"))
-	want := "supervise-daemon|" + bin + "/k1s|server --data-dir " + dataDir + "|openrc-test"
+	want := "supervise-daemon|" + bin + "/k1s|agent --config " + config + " --node-label=k1s.test/home=$HOME|" + token + "|" + literal
 	if strings.TrimSpace(string(out)) != want {
-		initScript, _ := os.ReadFile(filepath.Join(work, "k1s"))
 		t.Fatalf("the openrc script, sourced as openrc-run does, gives\n%s\nwant %q; script:\n%s", out, want, initScript)
 	}
-	if out, err := exec.Command("sh", "-n", filepath.Join(bin, "k1s-uninstall.sh")).CombinedOutput(); err != nil {
-		t.Fatalf("k1s-uninstall.sh does not parse: %v\n%s", err, out)
+	if _, err := os.Stat(filepath.Join(work, "pwned")); err == nil {
+		t.Error("sourcing the environment file ran a command substitution of a value")
 	}
-	// It asks the installed k1s, with the service's --data-dir, what to stop and remove.
-	if u, _ := os.ReadFile(filepath.Join(bin, "k1s-uninstall.sh")); !strings.Contains(string(u), "killall --print-paths") ||
-		!strings.Contains(string(u), "--data-dir '"+dataDir+"'") || !strings.Contains(string(u), "killall --data-dir") {
-		t.Fatalf("k1s-uninstall.sh does not ask k1s about, and stop, the node of %s:\n%s", dataDir, u)
+	uninstall := filepath.Join(bin, "k1s-agent-uninstall.sh")
+	if out, err := exec.Command("sh", "-n", uninstall).CombinedOutput(); err != nil {
+		t.Fatalf("k1s-agent-uninstall.sh does not parse: %v\n%s", err, out)
+	}
+	// It asks the installed k1s, with the service's --config, what to stop and remove.
+	if u, _ := os.ReadFile(uninstall); !strings.Contains(string(u), "killall --print-paths") ||
+		!strings.Contains(string(u), "--config '"+config+"'") || !strings.Contains(string(u), "killall --data-dir") {
+		t.Fatalf("k1s-agent-uninstall.sh does not ask k1s about, and stop, the node of %s:\n%s", config, u)
+	}
+
+	// A data directory the uninstall cannot tell is k1s's alone: one error line, nothing done.
+	noLock := filepath.Join(work, "no-lock")
+	if err := os.MkdirAll(filepath.Join(noLock, "agent"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ dataDir, want string }{
+		{"relative/k1s", "the service's data directory is a relative path"},
+		{"/", "named '/': only clean absolute paths below / are removed"},
+		{noLock, noLock + " holds no k1s.lock"},
+	} {
+		writeConfig(tc.dataDir)
+		if err := os.WriteFile(calls, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", uninstall)
+		cmd.Dir = work
+		cmd.Env = append(cleanInstallEnv(), "PATH="+uninstallStubs+":"+stubs+":"+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("the uninstall with data-dir %q: %v\n%s\nwant a refusal saying %q", tc.dataDir, err, out, tc.want)
+		}
+		if lines := nonEmptyLines(string(out)); len(lines) != 1 || !strings.HasPrefix(lines[0], "[k1s] ERROR: ") {
+			t.Errorf("the uninstall with data-dir %q: want one error line, got:\n%s", tc.dataDir, out)
+		}
+		if called, _ := os.ReadFile(calls); len(called) > 0 {
+			t.Errorf("the uninstall with data-dir %q refused, but ran:\n%s", tc.dataDir, called)
+		}
+		for _, f := range []string{filepath.Join(bin, "k1s"), uninstall, noLock} {
+			if _, err := os.Stat(f); err != nil {
+				t.Errorf("the uninstall with data-dir %q refused, but %s is gone: %v", tc.dataDir, f, err)
+			}
+		}
+	}
+}
+
+// writeMachineFile writes a file, and its directories, into the machine's root.
+func writeMachineFile(t testing.TB, m *machine, path, content string) {
+	t.Helper()
+	p := filepath.Join(m.root, path)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -282,8 +363,10 @@ func assertEmptyDirs(t testing.TB, dirs ...string) {
 }
 
 // TestInstallSystemd installs k1s with `curl | sh` on a booted Debian with systemd: a server,
-// a refused download, a no-op re-run, an upgrade keeping the pod, an agent joining, and the
-// uninstall scripts leaving nothing of k1s in either machine.
+// a refused download, a no-op re-run, an upgrade keeping the pod, an agent joining (its data
+// directory named only in the config file, its token given as an argument yet kept out of the
+// unit and ps), and the uninstall scripts leaving nothing of k1s in either machine and
+// everything another runtime keeps in the host directories they share.
 func TestInstallSystemd(t *testing.T) {
 	arch := runtime.GOARCH
 	if *upgradeDir == "" {
@@ -307,13 +390,27 @@ func TestInstallSystemd(t *testing.T) {
 	}
 	busybox := network.testImage()
 
+	// The agent's data directory is only in its config file.
+	agtDataDir := "/srv/k1s-agent"
+	writeMachineFile(t, agt, "etc/k1s/config.yaml", "data-dir: "+agtDataDir+"\n")
 	// The node's images, put where the install will find them.
-	for _, m := range []*machine{srv, agt} {
-		images := filepath.Join(m.root, "var/lib/k1s/agent/images")
+	for m, dataDir := range map[*machine]string{srv: "/var/lib/k1s", agt: agtDataDir} {
+		images := filepath.Join(m.root, dataDir, "agent/images")
 		if err := os.MkdirAll(images, 0o700); err != nil {
 			t.Fatal(err)
 		}
 		copyFile(t, busybox, filepath.Join(images, "busybox.tar"))
+	}
+	// Another runtime's files in the host directories k1s's node shares with it.
+	otherRuntime := map[string]string{
+		"var/lib/cni/results/othernet-0123abcd-eth0":  `{"kind":"cniCacheV1","containerId":"0123abcd","config":"e30="}`,
+		"var/log/pods/default_other_0123abcd/c/0.log": "log line\n",
+		"var/lib/kubelet/other-runtime":               "state\n",
+	}
+	for _, m := range []*machine{srv, agt} {
+		for f, content := range otherRuntime {
+			writeMachineFile(t, m, f, content)
+		}
 	}
 	before := map[*machine][]string{srv: srv.files(), agt: agt.files()}
 	srvPort := serveIn(t, srv.node.netns, releases)
@@ -370,14 +467,17 @@ func TestInstallSystemd(t *testing.T) {
 		t.Fatalf("the pod's container changed across the upgrade: %q, then %q", container, after)
 	}
 
-	// An agent, with the token from the server.
+	// An agent, with the token from the server given on install.sh's command line.
 	token := joinTokenPattern.FindString(srv.mustExec("cat", "/var/lib/k1s/server/node-token"))
 	if token == "" {
 		t.Fatal("the server's node-token holds no join token")
 	}
+	secret := token[strings.LastIndex(token, ".")+1:]
 	agtPort := serveIn(t, agt.node.netns, releases)
-	env := []string{"K1S_URL=https://" + srv.node.ip + ":6443", "K1S_TOKEN=" + token}
-	if out, err := agt.install(agtPort, "current", env, "--node-ip", agt.node.ip); err != nil {
+	// Neither systemd nor a shell may interpret a value of the environment file.
+	literal := `a "b" 'c' $HOME $(id) ` + "`id`" + ` \d %n ;#`
+	env := []string{"K1S_URL=https://" + srv.node.ip + ":6443", "K1S_E2E_LITERAL=" + literal}
+	if out, err := agt.install(agtPort, "current", env, "agent", "--token", token, "--node-ip", agt.node.ip); err != nil {
 		t.Fatalf("installing the agent: %v\n%s\n%s", err, out, agt.journal("k1s-agent"))
 	}
 	agt.assertService(t, "k1s-agent")
@@ -385,17 +485,38 @@ func TestInstallSystemd(t *testing.T) {
 	if envFile := agt.mustExec("cat", "/etc/systemd/system/k1s-agent.service.env"); !strings.Contains(envFile, `K1S_TOKEN="`+token+`"`) {
 		t.Errorf("the agent's environment file lacks the token:\n%s", envFile)
 	}
+	// The token is in the 0600 environment file only: not in the unit, which anyone may read,
+	// nor on a command line, which ps shows anyone.
+	if unit := agt.mustExec("systemctl", "cat", "k1s-agent"); strings.Contains(unit, secret) {
+		t.Errorf("the agent's unit holds the token:\n%s", unit)
+	}
+	if ps := agt.mustExec("ps", "-e", "-ww", "-o", "args="); strings.Contains(ps, secret) {
+		t.Errorf("ps shows the token:\n%s", ps)
+	}
+	environ := agt.mustExec("cat", fmt.Sprintf("/proc/%d/environ", agt.mainPID(t, "k1s-agent")))
+	if !slices.Contains(strings.Split(environ, "\x00"), "K1S_E2E_LITERAL="+literal) {
+		t.Errorf("the agent's environment lacks K1S_E2E_LITERAL=%s:\n%q", literal, environ)
+	}
 
-	// Uninstall: nothing of k1s is left in either machine.
+	// Uninstall: nothing of k1s is left in either machine, the agent's data directory (named
+	// only in its config file) included, and another runtime's files are all there.
 	for _, u := range []struct {
-		m             *machine
-		script, units string
-	}{{agt, "k1s-agent-uninstall.sh", "k1s-agent"}, {srv, "k1s-uninstall.sh", "k1s"}} {
+		m                      *machine
+		script, units, dataDir string
+	}{{agt, "k1s-agent-uninstall.sh", "k1s-agent", agtDataDir}, {srv, "k1s-uninstall.sh", "k1s", "/var/lib/k1s"}} {
 		if out, err := u.m.execEnv(3*time.Minute, nil, "/usr/local/bin/"+u.script); err != nil {
 			t.Fatalf("%s: %v\n%s", u.script, err, out)
 		}
+		if _, err := os.Lstat(filepath.Join(u.m.root, u.dataDir)); !os.IsNotExist(err) {
+			t.Errorf("machine %s after %s: the data directory %s is still there (%v)", u.m.name, u.script, u.dataDir, err)
+		}
 		for _, l := range u.m.leftovers(before[u.m]) {
 			t.Errorf("machine %s after %s: %s", u.m.name, u.script, l)
+		}
+		for f, content := range otherRuntime {
+			if got, err := os.ReadFile(filepath.Join(u.m.root, f)); err != nil || string(got) != content {
+				t.Errorf("machine %s after %s: another runtime's /%s is gone or changed: %q, %v", u.m.name, u.script, f, got, err)
+			}
 		}
 		if out, _ := u.m.exec("systemctl", "list-unit-files", u.units+".service"); !strings.Contains(out, "0 unit files") {
 			t.Errorf("machine %s: the unit is still known:\n%s", u.m.name, out)
@@ -408,7 +529,7 @@ func TestInstallSystemd(t *testing.T) {
 func (m *machine) install(port int, version string, env []string, args ...string) (string, error) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	pipe := fmt.Sprintf("curl -sfL %s/install.sh | sh -s - %s", base, strings.Join(args, " "))
-	env = append([]string{"INSTALL_K1S_DOWNLOAD_URL=" + base, "INSTALL_K1S_VERSION=" + version}, env...)
+	env = append([]string{"INSTALL_K1S_DOWNLOAD_URL=" + base, "INSTALL_K1S_ALLOW_HTTP=true", "INSTALL_K1S_VERSION=" + version}, env...)
 	return m.execEnv(5*time.Minute, env, "sh", "-c", pipe)
 }
 

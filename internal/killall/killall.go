@@ -215,10 +215,42 @@ func removeHostFiles(dataDir string, report func(string, ...any)) error {
 	if removed > 0 {
 		report("removed %d stale shim and kubelet sockets", removed)
 	}
+	if removeIdleDeviceCheckpoint(layout.KubeletDeviceCheckpoint, layout.KubeletDevicePluginSocket) {
+		report("removed %s, which records no device", layout.KubeletDeviceCheckpoint)
+	}
 	for _, dir := range layout.SharedHostDirs {
 		_ = os.Remove(dir) // only if empty: these paths are shared with other runtimes
 	}
 	return nil
+}
+
+// removeIdleDeviceCheckpoint removes the kubelet's device manager checkpoint (a fixed path,
+// like its socket) when no kubelet serves beside it and it records no device: then it is no
+// runtime's state, and keeping it would keep the shared directory. One that records devices
+// may be another kubelet's and stays.
+func removeIdleDeviceCheckpoint(checkpoint, socket string) bool {
+	if _, err := os.Lstat(socket); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	data, err := os.ReadFile(checkpoint)
+	if err != nil {
+		return false
+	}
+	var cp struct {
+		Data *struct {
+			PodDeviceEntries  []json.RawMessage
+			RegisteredDevices map[string][]string
+		}
+	}
+	if json.Unmarshal(data, &cp) != nil || cp.Data == nil || len(cp.Data.PodDeviceEntries) > 0 {
+		return false
+	}
+	for _, devices := range cp.Data.RegisteredDevices {
+		if len(devices) > 0 {
+			return false
+		}
+	}
+	return os.Remove(checkpoint) == nil
 }
 
 // nodeTasks reads this node's containerd task bundles: their IDs (a pod's sandbox ID is the

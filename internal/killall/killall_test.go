@@ -191,14 +191,16 @@ func TestNodeFiles(t *testing.T) {
 }
 
 // killall and an uninstall follow one rule for what of the host is k1s's: every host path
-// killall empties or removes entries from lies within a path the uninstall removes whole,
-// except containerd's fixed shim socket directory, which other containerds share.
+// killall empties or removes entries from lies within a path the uninstall removes whole, or
+// is a directory other runtimes share (or in one), where killall removes only this node's
+// entries and the uninstall nothing more; and no path the uninstall removes whole holds one.
 func TestHostPathsWithinUninstallPaths(t *testing.T) {
 	dataDir := t.TempDir()
 	uninstalled := layout.UninstallPaths(layout.DataDir(dataDir))
-	within := func(p string) bool {
-		for _, u := range uninstalled {
-			if p == u || strings.HasPrefix(p, u+"/") {
+	shared := append([]string{layout.PodLogsDir}, layout.SharedHostDirs...)
+	within := func(p string, dirs []string) bool {
+		for _, d := range dirs {
+			if p == d || strings.HasPrefix(p, d+"/") {
 				return true
 			}
 		}
@@ -206,14 +208,19 @@ func TestHostPathsWithinUninstallPaths(t *testing.T) {
 	}
 	touched := append([]string{
 		layout.RunDir, layout.ContainerdTaskDir, layout.ContainerLogLinks, layout.CNIResultsDir,
-		layout.KubeletDevicePluginSocket, layout.DataDir(dataDir).Lock(), layout.DataDir(dataDir).PayloadDir(),
+		layout.KubeletDevicePluginSocket, layout.KubeletDeviceCheckpoint, layout.DataDir(dataDir).Lock(),
+		layout.DataDir(dataDir).PayloadDir(),
 	}, layout.SharedHostDirs...)
 	for _, p := range touched {
-		if p == layout.ShimSocketDir || p == filepath.Dir(layout.ShimSocketDir) {
-			continue
+		if !within(p, uninstalled) && !within(p, shared) {
+			t.Errorf("killall acts on %s, which no uninstall path %q holds and no runtime shares", p, uninstalled)
 		}
-		if !within(p) {
-			t.Errorf("killall acts on %s, which no uninstall path %q holds", p, uninstalled)
+	}
+	for _, u := range uninstalled {
+		for _, s := range shared {
+			if within(s, []string{u}) {
+				t.Errorf("the uninstall removes %s whole, and with it %s, which other runtimes share", u, s)
+			}
 		}
 	}
 	if ranNode(dataDir) {
@@ -224,5 +231,45 @@ func TestHostPathsWithinUninstallPaths(t *testing.T) {
 	}
 	if !ranNode(dataDir) {
 		t.Errorf("%s does not count as a node's", layout.DataDir(dataDir).Node().Dir())
+	}
+}
+
+// The kubelet's device checkpoint goes only when no kubelet serves beside it and it records no
+// device.
+func TestRemoveIdleDeviceCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	checkpoint, socket := filepath.Join(dir, "kubelet_internal_checkpoint"), filepath.Join(dir, "kubelet.sock")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(checkpoint, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idle := `{"Data":{"PodDeviceEntries":null,"RegisteredDevices":{}},"Checksum":1}`
+	for _, tc := range []struct {
+		content    string
+		withSocket bool
+		removed    bool
+	}{
+		{idle, false, true},
+		{`{"Data":{"PodDeviceEntries":[],"RegisteredDevices":{"example.com/gpu":[]}},"Checksum":1}`, false, true},
+		{idle, true, false},
+		{`{"Data":{"PodDeviceEntries":null,"RegisteredDevices":{"example.com/gpu":["gpu0"]}},"Checksum":1}`, false, false},
+		{`{"Data":{"PodDeviceEntries":[{"PodUID":"u"}],"RegisteredDevices":{}},"Checksum":1}`, false, false},
+		{`not json`, false, false},
+		{`{"Checksum":1}`, false, false},
+	} {
+		write(tc.content)
+		os.Remove(socket)
+		if tc.withSocket {
+			if err := os.WriteFile(socket, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := removeIdleDeviceCheckpoint(checkpoint, socket)
+		_, err := os.Stat(checkpoint)
+		if got != tc.removed || got != os.IsNotExist(err) {
+			t.Errorf("%s (socket %v): removed %v (file gone: %v), want %v", tc.content, tc.withSocket, got, os.IsNotExist(err), tc.removed)
+		}
 	}
 }

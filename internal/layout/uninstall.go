@@ -1,8 +1,9 @@
 package layout
 
 // Host directories that upstream code creates for a node (the tops of SharedHostDirs under
-// /var/lib). `k1s killall` removes only this node's entries there; an uninstall removes them
-// whole.
+// /var/lib). Other runtimes (a kubelet, a CNI plugin of another distribution) share them:
+// `k1s killall` removes only this node's entries there, and removes the directories once
+// empty; an uninstall never removes them whole.
 const (
 	// KubeletHostDir is the kubelet's fixed host directory (its device-plugin socket).
 	KubeletHostDir = "/var/lib/kubelet"
@@ -15,20 +16,17 @@ const (
 const KubeProxyNFTablesTable = "kube-proxy"
 
 // UninstallPaths are the paths an uninstall of the k1s node or server of data directory d
-// removes whole, beyond the service's own files, after `k1s killall` stopped it: the data
-// directory, the runtime directory, the host directories the node's upstream components
-// created, and last the configuration directory (an uninstall that fails half-way and runs
-// again must still find the data directory a config file there names). It is the one rule
-// install.sh's uninstall script follows (through `k1s killall --print-paths`). d must be
+// removes whole, beyond the service's own files, after `k1s killall` stopped it and removed
+// the node's entries from the host directories it shares with other runtimes
+// (SharedHostDirs, PodLogsDir): the data directory, the runtime directory, and last the
+// configuration directory (an uninstall that fails half-way and runs again must still find
+// the data directory a config file there names). Only k1s keeps files in them. It is the one
+// rule install.sh's uninstall script follows (through `k1s killall --print-paths`). d must be
 // absolute.
 func UninstallPaths(d DataDir) []string {
 	return []string{
 		d.Root(),
 		RunDir,
-		CNIStateDir,
-		PodLogsDir,
-		ContainerLogLinks,
-		KubeletHostDir,
 		ConfigDir,
 	}
 }
