@@ -35,6 +35,9 @@ func pass(format string, a ...any) outcome { return outcome{Pass, fmt.Sprintf(fo
 func fail(format string, a ...any) outcome { return outcome{Fail, fmt.Sprintf(format, a...)} }
 func warn(format string, a ...any) outcome { return outcome{Warn, fmt.Sprintf(format, a...)} }
 func info(format string, a ...any) outcome { return outcome{Info, fmt.Sprintf(format, a...)} }
+func unverified(format string, a ...any) outcome {
+	return outcome{Unverified, fmt.Sprintf(format, a...)}
+}
 
 const (
 	automated = true
@@ -87,21 +90,21 @@ var checks = []check{
 	{"1.1.19", "Ensure that the Kubernetes PKI directory and file ownership is set to root:root", automated, apiserver, func(c *config) outcome {
 		all, _, _, err := c.pkiFiles()
 		if err != nil {
-			return fail("%v", err)
+			return unverified("%v", err)
 		}
 		return c.ownership(fileSet{paths: all, noun: "PKI files and directories"})
 	}},
 	{"1.1.20", "Ensure that the Kubernetes PKI certificate file permissions are set to 600 or more restrictive", manual, apiserver, func(c *config) outcome {
 		_, certs, _, err := c.pkiFiles()
 		if err != nil {
-			return fail("%v", err)
+			return unverified("%v", err)
 		}
 		return c.permissions(fileSet{paths: certs, noun: "certificate files"}, 0o600)
 	}},
 	{"1.1.21", "Ensure that the Kubernetes PKI key file permissions are set to 600", automated, apiserver, func(c *config) outcome {
 		_, _, keys, err := c.pkiFiles()
 		if err != nil {
-			return fail("%v", err)
+			return unverified("%v", err)
 		}
 		return c.permissions(fileSet{paths: keys, noun: "key files"}, 0o600)
 	}},
@@ -256,12 +259,12 @@ var checks = []check{
 	{"4.1.6", "Ensure that the --kubeconfig kubelet.conf file ownership is set to root:root", automated, kubelet, func(c *config) outcome {
 		return c.ownership(c.kubeletKubeconfig())
 	}},
-	{"4.1.7", "Ensure that the certificate authorities file permissions are set to 600 or more restrictive", automated, kubelet, func(c *config) outcome {
+	{"4.1.7", "Ensure that the certificate authorities file permissions are set to 600 or more restrictive", automated, kubelet, kubeletReads([]string{"client-ca-file"}, func(c *config) outcome {
 		return c.permissions(c.kubeletClientCA(), 0o600)
-	}},
-	{"4.1.8", "Ensure that the client certificate authorities file ownership is set to root:root", automated, kubelet, func(c *config) outcome {
+	})},
+	{"4.1.8", "Ensure that the client certificate authorities file ownership is set to root:root", automated, kubelet, kubeletReads([]string{"client-ca-file"}, func(c *config) outcome {
 		return c.ownership(c.kubeletClientCA())
-	}},
+	})},
 	{"4.1.9", "Ensure that the kubelet --config configuration file has permissions set to 600 or more restrictive", automated, kubelet, func(c *config) outcome {
 		return c.permissions(fileSet{paths: []string{c.kubeletFilePath}, noun: "kubelet config files"}, 0o600)
 	}},
@@ -271,28 +274,28 @@ var checks = []check{
 
 	// 4.2 Kubelet
 	{"4.2.1", "Ensure that the --anonymous-auth argument is set to false", automated, kubelet, kubeletBool("anonymous-auth", false)},
-	{"4.2.2", "Ensure that the --authorization-mode argument is not set to AlwaysAllow", automated, kubelet, func(c *config) outcome {
+	{"4.2.2", "Ensure that the --authorization-mode argument is not set to AlwaysAllow", automated, kubelet, kubeletReads([]string{"authorization-mode"}, func(c *config) outcome {
 		v, shown, _ := c.kubeletSetting("authorization-mode")
 		if v == "" || contains(splitList(v), "AlwaysAllow") {
 			return fail("%s", shown)
 		}
 		return pass("%s", shown)
-	}},
-	{"4.2.3", "Ensure that the --client-ca-file argument is set as appropriate", automated, kubelet, func(c *config) outcome {
+	})},
+	{"4.2.3", "Ensure that the --client-ca-file argument is set as appropriate", automated, kubelet, kubeletReads([]string{"client-ca-file"}, func(c *config) outcome {
 		v, shown, _ := c.kubeletSetting("client-ca-file")
 		if v == "" {
 			return fail("%s", shown)
 		}
 		return pass("%s", shown)
-	}},
-	{"4.2.4", "Verify that the --read-only-port argument is set to 0", automated, kubelet, func(c *config) outcome {
+	})},
+	{"4.2.4", "Verify that the --read-only-port argument is set to 0", automated, kubelet, kubeletReads([]string{"read-only-port"}, func(c *config) outcome {
 		v, shown, _ := c.kubeletSetting("read-only-port")
 		if v == "0" {
 			return pass("%s", shown)
 		}
 		return fail("%s", shown)
-	}},
-	{"4.2.5", "Ensure that the --streaming-connection-idle-timeout argument is not set to 0", manual, kubelet, func(c *config) outcome {
+	})},
+	{"4.2.5", "Ensure that the --streaming-connection-idle-timeout argument is not set to 0", manual, kubelet, kubeletReads([]string{"streaming-connection-idle-timeout"}, func(c *config) outcome {
 		v, shown, set := c.kubeletSetting("streaming-connection-idle-timeout")
 		d, err := time.ParseDuration(v)
 		switch {
@@ -304,7 +307,7 @@ var checks = []check{
 			return fail("%s", shown)
 		}
 		return pass("%s", shown)
-	}},
+	})},
 	{"4.2.6", "Ensure that the --make-iptables-util-chains argument is set to true", automated, kubelet, kubeletBool("make-iptables-util-chains", true)},
 	{"4.2.7", "Ensure that the --hostname-override argument is not set", automated, kubelet, func(c *config) outcome {
 		note := "k1s sets it to the node name (--node-name), as k3s does: not applicable"
@@ -313,11 +316,11 @@ var checks = []check{
 		}
 		return info("%s", note)
 	}},
-	{"4.2.8", "Ensure that the eventRecordQPS argument is set to a level which ensures appropriate event capture", manual, kubelet, func(c *config) outcome {
+	{"4.2.8", "Ensure that the eventRecordQPS argument is set to a level which ensures appropriate event capture", manual, kubelet, kubeletReads([]string{"event-qps"}, func(c *config) outcome {
 		_, shown, _ := c.kubeletSetting("event-qps")
 		return warn("%s", shown)
-	}},
-	{"4.2.9", "Ensure that the --tls-cert-file and --tls-private-key-file arguments are set as appropriate", automated, kubelet, func(c *config) outcome {
+	})},
+	{"4.2.9", "Ensure that the --tls-cert-file and --tls-private-key-file arguments are set as appropriate", automated, kubelet, kubeletReads([]string{"tls-cert-file", "tls-private-key-file", "rotate-server-certificates"}, func(c *config) outcome {
 		cert, certShown, _ := c.kubeletSetting("tls-cert-file")
 		key, keyShown, _ := c.kubeletSetting("tls-private-key-file")
 		if cert != "" && key != "" {
@@ -328,29 +331,32 @@ var checks = []check{
 			return pass("%s: the serving certificate is issued by the cluster CA through a CSR", shown)
 		}
 		return fail("%s, %s, %s: the kubelet serves a self-signed certificate", certShown, keyShown, shown)
-	}},
+	})},
 	{"4.2.10", "Ensure that the --rotate-certificates argument is not set to false", automated, kubelet, kubeletBool("rotate-certificates", true)},
 	{"4.2.11", "Verify that the RotateKubeletServerCertificate argument is set to true", automated, kubelet, func(c *config) outcome {
-		v, shown := c.kubeletFeatureGate("RotateKubeletServerCertificate")
+		v, shown, unseen := c.kubeletFeatureGate("RotateKubeletServerCertificate")
+		if unseen != "" {
+			return unverified("%s", unseen)
+		}
 		if b, err := strconv.ParseBool(v); v == "" || (err == nil && b) {
 			return pass("%s", shown)
 		}
 		return fail("%s", shown)
 	}},
-	{"4.2.12", "Ensure that the Kubelet only makes use of Strong Cryptographic Ciphers", manual, kubelet, func(c *config) outcome {
+	{"4.2.12", "Ensure that the Kubelet only makes use of Strong Cryptographic Ciphers", manual, kubelet, kubeletReads([]string{"tls-cipher-suites"}, func(c *config) outcome {
 		v, shown, _ := c.kubeletSetting("tls-cipher-suites")
 		if v == "" {
 			return fail("%s: Go's default suites apply", shown)
 		}
 		return strongCiphers(shown, splitList(v), kubeletCiphers)
-	}},
-	{"4.2.13", "Ensure that a limit is set on pod PIDs", manual, kubelet, func(c *config) outcome {
+	})},
+	{"4.2.13", "Ensure that a limit is set on pod PIDs", manual, kubelet, kubeletReads([]string{"pod-max-pids"}, func(c *config) outcome {
 		v, shown, _ := c.kubeletSetting("pod-max-pids")
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
 			return pass("%s", shown)
 		}
 		return fail("%s", shown)
-	}},
+	})},
 	// CIS v1.11.
 	{"4.2.14", "Ensure that the --seccomp-default parameter is set to true", manual, kubelet, kubeletBool("seccomp-default", true)},
 
@@ -506,7 +512,7 @@ func isLoopback(addr string) bool {
 }
 
 func kubeletBool(flag string, want bool) func(*config) outcome {
-	return func(c *config) outcome {
+	return kubeletReads([]string{flag}, func(c *config) outcome {
 		v, shown, _ := c.kubeletSetting(flag)
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -516,7 +522,7 @@ func kubeletBool(flag string, want bool) func(*config) outcome {
 			return pass("%s", shown)
 		}
 		return fail("%s", shown)
-	}
+	})
 }
 
 // anonymousAllowed are the requests k1s lets through anonymously: health checks, and the
@@ -536,7 +542,7 @@ func anonymousAuth(c *config) outcome {
 			} `json:"anonymous"`
 		}
 		if err := readConfig("authentication-config", path, &cfg); err != nil {
-			return fail("%v", err)
+			return unverified("%v", err)
 		}
 		if a := cfg.Anonymous; a != nil {
 			shown := "--authentication-config=" + c.rel(path)[0]
@@ -575,7 +581,7 @@ func authorization(ok func(modes []string) bool) func(*config) outcome {
 				} `json:"authorizers"`
 			}
 			if err := readConfig("authorization-config", path, &cfg); err != nil {
-				return fail("%v", err)
+				return unverified("%v", err)
 			}
 			for _, a := range cfg.Authorizers {
 				modes = append(modes, a.Type)
@@ -625,7 +631,7 @@ func eventRateLimit(c *config) outcome {
 	}
 	plugins, path, err := c.admissionPlugins()
 	if err != nil {
-		return fail("%v", err)
+		return unverified("%v", err)
 	}
 	for _, p := range plugins {
 		if p.Name == "EventRateLimit" {
@@ -650,7 +656,7 @@ func (c *config) secretsProvider() (provider, shown string, o outcome) {
 		} `json:"resources"`
 	}
 	if err := readConfig("encryption-provider-config", path, &cfg); err != nil {
-		return "", shown, fail("%v", err)
+		return "", shown, unverified("%v", err)
 	}
 	for _, r := range cfg.Resources {
 		for _, name := range r.Resources {
@@ -744,11 +750,16 @@ func (c *config) etcdPeerURLs() (urls []string, shown string) {
 }
 
 // uniqueEtcdCA (2.7) passes when etcd trusts a CA other than those the apiserver accepts
-// clients from.
+// clients from: by path, else by content, so it needs every file it compares.
 func uniqueEtcdCA(c *config) outcome {
 	ca, ok := c.flag(etcd, "trusted-ca-file")
 	if !ok || ca == "" {
 		return fail("--trusted-ca-file not set")
+	}
+	if api := c.comps[apiserver]; !api.present {
+		return unverified("cannot compare with the apiserver's CAs: %s not found", c.rel(api.files...)[0])
+	} else if api.err != nil {
+		return unverified("%v", api.err)
 	}
 	caData, caErr := os.ReadFile(ca)
 	for _, key := range []string{"client-ca-file", "requestheader-client-ca-file"} {
@@ -756,11 +767,17 @@ func uniqueEtcdCA(c *config) outcome {
 		if !ok || other == "" {
 			continue
 		}
-		same := filepath.Clean(other) == filepath.Clean(ca)
-		if otherData, err := os.ReadFile(other); !same && caErr == nil && err == nil {
-			same = bytes.Equal(bytes.TrimSpace(otherData), bytes.TrimSpace(caData))
+		if filepath.Clean(other) == filepath.Clean(ca) {
+			return fail("etcd's --trusted-ca-file=%s is also the apiserver's --%s", c.rel(ca)[0], key)
 		}
-		if same {
+		if caErr != nil {
+			return unverified("cannot compare etcd's --trusted-ca-file with the apiserver's CAs: %v", caErr)
+		}
+		otherData, err := os.ReadFile(other)
+		if err != nil {
+			return unverified("cannot compare etcd's --trusted-ca-file with the apiserver's --%s: %v", key, err)
+		}
+		if bytes.Equal(bytes.TrimSpace(otherData), bytes.TrimSpace(caData)) {
 			return fail("etcd's --trusted-ca-file=%s is also the apiserver's --%s", c.rel(ca)[0], key)
 		}
 	}
@@ -828,7 +845,7 @@ func podSecurity(need, what, note string) func(*config) outcome {
 	return func(c *config) outcome {
 		level, shown, err := c.podSecurityDefault()
 		if err != nil {
-			return fail("%v", err)
+			return unverified("%v", err)
 		}
 		if what == "" {
 			return warn("%s", shown)

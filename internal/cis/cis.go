@@ -9,7 +9,9 @@
 // self-assessment guide lists them, plus two checks v1.11 adds (1.2.30, 4.2.14) that k1s's
 // hardened profile addresses. Automated checks PASS or FAIL; manual checks PASS where the
 // recorded configuration clearly meets the recommendation and WARN otherwise; checks that do
-// not apply to this host or to k1s are INFO, with the reason.
+// not apply to this host or to k1s are INFO, with the reason. A check whose input is missing or
+// unreadable (a record, a file a flag names, a file to stat) is UNVERIFIED, with what is
+// missing: never PASS from what it cannot see.
 //
 // It imports nothing of Kubernetes: it must stay cheap to link into the k1s binary.
 package cis
@@ -49,6 +51,9 @@ const (
 	Warn Status = "WARN"
 	// Info is a check that does not apply here; Found says why.
 	Info Status = "INFO"
+	// Unverified is a check whose input cannot be read (a record or file missing or
+	// unreadable): Found says which, and the check neither passes nor fails.
+	Unverified Status = "UNVERIFIED"
 )
 
 // Result is one check's outcome.
@@ -62,8 +67,8 @@ type Result struct {
 
 // Run evaluates every check against the configuration recorded under opts.DataDir. It fails
 // only when the data directory holds no recorded configuration at all; a component whose
-// record is missing has its checks reported as INFO, one whose record is unreadable as FAIL
-// (WARN for manual checks).
+// record is missing has its checks reported as INFO, one whose record is unreadable as
+// UNVERIFIED.
 func Run(opts Options) ([]Result, error) {
 	return run(opts, owner{uid: 0, gid: 0})
 }
@@ -87,7 +92,7 @@ func (c *config) evaluate(ch check) Result {
 	if comp := c.comps[ch.needs]; comp != nil && !comp.present {
 		o = info("%s does not run on this host (no %s)", comp.name, strings.Join(c.rel(comp.files...), " or "))
 	} else if comp != nil && comp.err != nil {
-		o = fail("%v", comp.err)
+		o = unverified("%v", comp.err)
 	} else {
 		o = ch.eval(c)
 	}
@@ -98,13 +103,20 @@ func (c *config) evaluate(ch check) Result {
 	return r
 }
 
-// Print writes one line per check and a summary line, and returns how many checks FAILed.
+// Print writes one line per check and a summary line, and returns how many checks FAILed
+// plus how many automated ones are UNVERIFIED: a check it cannot see is not a pass.
 func Print(w io.Writer, results []Result) (failed int) {
 	counts := map[Status]int{}
+	manualChecks := 0
 	for _, r := range results {
 		kind := "manual"
 		if r.Automated {
 			kind = "automated"
+			if r.Status == Unverified {
+				failed++
+			}
+		} else {
+			manualChecks++
 		}
 		line := fmt.Sprintf("[%s] %s %s (%s)", r.Status, r.ID, r.Title, kind)
 		if r.Found != "" {
@@ -113,8 +125,9 @@ func Print(w io.Writer, results []Result) (failed int) {
 		fmt.Fprintln(w, line)
 		counts[r.Status]++
 	}
-	fmt.Fprintf(w, "%d checks PASS, %d FAIL, %d WARN, %d INFO\n", counts[Pass], counts[Fail], counts[Warn], counts[Info])
-	return counts[Fail]
+	fmt.Fprintf(w, "%d checks PASS, %d FAIL, %d UNVERIFIED, %d WARN, %d INFO; %d checks are manual: their result is for a person to judge\n",
+		counts[Pass], counts[Fail], counts[Unverified], counts[Warn], counts[Info], manualChecks)
+	return failed + counts[Fail]
 }
 
 // Components, by the name of their record.
@@ -143,6 +156,9 @@ type config struct {
 	// kubelet's recorded flags override.
 	kubeletFile     map[string]any
 	kubeletFilePath string
+	// kubeletArgsRecorded is whether the kubelet's command line is recorded: without it a
+	// flag may override any setting of the file.
+	kubeletArgsRecorded bool
 }
 
 // component is one component's recorded command line.
@@ -176,6 +192,7 @@ func load(opts Options, want owner) (*config, error) {
 
 	// The kubelet is present with either its flags or its config file.
 	k := c.comps[kubelet]
+	c.kubeletArgsRecorded = k.present && k.err == nil
 	c.kubeletFilePath = c.dir.Node().KubeletConfig()
 	k.files = []string{c.kubeletFilePath, k.files[0]}
 	data, err := os.ReadFile(c.kubeletFilePath)

@@ -646,8 +646,8 @@ func TestUnreadableRecord(t *testing.T) {
 	n.record(true)
 	n.write(filepath.Join(n.dir, "server", "etc", "args", "kube-scheduler.json"), "--profiling=false", 0o600)
 	results := n.run()
-	wantStatus(t, results, "1.4.1", Fail, "kube-scheduler.json is not a JSON array of arguments")
-	wantStatus(t, results, "1.1.15", Fail, "kube-scheduler.json is not a JSON array of arguments")
+	wantStatus(t, results, "1.4.1", Unverified, "kube-scheduler.json is not a JSON array of arguments")
+	wantStatus(t, results, "1.1.15", Unverified, "kube-scheduler.json is not a JSON array of arguments")
 	wantStatus(t, results, "1.3.2", Pass, "--profiling=false")
 }
 
@@ -657,16 +657,21 @@ func TestPrint(t *testing.T) {
 		{ID: "1.2.30", Title: "Ensure that the --service-account-extend-token-expiration parameter is set to false", Automated: true, Status: Fail, Found: "not set"},
 		{ID: "1.3.1", Title: "Ensure that the --terminated-pod-gc-threshold argument is set as appropriate", Status: Warn, Found: "not set"},
 		{ID: "1.1.1", Title: "Ensure that the API server pod specification file permissions are set to 600 or more restrictive", Automated: true, Status: Info, Found: noManifests},
+		{ID: "4.2.4", Title: "Verify that the --read-only-port argument is set to 0", Automated: true, Status: Unverified, Found: "agent/etc/kubelet.conf not found"},
+		{ID: "4.2.13", Title: "Ensure that a limit is set on pod PIDs", Status: Unverified, Found: "agent/etc/kubelet.conf not found"},
 	}
 	var out bytes.Buffer
-	if failed := Print(&out, results); failed != 1 {
-		t.Errorf("Print returned %d failed, want 1", failed)
+	// An automated check it cannot verify counts as a failure, a manual one does not.
+	if failed := Print(&out, results); failed != 2 {
+		t.Errorf("Print returned %d failed, want 2", failed)
 	}
 	want := "[PASS] 1.2.15 Ensure that the --profiling argument is set to false (automated): --profiling=false\n" +
 		"[FAIL] 1.2.30 Ensure that the --service-account-extend-token-expiration parameter is set to false (automated): not set\n" +
 		"[WARN] 1.3.1 Ensure that the --terminated-pod-gc-threshold argument is set as appropriate (manual): not set\n" +
 		"[INFO] 1.1.1 Ensure that the API server pod specification file permissions are set to 600 or more restrictive (automated): " + noManifests + "\n" +
-		"1 checks PASS, 1 FAIL, 1 WARN, 1 INFO\n"
+		"[UNVERIFIED] 4.2.4 Verify that the --read-only-port argument is set to 0 (automated): agent/etc/kubelet.conf not found\n" +
+		"[UNVERIFIED] 4.2.13 Ensure that a limit is set on pod PIDs (manual): agent/etc/kubelet.conf not found\n" +
+		"1 checks PASS, 1 FAIL, 2 UNVERIFIED, 1 WARN, 1 INFO; 2 checks are manual: their result is for a person to judge\n"
 	if out.String() != want {
 		t.Errorf("Print wrote\n%s\nwant\n%s", out.String(), want)
 	}
@@ -682,7 +687,13 @@ func TestPrint(t *testing.T) {
 		t.Errorf("default profile: %d failed, want 2", failed)
 	}
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
-	if len(lines) != len(checks)+1 || !strings.HasSuffix(lines[len(lines)-1], fmt.Sprintf("2 FAIL, %d WARN, %d INFO", count(list, Warn), count(list, Info))) {
+	manualChecks := 0
+	for _, ch := range checks {
+		if !ch.automated {
+			manualChecks++
+		}
+	}
+	if len(lines) != len(checks)+1 || !strings.HasSuffix(lines[len(lines)-1], fmt.Sprintf("2 FAIL, 0 UNVERIFIED, %d WARN, %d INFO; %d checks are manual: their result is for a person to judge", count(list, Warn), count(list, Info), manualChecks)) {
 		t.Errorf("report ends %q after %d lines", lines[len(lines)-1], len(lines))
 	}
 }
@@ -709,4 +720,67 @@ func TestChecksTable(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A check whose input is missing or unreadable is UNVERIFIED, never PASS: the report does not
+// assume what it cannot see.
+func TestMissingInputIsUnverified(t *testing.T) {
+	kubeletChecks := []string{"4.1.7", "4.1.8", "4.2.1", "4.2.2", "4.2.3", "4.2.4", "4.2.6", "4.2.9", "4.2.10", "4.2.11", "4.2.12", "4.2.13", "4.2.14"}
+
+	t.Run("kubelet config file missing", func(t *testing.T) {
+		n := newNode(t, hardenedProfile)
+		n.kubelet = []string{"--read-only-port=10255"}
+		n.record(true)
+		if err := os.Remove(filepath.Join(n.dir, "agent", "etc", "kubelet.conf")); err != nil {
+			t.Fatal(err)
+		}
+		results := n.run()
+		for _, id := range kubeletChecks {
+			if id == "4.2.4" {
+				continue
+			}
+			wantStatus(t, results, id, Unverified, "agent/etc/kubelet.conf not found")
+		}
+		// A recorded flag wins over the file whatever the file says.
+		wantStatus(t, results, "4.2.4", Fail, "--read-only-port=10255 (kubelet argument)")
+		wantStatus(t, results, "4.1.9", Unverified, "not found: agent/etc/kubelet.conf")
+	})
+
+	t.Run("kubelet command line missing", func(t *testing.T) {
+		n := newNode(t, hardenedProfile)
+		n.record(true)
+		if err := os.Remove(filepath.Join(n.dir, "agent", "etc", "args", "kubelet.json")); err != nil {
+			t.Fatal(err)
+		}
+		results := n.run()
+		for _, id := range kubeletChecks {
+			wantStatus(t, results, id, Unverified, "agent/etc/args/kubelet.json not found")
+		}
+		// File checks need only the file.
+		wantStatus(t, results, "4.1.9", Pass, "agent/etc/kubelet.conf 0600")
+	})
+
+	t.Run("files a check reads", func(t *testing.T) {
+		n := newNode(t, hardenedProfile)
+		n.record(true)
+		for _, f := range []string{"server/tls/etcd/server-ca.crt", "server/etc/admission-config.yaml", "server/cred/encryption-config.json"} {
+			if err := os.Remove(filepath.Join(n.dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.RemoveAll(filepath.Join(n.dir, "server", "db", "etcd")); err != nil {
+			t.Fatal(err)
+		}
+		results := n.run()
+		wantStatus(t, results, "2.7", Unverified, "cannot compare etcd's --trusted-ca-file")
+		wantStatus(t, results, "1.2.9", Unverified, "admission-config.yaml")
+		wantStatus(t, results, "5.2.1", Unverified, "admission-config.yaml")
+		wantStatus(t, results, "1.2.27", Unverified, "encryption-config.json")
+		wantStatus(t, results, "1.1.11", Unverified, "not found: server/db/etcd")
+		for id, r := range results {
+			if r.Status == Pass && strings.Contains(r.Found, "not found") {
+				t.Errorf("%s passed without its input: %s", id, r.Found)
+			}
+		}
+	})
 }

@@ -77,7 +77,7 @@ func (c *config) survey(set fileSet) (found []string, modes map[string]fs.FileMo
 func (c *config) permissions(set fileSet, limit fs.FileMode) outcome {
 	found, modes, _, missing, errs := c.survey(set)
 	if len(errs) > 0 {
-		return fail("cannot stat %s", strings.Join(errs, "; "))
+		return unverified("cannot stat %s", strings.Join(errs, "; "))
 	}
 	var bad []string
 	for _, p := range found {
@@ -101,7 +101,7 @@ func (c *config) permissions(set fileSet, limit fs.FileMode) outcome {
 func (c *config) ownership(set fileSet) outcome {
 	found, _, owners, missing, errs := c.survey(set)
 	if len(errs) > 0 {
-		return fail("cannot stat %s", strings.Join(errs, "; "))
+		return unverified("cannot stat %s", strings.Join(errs, "; "))
 	}
 	var bad []string
 	for _, p := range found {
@@ -120,16 +120,17 @@ func (c *config) ownership(set fileSet) outcome {
 	})
 }
 
-// allFound is the outcome of a file check whose found files all comply.
+// allFound is the outcome of a file check whose found files all comply. With none found
+// (and the set not optional) there is nothing to judge: UNVERIFIED.
 func (c *config) allFound(set fileSet, found, missing []string, show func() string) outcome {
 	if len(found) == 0 {
 		if set.optional && len(missing) > 0 {
 			return pass("%s does not exist", strings.Join(c.rel(missing...), ", "))
 		}
 		if len(missing) == 0 {
-			return fail("no %s configured", set.noun)
+			return unverified("no %s recorded", set.noun)
 		}
-		return fail("not found: %s", strings.Join(c.rel(missing...), ", "))
+		return unverified("not found: %s", strings.Join(c.rel(missing...), ", "))
 	}
 	out := show()
 	if len(missing) > 0 {

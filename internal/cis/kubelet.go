@@ -50,22 +50,69 @@ func (c *config) kubeletSetting(flag string) (value, shown string, set bool) {
 	return s.def, fmt.Sprintf("%s not set (default %s)", s.path, s.def), false
 }
 
+// kubeletReads wraps a kubelet check that reads settings: it is UNVERIFIED when
+// kubeletUnseen says the recorded configuration cannot tell their values.
+func kubeletReads(flags []string, eval func(*config) outcome) func(*config) outcome {
+	return func(c *config) outcome {
+		if why := c.kubeletUnseen(flags...); why != "" {
+			return unverified("%s", why)
+		}
+		return eval(c)
+	}
+}
+
+// kubeletUnseen says why the kubelet's effective value of the settings flags control cannot
+// be told ("" when it can). A recorded flag wins over the config file; a setting no flag
+// records needs both the recorded command line (no flag overrides it) and the config file
+// (its field, or the default a kubelet given a config file has). Without the file the
+// kubelet's flag defaults would differ (anonymous auth, read-only port 10255), so falling
+// back to the file's defaults would pass what the report cannot see.
+func (c *config) kubeletUnseen(flags ...string) string {
+	missing := c.kubeletMissing()
+	if missing == "" {
+		return ""
+	}
+	for _, flag := range flags {
+		if _, ok := c.comps[kubelet].flags[flag]; !ok {
+			return fmt.Sprintf("cannot tell the kubelet's %s: %s not found", kubeletSettings[flag].path, missing)
+		}
+	}
+	return ""
+}
+
+// kubeletMissing names the kubelet's records that are missing: its command line, its config
+// file ("" when both are there).
+func (c *config) kubeletMissing() string {
+	var missing []string
+	if !c.kubeletArgsRecorded {
+		missing = append(missing, c.comps[kubelet].files[1])
+	}
+	if c.kubeletFile == nil {
+		missing = append(missing, c.kubeletFilePath)
+	}
+	return strings.Join(c.rel(missing...), " and ")
+}
+
 // kubeletFeatureGate is the kubelet's value of a feature gate ("" when neither its flags nor
-// its file set it): flags override the file gate by gate.
-func (c *config) kubeletFeatureGate(name string) (value, shown string) {
+// its file set it): flags override the file gate by gate. unseen says why it cannot be told
+// (see kubeletUnseen).
+func (c *config) kubeletFeatureGate(name string) (value, shown, unseen string) {
 	if v, ok := c.comps[kubelet].flags["feature-gates"]; ok {
 		if g, ok := featureGates(v)[name]; ok {
-			return g, fmt.Sprintf("--feature-gates=%s (kubelet argument)", v)
+			return g, fmt.Sprintf("--feature-gates=%s (kubelet argument)", v), ""
 		}
+	}
+	if missing := c.kubeletMissing(); missing != "" {
+		return "", "", fmt.Sprintf("cannot tell the kubelet's feature gate %s: %s not found", name, missing)
 	}
 	if gates, ok := lookup(c.kubeletFile, "featureGates"); ok {
 		if m, ok := gates.(map[string]any); ok {
 			if g, ok := m[name]; ok {
-				return scalar(g), fmt.Sprintf("featureGates.%s: %s (%s)", name, scalar(g), c.rel(c.kubeletFilePath)[0])
+				return scalar(g), fmt.Sprintf("featureGates.%s: %s (%s)", name, scalar(g), c.rel(c.kubeletFilePath)[0]), ""
 			}
 		}
 	}
-	return "", fmt.Sprintf("feature gate %s not set (default true)", name)
+	return "", fmt.Sprintf("feature gate %s not set (default true)", name), ""
 }
 
 // lookup follows a dotted path through a parsed YAML document.

@@ -13,7 +13,7 @@ import (
 func checkConfigCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "check-config",
-		Usage:        "Check that this host can run k1s (exit code: the number of failures); with --cis, report the CIS Kubernetes Benchmark checks against k1s's recorded configuration",
+		Usage:        "Check that this host can run k1s (exit code: the number of failures); with --cis, report the CIS Kubernetes Benchmark checks against k1s's recorded configuration (exit code: failed checks plus automated checks it cannot verify)",
 		OnUsageError: usageError,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "cis", Usage: "report the CIS Kubernetes Benchmark checks for the node of --data-dir, from the configuration its components were last started with"},
