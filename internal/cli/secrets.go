@@ -7,6 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/k1s-io/k1s/internal/encryption"
 	"github.com/k1s-io/k1s/internal/server"
 )
 
@@ -17,42 +18,48 @@ func secretsEncryptCommand() *cli.Command {
 		OnUsageError:    usageError,
 		HideHelpCommand: true,
 		Subcommands: []*cli.Command{
-			{Name: "status", Usage: "Show whether Secrets are encrypted, with which key, and whether the apiserver uses it", OnUsageError: usageError, Flags: serverFlags(), Action: secretsStatus},
-			{Name: "rotate-keys", Usage: "Encrypt every Secret with a new key and drop the old one", OnUsageError: usageError, Flags: serverFlags(), Action: secretsRotateKeys},
+			{Name: "status", Usage: "Show whether Secrets are encrypted, with which provider and key, and whether the apiserver uses it", OnUsageError: usageError, Flags: serverFlags(), Action: secretsStatus},
+			{Name: "rotate-keys", Usage: "Encrypt every Secret with a new key and drop the old one (one run at a time: a second waits for the first)", OnUsageError: usageError,
+				Flags:  append(serverFlags(), &cli.StringFlag{Name: "provider", Usage: "provider of the new key: secretbox or aescbc (default: the current key's)"}),
+				Action: secretsRotateKeys},
 		},
 	}
 }
 
 func secretsStatus(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see 'k1s secrets-encrypt status --help')", c.Args().First())
+	}
 	dir, err := dataDir(c)
 	if err != nil {
 		return err
 	}
 	path := dir.Server().EncryptionConfig()
-	keys, err := server.EncryptionKeys(path)
+	cfg, exists, err := encryption.Read(path)
 	if err != nil {
 		return err
 	}
 	out := c.App.Writer
-	if len(keys) == 0 {
+	if !exists {
 		fmt.Fprintln(out, "Encryption Status: Disabled (start k1s server with --secrets-encryption to enable it)")
 		return nil
 	}
-	names := make([]string, len(keys))
-	for i, k := range keys {
-		names[i] = k.Name
-	}
+	active := cfg.Active()
 	fmt.Fprintln(out, "Encryption Status: Enabled")
-	fmt.Fprintln(out, "Provider: aescbc")
-	fmt.Fprintf(out, "Active Key: %s\n", names[0])
-	if len(names) > 1 {
-		fmt.Fprintf(out, "Older Keys (still read): %s\n", strings.Join(names[1:], ", "))
+	fmt.Fprintf(out, "Provider: %s\n", active.Provider)
+	fmt.Fprintf(out, "Active Key: %s\n", active.Name)
+	if len(cfg.Keys) > 1 {
+		older := make([]string, 0, len(cfg.Keys)-1)
+		for _, k := range cfg.Keys[1:] {
+			older = append(older, k.String())
+		}
+		fmt.Fprintf(out, "Older Keys (still read): %s\n", strings.Join(older, ", "))
 	}
 	fmt.Fprintf(out, "Configuration: %s\n", path)
 	loaded := "unknown (the apiserver does not answer: is k1s server running?)"
 	if client, _, err := supervisorClient(c); err == nil {
 		if ok, err := server.EncryptionConfigLoaded(c.Context, client, path); err == nil {
-			loaded = map[bool]string{true: "yes", false: "not yet (it reads the file once a minute)"}[ok]
+			loaded = map[bool]string{true: "yes", false: "not yet (it re-reads the file every few seconds)"}[ok]
 		}
 	}
 	fmt.Fprintf(out, "Loaded by the apiserver: %s\n", loaded)
@@ -63,16 +70,23 @@ func secretsRotateKeys(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see 'k1s secrets-encrypt rotate-keys --help')", c.Args().First())
 	}
-	client, cfg, err := supervisorClient(c)
+	var provider encryption.Provider
+	if c.IsSet("provider") {
+		var err error
+		if provider, err = encryption.ParseProvider("--provider", c.String("provider")); err != nil {
+			return err
+		}
+	}
+	client, files, err := supervisorClient(c)
 	if err != nil {
 		return err
 	}
 	log := logrus.New()
 	log.SetOutput(c.App.ErrWriter)
-	key, err := server.RotateEncryptionKey(c.Context, client, cfg.EncryptionConfig(), log)
+	key, err := server.RotateEncryptionKey(c.Context, client, files, provider, log)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "Secrets are now encrypted with key %s\n", key.Name)
+	fmt.Fprintf(c.App.Writer, "Secrets are now encrypted with key %s (%s)\n", key.Name, key.Provider)
 	return nil
 }

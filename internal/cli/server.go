@@ -50,7 +50,8 @@ func serverCommand() *cli.Command {
 			&cli.BoolFlag{Name: "disable-network-policy", Usage: "do not enforce NetworkPolicies (the same as --disable network-policy)"},
 			&cli.BoolFlag{Name: "disable-helm-controller", Usage: "do not install HelmCharts (helm.cattle.io/v1); their kinds are not served"},
 			&cli.StringFlag{Name: "pod-security-default", Usage: "Pod Security level enforced in namespaces that set none (privileged, baseline, restricted; default baseline, restricted with --hardened); kube-system is exempt"},
-			&cli.BoolFlag{Name: "secrets-encryption", EnvVars: []string{"K1S_SECRETS_ENCRYPTION"}, Usage: "encrypt Secrets in etcd with a generated AES-CBC key (stays on once enabled; see 'k1s secrets-encrypt')"},
+			&cli.BoolFlag{Name: "secrets-encryption", EnvVars: []string{"K1S_SECRETS_ENCRYPTION"}, Usage: "encrypt Secrets in etcd with a generated key, existing ones too (stays on once enabled; see 'k1s secrets-encrypt')"},
+			&cli.StringFlag{Name: "secrets-encryption-provider", EnvVars: []string{"K1S_SECRETS_ENCRYPTION_PROVIDER"}, Usage: "provider of the key --secrets-encryption generates: secretbox (default) or aescbc; a cluster that has a key keeps its provider"},
 			&cli.StringFlag{Name: "audit-policy-file", Usage: "audit policy replacing k1s's (metadata of every request, no bodies)"},
 			&cli.StringFlag{Name: "debug-profile", Usage: "serve Go's pprof for the k1s process on this loopback host:port (e.g. 127.0.0.1:6060); off by default"},
 		),
@@ -87,6 +88,7 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		PodSecurityDefault:         c.String("pod-security-default"),
 		AuditPolicyFile:            c.String("audit-policy-file"),
 		SecretsEncryption:          c.Bool("secrets-encryption"),
+		SecretsEncryptionProvider:  c.String("secrets-encryption-provider"),
 		Hardened:                   c.Bool("hardened"),
 	}
 	var err error

@@ -13,8 +13,10 @@ import (
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/pkg/v3/flags"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/logging"
@@ -159,6 +161,39 @@ func (s *Server) ClientURL() *url.URL {
 }
 
 func (s *Server) Name() string { return "etcd" }
+
+// RangePrefix calls fn with the key and value of every key under prefix, a page at a time,
+// through an in-process client (no listener, no TLS): for what k1s reads of its own data
+// before the apiserver starts. etcd must be ready.
+func (s *Server) RangePrefix(ctx context.Context, prefix string, fn func(key, value []byte) error) error {
+	s.mu.Lock()
+	e := s.etcd
+	s.mu.Unlock()
+	if e == nil {
+		return errors.New("etcd is not running")
+	}
+	client := v3client.New(e.Server)
+	defer client.Close()
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	// Every page at the first one's revision: one consistent view.
+	var rev int64
+	for key := prefix; ; {
+		resp, err := client.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(100), clientv3.WithRev(rev))
+		if err != nil {
+			return fmt.Errorf("reading %s from etcd: %w", prefix, err)
+		}
+		rev = resp.Header.Revision
+		for _, kv := range resp.Kvs {
+			if err := fn(kv.Key, kv.Value); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
 
 func (s *Server) Start(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.Dir, 0o700); err != nil {

@@ -15,6 +15,7 @@ import (
 	netutils "k8s.io/utils/net"
 
 	"github.com/k1s-io/k1s/internal/addons"
+	"github.com/k1s-io/k1s/internal/encryption"
 	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/network"
 )
@@ -59,6 +60,9 @@ type Config struct {
 	AuditPolicyFile string
 	// SecretsEncryption encrypts Secrets in etcd with a key k1s generates.
 	SecretsEncryption bool
+	// SecretsEncryptionProvider is the provider of a new configuration's key (secretbox or
+	// aescbc; default secretbox); an existing configuration keeps its own.
+	SecretsEncryptionProvider string
 	// Hardened turns on what k3s's hardening guide asks users to set by hand (see
 	// hardenedArgs); it implies SecretsEncryption and, unless set, restricted Pod Security.
 	Hardened bool
@@ -108,6 +112,8 @@ type completedConfig struct {
 	// dir and files name the data directory's files.
 	dir   layout.DataDir
 	files layout.Server
+	// secretsProvider is SecretsEncryptionProvider, checked ("" when not given).
+	secretsProvider encryption.Provider
 }
 
 // CompletedConfig is what Complete returns and Prepare takes: a server cannot be prepared from
@@ -221,6 +227,11 @@ func (c *completedConfig) complete() error {
 	}
 	if c.Hardened {
 		c.SecretsEncryption = true
+	}
+	if c.SecretsEncryptionProvider != "" {
+		if c.secretsProvider, err = encryption.ParseProvider("--secrets-encryption-provider", c.SecretsEncryptionProvider); err != nil {
+			return err
+		}
 	}
 	if err := validatePodSecurity(c.PodSecurityDefault); err != nil {
 		return err

@@ -4,25 +4,31 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
+	"path"
 	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	apiserverv1 "k8s.io/apiserver/pkg/apis/apiserver/v1"
+	encryptioncontroller "k8s.io/apiserver/pkg/server/options/encryptionconfig/controller"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/args"
+	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/encryption"
+	"github.com/k1s-io/k1s/internal/etcd"
+	"github.com/k1s-io/k1s/internal/kubeclient"
+	"github.com/k1s-io/k1s/internal/layout"
 )
+
+// encryptionReloadInterval is how often the apiserver re-reads its encryption configuration
+// (upstream: a minute). Each step of a key rotation waits for a reload, and the read is of a
+// small file: a few seconds make `k1s secrets-encrypt rotate-keys` take seconds, not minutes.
+const encryptionReloadInterval = 5 * time.Second
 
 // encryptionEnabled reports whether the apiserver encrypts Secrets: when asked, and always once
 // a configuration exists, since Secrets written with its keys are unreadable without it.
@@ -34,72 +40,151 @@ func (c *completedConfig) encryptionEnabled() bool {
 	return err == nil
 }
 
-// ensureEncryptionConfig creates the configuration with one new AES-CBC key when missing.
-// identity stays last, so that Secrets written before encryption was turned on stay readable.
-func ensureEncryptionConfig(path string) error {
-	if _, err := os.Stat(path); err == nil {
+// secretsEncryption is what a server does about encrypting Secrets at start. Before the
+// apiserver starts it reads how etcd stores the Secrets and plans from that and the
+// configuration (encryption.PlanStart): a missing configuration while Secrets are stored
+// encrypted stops the server, and turning encryption on writes a new configuration. Once the
+// apiserver serves, it rewrites the Secrets stored other than with the active key (those of
+// a cluster that just turned encryption on, or of an interrupted rotation), which encrypts
+// them with it. It holds the configuration's lock from its check until that rewrite is
+// done, so that no rotate-keys changes the keys in between.
+type secretsEncryption struct {
+	cfg  *completedConfig
+	etcd *etcd.Server
+	// secrets is the etcd key prefix of Secrets.
+	secrets string
+	// managed is false when the user gave the apiserver a configuration of their own.
+	managed bool
+
+	release func()
+	plan    encryption.Start
+}
+
+func newSecretsEncryption(cfg *completedConfig, etcdServer *etcd.Server, apiserverArgs []string) *secretsEncryption {
+	prefix, ok := args.Value(apiserverArgs, "etcd-prefix")
+	if !ok {
+		prefix = "/registry"
+	}
+	own := cfg.files.EncryptionConfig()
+	given, set := args.Value(apiserverArgs, "encryption-provider-config")
+	return &secretsEncryption{cfg: cfg, etcd: etcdServer, secrets: path.Join(prefix, "secrets") + "/", managed: !set || given == own}
+}
+
+// check is the component that runs between etcd and the apiserver.
+func (e *secretsEncryption) check() component.Component {
+	return component.Task("secrets encryption", "checking how Secrets are stored in etcd", func(ctx context.Context, progress component.Progress) error {
+		// Upstream's variable is read when the apiserver builds its reload controller.
+		encryptioncontroller.EncryptionConfigFileChangePollDuration = encryptionReloadInterval
+		if !e.managed {
+			return nil
+		}
+		files, log := e.cfg.files, e.cfg.Log
+		release, err := encryption.Lock(ctx, files.EncryptionLock(), "k1s server", func(other string) {
+			progress("the lock on " + files.EncryptionConfig() + ", held by " + other)
+		})
+		if err != nil {
+			return err
+		}
+		plan, err := e.planStart(ctx)
+		if err != nil {
+			release()
+			return err
+		}
+		if plan.Warning != "" {
+			log.Warn(plan.Warning)
+		}
+		if plan.Create {
+			if err := encryption.Write(files.EncryptionConfig(), plan.Config); err != nil {
+				release()
+				return fmt.Errorf("secrets encryption: %w", err)
+			}
+			log.Infof("secrets encryption on: Secrets are written with the new %s key %s (%s)", plan.Config.Active().Provider, plan.Config.Active().Name, files.EncryptionConfig())
+		}
+		if !plan.On || plan.Rewrite == 0 {
+			release()
+			return nil
+		}
+		log.Infof("%d Secrets are not stored with key %s: rewriting them once the apiserver serves", plan.Rewrite, plan.Config.Active())
+		e.plan, e.release = plan, release
 		return nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	key, err := newEncryptionKey()
-	if err != nil {
-		return err
-	}
-	return writeEncryptionConfig(path, []apiserverv1.Key{key})
+	})
 }
 
-func newEncryptionKey() (apiserverv1.Key, error) {
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		return apiserverv1.Key{}, fmt.Errorf("generating an encryption key: %w", err)
+func (e *secretsEncryption) planStart(ctx context.Context) (encryption.Start, error) {
+	path := e.cfg.files.EncryptionConfig()
+	existing, exists, err := encryption.Read(path)
+	if err != nil {
+		return encryption.Start{}, err
 	}
-	return apiserverv1.Key{
-		Name:   "aescbckey-" + time.Now().UTC().Format("2006-01-02T15-04-05Z"),
-		Secret: base64.StdEncoding.EncodeToString(secret),
-	}, nil
+	survey, err := e.survey(ctx)
+	if err != nil {
+		return encryption.Start{}, err
+	}
+	opts := encryption.StartOptions{Path: path, Enable: e.cfg.SecretsEncryption, Provider: e.cfg.secretsProvider, Secrets: survey}
+	if exists {
+		opts.Existing = &existing
+	}
+	return encryption.PlanStart(opts)
 }
 
-func writeEncryptionConfig(path string, keys []apiserverv1.Key) error {
-	cfg := apiserverv1.EncryptionConfiguration{
-		TypeMeta: metav1.TypeMeta{APIVersion: "apiserver.config.k8s.io/v1", Kind: "EncryptionConfiguration"},
-		Resources: []apiserverv1.ResourceConfiguration{{
-			Resources: []string{"secrets"},
-			Providers: []apiserverv1.ProviderConfiguration{
-				{AESCBC: &apiserverv1.AESConfiguration{Keys: keys}},
-				{Identity: &apiserverv1.IdentityConfiguration{}},
-			},
-		}},
-	}
-	data, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return err
-	}
-	return fileutil.WriteAtomic(path, append(data, '\n'), 0o600)
+// survey reads how the Secrets are stored, from etcd.
+func (e *secretsEncryption) survey(ctx context.Context) (encryption.Survey, error) {
+	var s encryption.Survey
+	err := e.etcd.RangePrefix(ctx, e.secrets, func(_, value []byte) error {
+		s.Add(value)
+		return nil
+	})
+	return s, err
 }
 
-// EncryptionKeys returns the AES-CBC keys of the configuration at path, the one new Secrets
-// are written with first. An absent file gives no keys and no error.
-func EncryptionKeys(path string) ([]apiserverv1.Key, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var cfg apiserverv1.EncryptionConfiguration
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return nil, fmt.Errorf("%s is malformed: %w", path, err)
-	}
-	for _, r := range cfg.Resources {
-		for _, p := range r.Providers {
-			if p.AESCBC != nil && len(p.AESCBC.Keys) > 0 {
-				return p.AESCBC.Keys, nil
+// rewrite is the component, after the apiserver, that rewrites the Secrets the check found
+// stored other than with the active key. It runs in the background and retries: a Secret
+// that cannot be rewritten now (a webhook refusing updates) must not stop the server.
+func (e *secretsEncryption) rewrite(admin *kubeclient.Lazy) component.Component {
+	return component.Background(component.Task("secrets re-encryption", "", func(ctx context.Context, _ component.Progress) error {
+		if e.release == nil {
+			return nil
+		}
+		defer e.release()
+		log, key := e.cfg.Log, e.plan.Config.Active()
+		for {
+			n, err := e.rewriteOnce(ctx, admin, key)
+			if err == nil {
+				log.Infof("secrets encryption: every Secret is stored with key %s (%d rewritten)", key, n)
+				return nil
+			}
+			if ctx.Err() != nil {
+				return nil // stopping: the next start rewrites what is left
+			}
+			log.Warnf("secrets encryption: %v; retrying in 30 s", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(30 * time.Second):
 			}
 		}
+	}))
+}
+
+// rewriteOnce rewrites every Secret through the API, then checks in etcd that each is
+// stored with key.
+func (e *secretsEncryption) rewriteOnce(ctx context.Context, admin *kubeclient.Lazy, key encryption.Key) (int, error) {
+	client, err := admin.Client()
+	if err != nil {
+		return 0, err
 	}
-	return nil, fmt.Errorf("%s has no aescbc key: restore it from a backup", path)
+	n, err := rewriteSecrets(ctx, client)
+	if err != nil {
+		return n, fmt.Errorf("rewriting Secrets with key %s: %w", key, err)
+	}
+	survey, err := e.survey(ctx)
+	if err != nil {
+		return n, err
+	}
+	if left := survey.NotWith(key); left > 0 {
+		return n, fmt.Errorf("%d Secrets still not stored with key %s after rewriting them", left, key)
+	}
+	return n, nil
 }
 
 // EncryptionConfigLoaded reports whether the running apiserver uses the configuration now on
@@ -127,8 +212,7 @@ func EncryptionConfigLoaded(ctx context.Context, client kubernetes.Interface, pa
 	return false, sc.Err()
 }
 
-// waitEncryptionConfigLoaded waits until the apiserver has reloaded the configuration (it
-// looks at the file once a minute).
+// waitEncryptionConfigLoaded waits until the apiserver has reloaded the configuration.
 func waitEncryptionConfigLoaded(ctx context.Context, client kubernetes.Interface, path string, log logrus.FieldLogger) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
@@ -140,7 +224,7 @@ func waitEncryptionConfigLoaded(ctx context.Context, client kubernetes.Interface
 			return nil
 		}
 		if time.Since(lastLog) >= 10*time.Second {
-			reason := "it reads the file once a minute"
+			reason := fmt.Sprintf("it re-reads the file every %s", encryptionReloadInterval)
 			if err != nil {
 				reason = err.Error()
 			}
@@ -150,36 +234,47 @@ func waitEncryptionConfigLoaded(ctx context.Context, client kubernetes.Interface
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("the apiserver did not load %s within 3 minutes (is k1s server running with this --data-dir?): %w", path, context.Cause(ctx))
-		case <-time.After(2 * time.Second):
+		case <-time.After(time.Second):
 		}
 	}
 }
 
-// RotateEncryptionKey makes a new key the one Secrets are written with, rewrites every Secret
-// with it through the API, and then drops the old keys. Each step waits for the apiserver to
-// load the configuration it depends on, so that no Secret is ever written with a key the
-// apiserver cannot read.
-func RotateEncryptionKey(ctx context.Context, client kubernetes.Interface, path string, log logrus.FieldLogger) (apiserverv1.Key, error) {
-	keys, err := EncryptionKeys(path)
+// RotateEncryptionKey makes a new key (of provider; the active key's when empty) the one
+// Secrets are written with, rewrites every Secret with it through the API, and then drops the
+// old keys. Each step waits for the apiserver to load the configuration it depends on, so
+// that no Secret is ever written with a key the apiserver cannot read. It holds the
+// configuration's lock throughout (waiting for it, and saying so through log, while another
+// rotation or a starting server holds it): two rotations that overlapped could each drop
+// the key the other's rewrite used.
+func RotateEncryptionKey(ctx context.Context, client kubernetes.Interface, files layout.Server, provider encryption.Provider, log logrus.FieldLogger) (encryption.Key, error) {
+	path := files.EncryptionConfig()
+	release, err := encryption.Lock(ctx, files.EncryptionLock(), "k1s secrets-encrypt rotate-keys", func(other string) {
+		log.Infof("waiting for %s to finish with %s", other, path)
+	})
 	if err != nil {
-		return apiserverv1.Key{}, err
+		return encryption.Key{}, err
 	}
-	if len(keys) == 0 {
-		return apiserverv1.Key{}, fmt.Errorf("secrets encryption is off (no %s): start k1s server with --secrets-encryption first", path)
+	defer release()
+	current, exists, err := encryption.Read(path)
+	if err != nil {
+		return encryption.Key{}, err
+	}
+	if !exists {
+		return encryption.Key{}, fmt.Errorf("secrets encryption is off (no %s): start k1s server with --secrets-encryption first", path)
 	}
 	// The running apiserver must already use what is on disk: a half-done earlier rotation is
 	// finished by this one, never undone.
 	if err := waitEncryptionConfigLoaded(ctx, client, path, log); err != nil {
-		return apiserverv1.Key{}, err
+		return encryption.Key{}, err
 	}
-	key, err := newEncryptionKey()
+	rotated, key, err := current.Rotated(provider)
 	if err != nil {
 		return key, err
 	}
-	if err := writeEncryptionConfig(path, append([]apiserverv1.Key{key}, keys...)); err != nil {
+	if err := encryption.Write(path, rotated); err != nil {
 		return key, err
 	}
-	log.Infof("new key %s written; waiting for the apiserver to load it", key.Name)
+	log.Infof("new key %s written; waiting for the apiserver to load it", key)
 	if err := waitEncryptionConfigLoaded(ctx, client, path, log); err != nil {
 		return key, err
 	}
@@ -187,13 +282,13 @@ func RotateEncryptionKey(ctx context.Context, client kubernetes.Interface, path 
 	if err != nil {
 		return key, fmt.Errorf("rewriting Secrets with the new key (rerun rotate-keys to finish): %w", err)
 	}
-	log.Infof("rewrote %d Secrets with key %s", n, key.Name)
+	log.Infof("rewrote %d Secrets with key %s", n, key)
 	// Every Secret is now written with the new key: dropping the old one is safe whenever the
 	// apiserver loads it.
-	if err := writeEncryptionConfig(path, []apiserverv1.Key{key}); err != nil {
+	if err := encryption.Write(path, encryption.Config{Keys: []encryption.Key{key}}); err != nil {
 		return key, err
 	}
-	log.Infof("dropped the old keys; the apiserver loads the configuration within a minute")
+	log.Infof("dropped the old keys; the apiserver loads the configuration within %s", encryptionReloadInterval)
 	return key, nil
 }
 
