@@ -115,7 +115,8 @@ func Registry() []Addon {
 					NodeIP: s.NodeIP, Port: s.MetricsServerPort,
 					Kubeconfig: s.Files.MetricsServerKubeconfig(), Serving: s.Files.MetricsServerServing(),
 					KubeletClient: s.Files.MetricsServerClient(), ServerCA: s.Files.ServerCA().Cert,
-					Client: s.Client, Log: s.Log,
+					KubeletServingCA: s.Files.KubeletServingCA().Cert,
+					Client:           s.Client, Log: s.Log,
 				})}
 			},
 		},

@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -51,6 +54,9 @@ func (a *Agent) join(ctx context.Context, progress component.Progress) error {
 		if err := join.WriteBootstrapKubeconfig(cfg.files.BootstrapKubeconfig(), cfg.ServerURL, caData, cfg.Token); err != nil {
 			return err
 		}
+		if err := a.useIdentityKey(); err != nil {
+			return err
+		}
 		progress("the node's client certificate (CSR)")
 		if err := bootstrap.LoadClientCert(ctx, cfg.files.KubeletKubeconfig(), cfg.files.BootstrapKubeconfig(), cfg.files.KubeletCertDir(), types.NodeName(cfg.NodeName)); err != nil {
 			if strings.Contains(err.Error(), "reason: "+join.ReasonNodeNameTaken) {
@@ -62,6 +68,13 @@ func (a *Agent) join(ctx context.Context, progress component.Progress) error {
 			return fmt.Errorf("obtaining the node's client certificate: %w", err)
 		}
 		cfg.Log.Infof("joined the cluster at %s as node %s", cfg.ServerURL, cfg.NodeName)
+	}
+	// The token is of no more use to this node: keep it nowhere on disk.
+	if err := os.Remove(cfg.files.BootstrapKubeconfig()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing the bootstrap kubeconfig: %w", err)
+	}
+	if err := dropServingCertOfOtherCA(cfg.files.KubeletKubeconfig(), cfg.files.KubeletCertDir(), cfg.Log); err != nil {
+		return err
 	}
 	progress("the cluster's client CA and settings")
 	client, err := kubeclient.New(cfg.files.KubeletKubeconfig())
@@ -79,6 +92,64 @@ func (a *Agent) join(ctx context.Context, progress component.Progress) error {
 		return fmt.Errorf("--node-ip %s is inside the cluster's pod or service range (%s, %s): choose this host's own address", cfg.NodeIP, cluster.ClusterCIDR, cluster.ServiceCIDR)
 	}
 	a.cluster = cluster
+	return nil
+}
+
+// useIdentityKey has the kubelet's TLS bootstrap ask its certificate for the node's identity
+// key, to which the server binds the node's name at the first join: the bootstrap takes the
+// key it finds in its temporary key file (kubelet-client.key.tmp), or the key of a current
+// certificate, which a node without a valid identity has no use for.
+func (a *Agent) useIdentityKey() error {
+	files := a.cfg.files
+	if err := pki.EnsureKey(files.IdentityKey()); err != nil {
+		return fmt.Errorf("the node's identity key: %w", err)
+	}
+	key, err := os.ReadFile(files.IdentityKey())
+	if err != nil {
+		return err
+	}
+	certDir := files.KubeletCertDir()
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Remove(filepath.Join(certDir, "kubelet-client-current.pem")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return fileutil.WriteAtomic(filepath.Join(certDir, "kubelet-client.key.tmp"), key, 0o600)
+}
+
+// dropServingCertOfOtherCA removes the kubelet's serving certificate when the cluster CA in
+// kubeconfig signed it (earlier versions did; now a CA that only the API server trusts does),
+// so that the kubelet asks for a new one.
+func dropServingCertOfOtherCA(kubeconfig, certDir string, log logrus.FieldLogger) error {
+	current := filepath.Join(certDir, "kubelet-server-current.pem")
+	certs, err := certutil.CertsFromFile(current)
+	if err != nil {
+		return nil // none yet, or unreadable: the kubelet asks for one
+	}
+	kc, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", kubeconfig, err)
+	}
+	for _, cluster := range kc.Clusters {
+		cas, err := certutil.ParseCertsPEM(cluster.CertificateAuthorityData)
+		if err != nil {
+			continue
+		}
+		for _, ca := range cas {
+			if certs[0].CheckSignatureFrom(ca) != nil {
+				continue
+			}
+			log.Infof("the kubelet's serving certificate was issued by the cluster CA: asking for one of the kubelet-serving CA")
+			matches, _ := filepath.Glob(filepath.Join(certDir, "kubelet-server-*.pem"))
+			for _, m := range matches {
+				if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
+			return nil
+		}
+	}
 	return nil
 }
 

@@ -46,6 +46,11 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Read once: containerd, the shims and every other child inherit k1s's environment, and
+	// must not inherit a secret they have no use for.
+	if err := os.Unsetenv("K1S_TOKEN"); err != nil {
+		return err
+	}
 	nodeIP, err := flagIP(c, "node-ip")
 	if err != nil {
 		return err

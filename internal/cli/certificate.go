@@ -3,13 +3,14 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/k1s-io/k1s/internal/datadir"
+	"github.com/k1s-io/k1s/internal/pki"
 	"github.com/k1s-io/k1s/internal/server"
 )
 
@@ -56,8 +57,11 @@ func certificateRotate(c *cli.Context) error {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		if _, err := os.Stat(request); errors.Is(err, fs.ErrNotExist) {
+		if !server.RotationPending(request) {
 			fmt.Fprintf(c.App.Writer, "rotated the certificates of %v; the components load them without a restart\n", services)
+			if slices.Contains(services, pki.ServiceAccountService) {
+				fmt.Fprintf(c.App.Writer, "the service-account signing key is replaced at the next start of k1s (the apiserver reads it only when it starts); tokens signed with the old key stay valid until they expire\n")
+			}
 			return nil
 		}
 		time.Sleep(time.Second)

@@ -40,6 +40,13 @@ func tokenCommand() *cli.Command {
 				),
 				Action: tokenCreate,
 			},
+			{
+				Name:         "rotate",
+				Usage:        "Replace the server's default join token (node-token) with a new one, and delete the old one",
+				OnUsageError: usageError,
+				Flags:        serverFlags(),
+				Action:       tokenRotate,
+			},
 			{Name: "list", Usage: "List join tokens", OnUsageError: usageError, Flags: serverFlags(), Action: tokenList},
 			{Name: "delete", Usage: "Delete join tokens by id", ArgsUsage: "ID...", OnUsageError: usageError, Flags: serverFlags(), Action: tokenDelete},
 		},
@@ -90,6 +97,27 @@ func tokenCreate(c *cli.Context) error {
 	if _, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Create(context.Background(), secret, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating the token: %w", err)
 	}
+	fmt.Fprintln(c.App.Writer, token.String())
+	return nil
+}
+
+func tokenRotate(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see 'k1s token rotate --help')", c.Args().First())
+	}
+	client, files, err := supervisorClient(c)
+	if err != nil {
+		return err
+	}
+	cas, err := certutil.CertsFromFile(files.ServerCA().Cert)
+	if err != nil {
+		return fmt.Errorf("reading the cluster CA: %w", err)
+	}
+	token, err := join.RotateDefaultToken(context.Background(), client, files.NodeToken(), files.NodeTokenCreated(), cas[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.ErrWriter, "the default join token is new (in %s); the old one no longer joins nodes (joined nodes keep their own credentials)\n", files.NodeToken())
 	fmt.Fprintln(c.App.Writer, token.String())
 	return nil
 }

@@ -501,6 +501,125 @@ func TestJoinErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("a node name is bound to the first node's key", func(t *testing.T) {
+		const owned = "owned"
+		first := j.newProcess("agent", owned, append(join, "--token", token)...)
+		first.start()
+		eventually(t, 2*time.Minute, "the first node joined", func() error {
+			for _, l := range first.lines() {
+				if strings.Contains(l, "joined the cluster") {
+					return nil
+				}
+			}
+			if !first.running() {
+				t.Fatalf("the first node exited (%v):\n%s", first.err, tail(first.lines(), 40))
+			}
+			return errors.New("not yet")
+		})
+		first.kill()
+		if out, err := j.k1s("killall", "--data-dir", first.dataDir); err != nil {
+			t.Fatalf("killall: %v\n%s", err, out)
+		}
+		binding := owned + ".node-identity.k1s"
+		c.kubectl(t, "-n", "kube-system", "get", "secret", binding)
+		// The old node keeps its data; its Node object goes: the name stays its own.
+		c.kubectl(t, "delete", "node", owned, "--ignore-not-found")
+		expectRefused(t, j, owned, 0, 2*time.Minute, []string{"node name " + owned + " is already taken", "delete secret " + binding}, append(join, "--token", token)...)
+		// Freed by hand, the name joins again, from another data directory.
+		c.kubectl(t, "-n", "kube-system", "delete", "secret", binding)
+		again := j.newProcess("agent", owned, append(join, "--token", token)...)
+		again.start()
+		eventually(t, 2*time.Minute, "the name joined again after its binding was removed", func() error {
+			for _, l := range again.lines() {
+				if strings.Contains(l, "joined the cluster") {
+					return nil
+				}
+			}
+			if !again.running() {
+				t.Fatalf("the second node exited (%v):\n%s", again.err, tail(again.lines(), 40))
+			}
+			return errors.New("not yet")
+		})
+		again.kill()
+		if out, err := j.k1s("killall", "--data-dir", again.dataDir); err != nil {
+			t.Fatalf("killall: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(filepath.Join(again.dataDir, "agent", "bootstrap.kubeconfig")); err == nil {
+			t.Error("the bootstrap kubeconfig (with the token) is still on disk after the join")
+		}
+		c.kubectl(t, "delete", "node", owned, "--ignore-not-found")
+	})
+
+	t.Run("two joins racing for one name: neither gets it twice", func(t *testing.T) {
+		names := []string{"race-1", "race-2"}
+		for _, n := range names {
+			manifest := fmt.Sprintf("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {name: %s}\nspec:\n  request: %s\n  signerName: kubernetes.io/kube-apiserver-client-kubelet\n  usages: [digital signature, client auth]\n",
+				n, base64.StdEncoding.EncodeToString(csrPEM(t, "system:node:raced", "system:nodes")))
+			if out, err := bootstrapKubectl(c, id+"."+secret, "create", "-f", c.file(n+".yaml", manifest)); err != nil {
+				t.Fatalf("creating CSR %s: %v\n%s", n, err, out)
+			}
+		}
+		approved := 0
+		eventually(t, time.Minute, "both CSRs decided", func() error {
+			approved = 0
+			for _, n := range names {
+				got := c.kubectl(t, "get", "csr", n, "-o", "jsonpath={.status.conditions[*].type}")
+				if got == "" {
+					return fmt.Errorf("CSR %s pending", n)
+				}
+				if strings.Contains(got, "Approved") {
+					approved++
+				}
+			}
+			return nil
+		})
+		if approved > 1 {
+			t.Errorf("both CSRs for one node name (with different keys) were approved")
+		}
+	})
+
+	t.Run("token rotate; a deleted default token stays deleted", func(t *testing.T) {
+		out, err := runK1s("token", "rotate", "--data-dir", s.dataDir)
+		if err != nil {
+			t.Fatalf("token rotate: %v\n%s", err, out)
+		}
+		rotated := joinTokenPattern.FindString(out)
+		if rotated == "" || rotated == token {
+			t.Fatalf("token rotate printed %q", out)
+		}
+		if data, _ := os.ReadFile(filepath.Join(s.dataDir, "server", "node-token")); strings.TrimSpace(string(data)) != rotated {
+			t.Errorf("node-token holds %q, want the new token", data)
+		}
+		// The old token no longer joins; the new one does (the last subtest's agent).
+		expectRefused(t, j, j.name, 60*time.Second, time.Minute, []string{"token", "not valid"}, append(join, "--token", token)...)
+
+		// A default token deleted by hand is not made again by a restart.
+		rotatedID := joinTokenPattern.FindStringSubmatch(rotated)[2]
+		if out, err := runK1s("token", "delete", "--data-dir", s.dataDir, rotatedID); err != nil {
+			t.Fatalf("token delete: %v\n%s", err, out)
+		}
+		if err, _ := s.stop(); err != nil {
+			t.Fatalf("stopping the server: %v", err)
+		}
+		s.start()
+		s.waitReady(2 * time.Minute)
+		if out, err := runK1s("token", "list", "--data-dir", s.dataDir); err != nil || strings.Contains(out, rotatedID) {
+			t.Errorf("the deleted default token is back after a restart: %v\n%s", err, out)
+		}
+		eventually(t, 30*time.Second, "the server's log saying how to make a new default token", func() error {
+			for _, l := range s.lines() {
+				if strings.Contains(l, "k1s token rotate") {
+					return nil
+				}
+			}
+			return errors.New("no line names 'k1s token rotate'")
+		})
+		if out, err := runK1s("token", "rotate", "--data-dir", s.dataDir); err != nil {
+			t.Fatalf("token rotate: %v\n%s", err, out)
+		}
+		c.token = "" // the agent below joins with the new default token
+	})
+
 	// Last: an agent of this control-plane-only server (k3s has no metrics for either).
 	t.Run("kubectl top on a control-plane-only server with an agent", func(t *testing.T) {
 		agent := c.addAgent("metered")

@@ -5,8 +5,15 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -14,12 +21,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/k1s-io/k1s/internal/encryption"
 )
 
 // TestSecureDefaults checks what a k1s left alone enforces: Pod Security baseline outside
@@ -68,6 +81,71 @@ func TestSecureDefaults(t *testing.T) {
 		data, _ := os.ReadFile(log)
 		if strings.Contains(string(data), "audit-s3cret-value") || strings.Contains(string(data), "YXVkaXQtczNjcmV0LXZhbHVl") {
 			t.Error("the audit log holds the Secret's data")
+		}
+	})
+
+	t.Run("a node cannot get a certificate the API's clients trust", func(t *testing.T) {
+		node := s.mustKubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
+		nodeIP := s.mustKubectl("get", "node", node, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
+		serviceIP := s.mustKubectl("get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}")
+		nodeKubeconfig := filepath.Join(s.dataDir, "agent", "kubelet.kubeconfig")
+		asNode := func(args ...string) (string, error) {
+			return runK1s(append([]string{"kubectl", "--kubeconfig", nodeKubeconfig}, args...)...)
+		}
+		// The node names the API server's Service IP and name among its own addresses (a
+		// PATCH of nodes/status, which its credentials allow, unlike kubectl's GET first) ...
+		config, err := clientcmd.BuildConfigFromFlags("", nodeKubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodeClient, err := kubernetes.NewForConfig(config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// (Addresses merge by type: these types are new, so the node's own stay.)
+		patch := fmt.Sprintf(`{"status":{"addresses":[{"type":"ExternalIP","address":%q},{"type":"InternalDNS","address":"kubernetes.default.svc"}]}}`, serviceIP)
+		if _, err := nodeClient.CoreV1().Nodes().PatchStatus(t.Context(), node, []byte(patch)); err != nil {
+			t.Fatalf("the node patching its addresses: %v", err)
+		}
+		// ... and asks for a serving certificate for them.
+		request := servingCSRPEM(t, node, []string{"kubernetes.default.svc", node}, []string{serviceIP, nodeIP})
+		manifest := fmt.Sprintf("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {name: pose-as-apiserver}\nspec:\n  request: %s\n  signerName: kubernetes.io/kubelet-serving\n  usages: [digital signature, server auth]\n",
+			base64.StdEncoding.EncodeToString(request))
+		if out, err := asNode("create", "-f", writeTemp(t, "csr.yaml", manifest)); err != nil {
+			t.Fatalf("the node filing its CSR: %v\n%s", err, out)
+		}
+		eventually(t, time.Minute, "the CSR denied", func() error {
+			if got := s.mustKubectl("get", "csr", "pose-as-apiserver", "-o", "jsonpath={.status.conditions[*].type}"); got != "Denied" {
+				return fmt.Errorf("conditions %q", got)
+			}
+			return nil
+		})
+		// The certificate the kubelet does serve verifies against the kubelet-serving CA (the
+		// control), never against the CA the admin kubeconfig trusts for the API server.
+		kubeletCA, err := certutil.CertsFromFile(filepath.Join(s.dataDir, "server", "tls", "kubelet-serving-ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kc, err := clientcmd.LoadFromFile(s.kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiRoots := x509.NewCertPool()
+		for _, cluster := range kc.Clusters {
+			apiRoots.AppendCertsFromPEM(cluster.CertificateAuthorityData)
+		}
+		var served *x509.Certificate
+		eventually(t, time.Minute, "the kubelet's serving certificate", func() error {
+			conn, err := tls.Dial("tcp", net.JoinHostPort(nodeIP, "10250"), &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			served = conn.ConnectionState().PeerCertificates[0]
+			return served.CheckSignatureFrom(kubeletCA[0])
+		})
+		if _, err := served.Verify(x509.VerifyOptions{Roots: apiRoots, DNSName: nodeIP}); err == nil {
+			t.Error("the kubelet's serving certificate verifies against the admin kubeconfig's CA")
 		}
 	})
 
@@ -157,6 +235,67 @@ func TestSecureDefaultsCredentials(t *testing.T) {
 		if !strings.Contains(out, "[PASS] 2.4") || !strings.Contains(out, "[PASS] 1.2.15") {
 			t.Errorf("report lacks the etcd peer and profiling checks:\n%s", out)
 		}
+		// A running node records everything the checks read.
+		if strings.Contains(out, "[UNVERIFIED]") {
+			t.Errorf("checks the report cannot verify:\n%s", out)
+		}
+	})
+
+	t.Run("secrets encryption enabled on a running cluster; its configuration lost", func(t *testing.T) {
+		s.mustKubectl("create", "secret", "generic", "before-encryption", "--from-literal=password=clear-s3cret-value")
+		key := "/registry/secrets/default/before-encryption"
+		if raw := etcdGet(t, s, key); bytes.HasPrefix(raw, []byte("k8s:enc:")) {
+			t.Fatalf("the Secret is encrypted before encryption is on: %q", raw[:min(len(raw), 60)])
+		}
+		restart := func() {
+			t.Helper()
+			if err, _ := s.stop(); err != nil {
+				t.Fatalf("stopping the server: %v", err)
+			}
+			s.start()
+		}
+		// Enabling it rewrites the Secrets stored in the clear, with the provider asked for.
+		s.args = append(s.args, "--secrets-encryption", "--secrets-encryption-provider", "aescbc")
+		restart()
+		s.waitReady(2 * time.Minute)
+		eventually(t, time.Minute, "the Secret of before encryption encrypted in etcd", func() error {
+			if raw := etcdGet(t, s, key); !bytes.HasPrefix(raw, []byte("k8s:enc:aescbc:v1:")) || bytes.Contains(raw, []byte("clear-s3cret-value")) {
+				return fmt.Errorf("stored as %q", raw[:min(len(raw), 60)])
+			}
+			return nil
+		})
+		if out, err := runK1s("secrets-encrypt", "status", "--data-dir", s.dataDir); err != nil || !strings.Contains(out, "Provider: aescbc") {
+			t.Errorf("status: %v\n%s", err, out)
+		}
+
+		// Without its configuration the server stops with the fix, and makes no new key.
+		config := filepath.Join(s.dataDir, "server", "cred", "encryption-config.json")
+		if err := os.Rename(config, config+".saved"); err != nil {
+			t.Fatal(err)
+		}
+		restart()
+		select {
+		case <-s.exited:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("the server runs without its encryption configuration:\n%s", strings.Join(s.lines(), "\n"))
+		}
+		output := strings.Join(s.lines(), "\n")
+		if want := "Secrets in etcd are encrypted but " + config + " is missing: restore it from a backup"; s.err == nil || !strings.Contains(output, want) {
+			t.Errorf("the server exited (%v) without %q:\n%s", s.err, want, output)
+		} else {
+			t.Logf("the server's last line: %s", s.lines()[len(s.lines())-1])
+		}
+		if _, err := os.Stat(config); err == nil {
+			t.Error("the server wrote a new encryption configuration")
+		}
+		if err := os.Rename(config+".saved", config); err != nil {
+			t.Fatal(err)
+		}
+		s.start()
+		s.waitReady(2 * time.Minute)
+		if out := s.mustKubectl("get", "secret", "before-encryption", "-o", "jsonpath={.data.password}"); out != "Y2xlYXItczNjcmV0LXZhbHVl" {
+			t.Errorf("the Secret reads back as %q", out)
+		}
 	})
 
 	t.Run("admin kubeconfig revoked by its RBAC binding, break-glass stays", func(t *testing.T) {
@@ -182,6 +321,91 @@ func TestSecureDefaultsCredentials(t *testing.T) {
 			t.Errorf("token create after the revocation: %v\n%s", err, out)
 		}
 	})
+
+	t.Run("admin rotation revokes every earlier admin kubeconfig", func(t *testing.T) {
+		old := filepath.Join(t.TempDir(), "old-admin.kubeconfig")
+		copyFile(t, s.kubeconfig, old)
+		oldUser, _ := runK1s("kubectl", "--kubeconfig", old, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+		if out, err := runK1s("certificate", "rotate", "--data-dir", s.dataDir, "--service", "admin"); err != nil {
+			t.Fatalf("certificate rotate --service admin: %v\n%s", err, out)
+		}
+		// The rotation binds the new identity (the binding deleted above is back).
+		eventually(t, 30*time.Second, "the new admin kubeconfig allowed", func() error {
+			if out, err := s.kubectl("get", "secrets", "-A"); err != nil {
+				return fmt.Errorf("%v %s", err, out)
+			}
+			return nil
+		})
+		newUser := s.mustKubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+		if newUser == oldUser || !strings.HasPrefix(newUser, "k1s:admin:") {
+			t.Errorf("the admin identity went from %q to %q, want a new k1s:admin:… one", oldUser, newUser)
+		}
+		if out := s.mustKubectl("get", "clusterrolebinding", "k1s:cluster-admins", "-o", "jsonpath={.subjects[*].name}"); out != newUser {
+			t.Errorf("the admin binding names %q, want %q alone", out, newUser)
+		}
+		if out, err := runK1s("kubectl", "--kubeconfig", old, "get", "secrets", "-A"); err == nil || !strings.Contains(out, "forbidden") {
+			t.Errorf("the admin kubeconfig of before the rotation still works: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("service-account key rotation", func(t *testing.T) {
+		token := func() string {
+			t.Helper()
+			var tok string
+			eventually(t, time.Minute, "a service-account token", func() error {
+				out, err := s.kubectl("create", "token", "default", "--duration", "1h")
+				tok = strings.TrimSpace(out)
+				if err != nil {
+					return fmt.Errorf("%v %s", err, out) // the default ServiceAccount may not exist yet
+				}
+				return nil
+			})
+			return tok
+		}
+		authenticates := func(tok string) error {
+			out, err := runK1s("kubectl", "--kubeconfig", os.DevNull, "--server", fmt.Sprintf("https://127.0.0.1:%d", s.port),
+				"--certificate-authority", filepath.Join(s.dataDir, "server", "tls", "server-ca.crt"), "--token", tok,
+				"auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+			if err != nil || out != "system:serviceaccount:default:default" {
+				return fmt.Errorf("%v %s", err, out)
+			}
+			return nil
+		}
+		before := token()
+		out, err := runK1s("certificate", "rotate", "--data-dir", s.dataDir, "--service", "service-account")
+		if err != nil || !strings.Contains(out, "next start") {
+			t.Fatalf("certificate rotate --service service-account: %v\n%s", err, out)
+		}
+		if err, _ := s.stop(); err != nil {
+			t.Fatalf("stopping the server: %v", err)
+		}
+		s.start()
+		s.waitReady(2 * time.Minute)
+		after := token()
+		if kid(t, before) == kid(t, after) {
+			t.Errorf("tokens after the rotation are signed with the old key (kid %s)", kid(t, after))
+		}
+		for name, tok := range map[string]string{"signed before the rotation": before, "signed after": after} {
+			eventually(t, 30*time.Second, "the token "+name+" authenticates", func() error { return authenticates(tok) })
+		}
+	})
+}
+
+// kid is the key ID in a JWT's header.
+func kid(t *testing.T, jwt string) string {
+	t.Helper()
+	header, _, _ := strings.Cut(jwt, ".")
+	data, err := base64.RawURLEncoding.DecodeString(header)
+	if err != nil {
+		t.Fatalf("token header: %v", err)
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	if err := json.Unmarshal(data, &h); err != nil || h.Kid == "" {
+		t.Fatalf("token header %s: %v", data, err)
+	}
+	return h.Kid
 }
 
 // TestHardened runs a node with --hardened: the workloads of the default profile still run,
@@ -217,27 +441,61 @@ func TestHardened(t *testing.T) {
 		}
 	})
 
-	t.Run("secrets encrypted in etcd, key rotation", func(t *testing.T) {
+	t.Run("secrets encrypted in etcd, two key rotations at once", func(t *testing.T) {
 		s.mustKubectl("create", "secret", "generic", "sealed", "--from-literal=password=plain-s3cret-value")
 		key := "/registry/secrets/default/sealed"
 		raw := etcdGet(t, s, key)
-		keyName := regexp.MustCompile(`^k8s:enc:aescbc:v1:([^:]+):`).FindSubmatch(raw)
+		// secretbox: the provider of a new configuration.
+		keyName := regexp.MustCompile(`^k8s:enc:secretbox:v1:([^:]+):`).FindSubmatch(raw)
 		if keyName == nil || bytes.Contains(raw, []byte("plain-s3cret-value")) {
-			t.Fatalf("the Secret is not encrypted in etcd: %q", raw[:min(len(raw), 80)])
+			t.Fatalf("the Secret is not encrypted with secretbox in etcd: %q", raw[:min(len(raw), 80)])
 		}
 		status, err := runK1s("secrets-encrypt", "status", "--data-dir", s.dataDir)
-		if err != nil || !strings.Contains(status, "Encryption Status: Enabled") || !strings.Contains(status, "Active Key: "+string(keyName[1])) {
+		if err != nil || !strings.Contains(status, "Encryption Status: Enabled") || !strings.Contains(status, "Provider: secretbox") ||
+			!strings.Contains(status, "Active Key: "+string(keyName[1])) {
 			t.Errorf("status: %v\n%s", err, status)
 		}
-		out, err := runK1s("secrets-encrypt", "rotate-keys", "--data-dir", s.dataDir)
-		if err != nil {
-			t.Fatalf("rotate-keys: %v\n%s", err, out)
+		// Two runs started together: the lock makes one wait for the other, and no Secret is
+		// left with a key the configuration dropped.
+		var outs [2]string
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i := range outs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outs[i], errs[i] = runK1s("secrets-encrypt", "rotate-keys", "--data-dir", s.dataDir)
+			}()
 		}
-		raw = etcdGet(t, s, key)
-		newName := regexp.MustCompile(`^k8s:enc:aescbc:v1:([^:]+):`).FindSubmatch(raw)
-		if newName == nil || bytes.Equal(newName[1], keyName[1]) {
-			t.Errorf("after rotate-keys the Secret is stored with %q, was %q", raw[:min(len(raw), 60)], keyName[1])
+		wg.Wait()
+		waited := 0
+		for i, out := range outs {
+			if errs[i] != nil {
+				t.Fatalf("rotate-keys %d: %v\n%s", i, errs[i], out)
+			}
+			if strings.Contains(out, "waiting for k1s secrets-encrypt rotate-keys (pid ") {
+				waited++
+			}
 		}
+		if waited != 1 {
+			t.Errorf("%d rotate-keys runs waited for the other, want 1:\n%s\n---\n%s", waited, outs[0], outs[1])
+		}
+		cfg, _, err := encryption.Read(filepath.Join(s.dataDir, "server", "cred", "encryption-config.json"))
+		if err != nil || len(cfg.Keys) != 1 || string(keyName[1]) == cfg.Active().Name {
+			t.Fatalf("the configuration after two rotations: %+v %v", cfg.Keys, err)
+		}
+		for k, v := range etcdRange(t, s, "/registry/secrets/", true) {
+			if !bytes.HasPrefix(v, []byte(cfg.Active().Prefix())) {
+				t.Errorf("%s is stored as %q, not with the configuration's one key %s", k, v[:min(len(v), 60)], cfg.Active())
+			}
+		}
+		eventually(t, 30*time.Second, "the apiserver using the last configuration", func() error {
+			if out, err := runK1s("secrets-encrypt", "status", "--data-dir", s.dataDir); err != nil || !strings.Contains(out, "Loaded by the apiserver: yes") {
+				return fmt.Errorf("%v %s", err, out)
+			}
+			return nil
+		})
+		s.mustKubectl("get", "secrets", "-A", "-o", "yaml")
 		if out := s.mustKubectl("get", "secret", "sealed", "-o", "jsonpath={.data.password}"); out != "cGxhaW4tczNjcmV0LXZhbHVl" {
 			t.Errorf("the Secret reads back as %q", out)
 		}
@@ -245,7 +503,7 @@ func TestHardened(t *testing.T) {
 
 	t.Run("CIS report has no failed check", func(t *testing.T) {
 		out, err := runK1s("check-config", "--cis", "--data-dir", s.dataDir, "--write-kubeconfig", s.kubeconfig)
-		if err != nil || strings.Contains(out, "[FAIL]") {
+		if err != nil || strings.Contains(out, "[FAIL]") || strings.Contains(out, "[UNVERIFIED]") {
 			t.Errorf("check-config --cis: %v\n%s", err, out)
 		}
 	})
@@ -264,6 +522,21 @@ func recordedArgs(t *testing.T, s *process, component string) string {
 // etcdGet reads a key's raw value from the server's etcd, as k1s's apiserver does (mutual TLS).
 func etcdGet(t *testing.T, s *process, key string) []byte {
 	t.Helper()
+	values := etcdRange(t, s, key, false)
+	if len(values) != 1 {
+		t.Fatalf("etcd get %s: %d values", key, len(values))
+	}
+	return values[key]
+}
+
+// etcdRange reads the raw values of key, or of every key under it with prefix, from the
+// server's etcd.
+func etcdRange(t *testing.T, s *process, key string, prefix bool) map[string][]byte {
+	t.Helper()
+	var opts []clientv3.OpOption
+	if prefix {
+		opts = append(opts, clientv3.WithPrefix())
+	}
 	var argv []string
 	if err := json.Unmarshal([]byte(recordedArgs(t, s, "etcd")), &argv); err != nil {
 		t.Fatal(err)
@@ -287,11 +560,15 @@ func etcdGet(t *testing.T, s *process, key string) []byte {
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := client.Get(ctx, key)
-	if err != nil || len(resp.Kvs) != 1 {
-		t.Fatalf("etcd get %s: %v %v", key, resp, err)
+	resp, err := client.Get(ctx, key, opts...)
+	if err != nil {
+		t.Fatalf("etcd get %s: %v", key, err)
 	}
-	return resp.Kvs[0].Value
+	values := map[string][]byte{}
+	for _, kv := range resp.Kvs {
+		values[string(kv.Key)] = kv.Value
+	}
+	return values
 }
 
 // servingSerial is the serial number of the certificate addr serves.
@@ -377,4 +654,22 @@ func TestKillallLeavesOtherServers(t *testing.T) {
 		t.Errorf("B's containers changed: %s -> %s", containers, after)
 	}
 	b.waitNodeReady(t)
+}
+
+// servingCSRPEM is a kubelet serving CSR of node for names and ips.
+func servingCSRPEM(t testing.TB, node string, names, ips []string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: "system:node:" + node, Organization: []string{"system:nodes"}}, DNSNames: names}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }

@@ -131,13 +131,12 @@ func discoverOnce(ctx context.Context, server string, token Token) ([]byte, erro
 		return nil, joinError{fmt.Errorf("the server's cluster-info holds no CA certificate: %w", err)}
 	}
 	if token.CAHash != "" {
-		found := false
-		for _, ca := range cas {
-			found = found || CAHash(ca) == token.CAHash
+		// Only the pinned CA is trusted from here on, not whatever else came with it.
+		pinned, err := pinnedCA(cas, token.CAHash)
+		if err != nil {
+			return nil, joinError{err}
 		}
-		if !found {
-			return nil, joinError{fmt.Errorf("the server's CA (hash %s) does not match the join token's CA hash %s: the token is for another cluster, or something intercepts the connection", CAHash(cas[0]), token.CAHash)}
-		}
+		caData = pinned
 	}
 	// Again over TLS verified with that CA: the server must hold the CA's certificate, and say
 	// the same thing.
@@ -159,6 +158,16 @@ func discoverOnce(ctx context.Context, server string, token Token) ([]byte, erro
 		return nil, errors.New("cluster-info changed between the two reads; retrying")
 	}
 	return caData, nil
+}
+
+// pinnedCA returns, PEM-encoded, the one certificate of cas whose key has the hash hash.
+func pinnedCA(cas []*x509.Certificate, hash string) ([]byte, error) {
+	for _, ca := range cas {
+		if CAHash(ca) == hash {
+			return certutil.EncodeCertificates(ca)
+		}
+	}
+	return nil, fmt.Errorf("the server's CA (hash %s) does not match the join token's CA hash %s: the token is for another cluster, or something intercepts the connection", CAHash(cas[0]), hash)
 }
 
 func getClusterInfo(ctx context.Context, cfg *rest.Config) (map[string]string, error) {

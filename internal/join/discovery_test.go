@@ -157,6 +157,22 @@ func TestDiscoverAuthenticatesTheServer(t *testing.T) {
 	}
 }
 
+// A cluster-info whose bundle carries another CA beside the pinned one: the node trusts the
+// pinned CA alone.
+func TestDiscoverTrustsOnlyThePinnedCA(t *testing.T) {
+	f := newFakeServer(t)
+	other := newFakeServer(t)
+	token := serverToken(f)
+	f.publish(t, append(append([]byte{}, other.caPEM...), f.caPEM...), token)
+	ca, err := discoverWithin(t, 10*time.Second, f.URL, token, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ca, f.caPEM) {
+		t.Fatalf("Discover returned CA bundle %q, want only the pinned CA %q", ca, f.caPEM)
+	}
+}
+
 func TestDiscoverWithBareTokenNeedsSkipCA(t *testing.T) {
 	f := newFakeServer(t)
 	token := serverToken(f)

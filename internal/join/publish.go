@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -101,15 +102,59 @@ func BootstrapTokenSecret(token Token, description string, expiration metav1.Tim
 	}
 }
 
-// EnsureTokenSecret creates, unless it exists, the Secret of the server's default token (the
-// node-token file's), which never expires.
-func EnsureTokenSecret(ctx context.Context, client kubernetes.Interface, token Token) error {
-	secret := BootstrapTokenSecret(token, "the server's default node join token (node-token)", metav1.Time{})
+// DefaultTokenDescription describes the Secret of the server's default join token.
+const DefaultTokenDescription = "the server's default node join token (node-token)"
+
+// EnsureTokenSecret creates the Secret of the server's default token (the node-token
+// file's), which never expires, once: createdMarker records the token it was created for, and
+// a Secret deleted since was revoked on purpose. It reports whether the token is usable.
+func EnsureTokenSecret(ctx context.Context, client kubernetes.Interface, token Token, createdMarker string) (bool, error) {
+	if created, err := os.ReadFile(createdMarker); err == nil && strings.TrimSpace(string(created)) == token.ID {
+		_, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, bootstrapapi.BootstrapTokenSecretPrefix+token.ID, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	secret := BootstrapTokenSecret(token, DefaultTokenDescription, metav1.Time{})
 	_, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{FieldManager: FieldManager})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating the join token's Secret: %w", err)
+		return false, fmt.Errorf("creating the join token's Secret: %w", err)
 	}
-	return nil
+	return true, fileutil.WriteAtomic(createdMarker, []byte(token.ID+"\n"), 0o600)
+}
+
+// RotateDefaultToken replaces the server's default join token: a new token's Secret is
+// created, the node-token file at path rewritten, and the old token's Secret deleted, in
+// that order, so that a failure leaves a working token. createdMarker is EnsureTokenSecret's.
+func RotateDefaultToken(ctx context.Context, client kubernetes.Interface, path, createdMarker string, caCert *x509.Certificate) (Token, error) {
+	var old Token
+	if data, err := os.ReadFile(path); err == nil {
+		old, _ = ParseToken(string(data)) // a damaged file is replaced all the same
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return Token{}, fmt.Errorf("reading the join token: %w", err)
+	}
+	token, err := NewToken(caCert)
+	if err != nil {
+		return token, err
+	}
+	secret := BootstrapTokenSecret(token, DefaultTokenDescription, metav1.Time{})
+	if _, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{FieldManager: FieldManager}); err != nil {
+		return token, fmt.Errorf("creating the new join token: %w", err)
+	}
+	if err := fileutil.WriteAtomic(path, []byte(token.String()+"\n"), 0o600); err != nil {
+		return token, err
+	}
+	if err := fileutil.WriteAtomic(createdMarker, []byte(token.ID+"\n"), 0o600); err != nil {
+		return token, err
+	}
+	if old.ID != "" {
+		err := client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, bootstrapapi.BootstrapTokenSecretPrefix+old.ID, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return token, fmt.Errorf("deleting the old join token %s (delete it with 'k1s token delete %s'): %w", old.ID, old.ID, err)
+		}
+	}
+	return token, nil
 }
 
 // PublishClusterInfo publishes the cluster CA and the apiserver's address as kubeadm does, in

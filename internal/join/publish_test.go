@@ -117,9 +117,10 @@ func TestPublishedContractIsWhatNodesRead(t *testing.T) {
 	f := newFakeServer(t)
 	token := serverToken(f)
 
+	marker := filepath.Join(t.TempDir(), "node-token-created")
 	for range 2 { // the server does this on every start
-		if err := EnsureTokenSecret(ctx, client, token); err != nil {
-			t.Fatal(err)
+		if usable, err := EnsureTokenSecret(ctx, client, token, marker); err != nil || !usable {
+			t.Fatalf("default token usable %v, %v", usable, err)
 		}
 		if err := PublishClusterInfo(ctx, client, f.URL, f.caPEM); err != nil {
 			t.Fatal(err)
@@ -160,4 +161,53 @@ func TestPublishedContractIsWhatNodesRead(t *testing.T) {
 func TestFetchNodeConfigNamesTheConfigMap(t *testing.T) {
 	_, err := FetchNodeConfig(context.Background(), fake.NewClientset())
 	wantError(t, err, "reading the cluster's settings (kube-system/k1s-node-config)")
+}
+
+// TestDefaultTokenLifeCycle checks that a deleted default token is not created again at the
+// next start, and that a rotation replaces the token, its Secret and the node-token file.
+func TestDefaultTokenLifeCycle(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	dir := t.TempDir()
+	path, marker := filepath.Join(dir, "node-token"), filepath.Join(dir, "node-token-created")
+	f := newFakeServer(t)
+	first, err := EnsureNodeTokenFile(path, f.Certificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if usable, err := EnsureTokenSecret(ctx, client, first, marker); err != nil || !usable {
+		t.Fatalf("first start: usable %v, %v", usable, err)
+	}
+	secrets := client.CoreV1().Secrets("kube-system")
+	if err := secrets.Delete(ctx, "bootstrap-token-"+first.ID, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if usable, err := EnsureTokenSecret(ctx, client, first, marker); err != nil || usable {
+		t.Fatalf("restart after the token was deleted: usable %v, %v", usable, err)
+	}
+	if _, err := secrets.Get(ctx, "bootstrap-token-"+first.ID, metav1.GetOptions{}); err == nil {
+		t.Fatal("a deleted default token was created again")
+	}
+
+	rotated, err := RotateDefaultToken(ctx, client, path, marker, f.Certificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := RotateDefaultToken(ctx, client, path, marker, f.Certificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := secrets.Get(ctx, "bootstrap-token-"+rotated.ID, metav1.GetOptions{}); err == nil {
+		t.Error("the rotated-out token's Secret is still there")
+	}
+	if _, err := secrets.Get(ctx, "bootstrap-token-"+again.ID, metav1.GetOptions{}); err != nil {
+		t.Errorf("the new token has no Secret: %v", err)
+	}
+	inFile, err := EnsureNodeTokenFile(path, f.Certificate())
+	if err != nil || inFile != again {
+		t.Errorf("node-token holds %v (%v), want the new token", inFile.ID, err)
+	}
+	if usable, err := EnsureTokenSecret(ctx, client, again, marker); err != nil || !usable {
+		t.Errorf("restart after rotation: usable %v, %v", usable, err)
+	}
 }

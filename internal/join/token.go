@@ -14,14 +14,6 @@ import (
 // tokenPrefix marks a full join token: K10<CA hash>::<id>.<secret>, k3s's token shape.
 const tokenPrefix = "K10"
 
-// ReasonNodeNameTaken is the Denied reason of a join CSR for a name another Node has.
-const ReasonNodeNameTaken = "NodeNameTaken"
-
-// NodeNameTakenMessage is what a node joining under a taken name is told.
-func NodeNameTakenMessage(name string) string {
-	return fmt.Sprintf("node name %s is already taken: delete it with 'k1s kubectl delete node %s' or choose --node-name", name, name)
-}
-
 // Token is what a node needs to join: a bootstrap token (id and secret) and, in the full
 // form, the hash of the cluster CA that lets the node authenticate the server before it sends
 // the secret.

@@ -125,7 +125,7 @@ func TestCAHashIsOfThePublicKey(t *testing.T) {
 
 func TestNodeNameTakenMessageNamesTheFix(t *testing.T) {
 	msg := NodeNameTakenMessage("n1")
-	for _, want := range []string{"node name n1 is already taken", "k1s kubectl delete node n1", "--node-name"} {
+	for _, want := range []string{"node name n1 is already taken", "k1s kubectl delete node n1", "delete secret n1.node-identity.k1s", "--node-name"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q does not say %q", msg, want)
 		}

@@ -65,6 +65,8 @@ const (
 	ShimSocketDir = "/run/containerd/s"
 	// KubeletDevicePluginSocket is fixed in the kubelet.
 	KubeletDevicePluginSocket = KubeletHostDir + "/device-plugins/kubelet.sock"
+	// KubeletDeviceCheckpoint is the kubelet's device manager checkpoint, beside its socket.
+	KubeletDeviceCheckpoint = KubeletHostDir + "/device-plugins/kubelet_internal_checkpoint"
 	// CNIResultsDir is where the CNI library caches results.
 	CNIResultsDir = CNIStateDir + "/results"
 	// ContainerLogLinks holds the kubelet's /var/log/containers/*.log symlinks.
@@ -77,7 +79,7 @@ const (
 // removed when a node's clean-up leaves them empty, never wholesale.
 var SharedHostDirs = []string{
 	KubeletHostDir + "/device-plugins", KubeletHostDir, CNIResultsDir, CNIStateDir,
-	ShimSocketDir, "/run/containerd",
+	ShimSocketDir, "/run/containerd", ContainerLogLinks,
 }
 
 // Host objects a node creates; `k1s killall` removes them.
@@ -192,6 +194,10 @@ func (s Server) ClientCA() Pair        { return pair(s.TLSDir(), "client-ca") }
 func (s Server) RequestHeaderCA() Pair { return pair(s.TLSDir(), "request-header-ca") }
 func (s Server) EtcdCA() Pair          { return pair(s.etcdTLS(), "server-ca") }
 
+// KubeletServingCA signs the kubelets' serving certificates. Only the apiserver and
+// metrics-server trust it, so no node can obtain a certificate that the API's clients accept.
+func (s Server) KubeletServingCA() Pair { return pair(s.TLSDir(), "kubelet-serving-ca") }
+
 // Leaf certificates.
 func (s Server) APIServerServing() Pair { return pair(s.TLSDir(), "serving-kube-apiserver") }
 
@@ -223,8 +229,20 @@ func (s Server) MetricsServerKubeconfig() string {
 	return filepath.Join(s.CredDir(), "metrics-server.kubeconfig")
 }
 
-// ServiceAccountKey signs and verifies service-account tokens.
+// ServiceAccountKey signs service-account tokens.
 func (s Server) ServiceAccountKey() string { return filepath.Join(s.TLSDir(), "service.key") }
+
+// ServiceAccountVerifyKeys holds the public keys service-account tokens are verified with: the
+// signing key's and those of retired keys whose tokens may still be valid.
+func (s Server) ServiceAccountVerifyKeys() string {
+	return filepath.Join(s.TLSDir(), "service-account-keys.pub")
+}
+
+// ServiceAccountRetiredDir holds the public keys of rotated-out signing keys, each named by
+// the Unix time after which no token it signed is valid any more (<unix>.pub).
+func (s Server) ServiceAccountRetiredDir() string {
+	return filepath.Join(s.TLSDir(), "service-account-retired")
+}
 
 // APIServerCertDir is the apiserver's --cert-dir (self-signed certificates it never uses).
 func (s Server) APIServerCertDir() string { return filepath.Join(s.TLSDir(), "temporary-certs") }
@@ -259,8 +277,18 @@ func (s Server) EncryptionConfig() string {
 	return filepath.Join(s.CredDir(), "encryption-config.json")
 }
 
+// EncryptionLock is the lock taken while the encryption configuration changes (see
+// encryption.Lock): by rotate-keys, and by a starting server until its Secrets are rewritten.
+func (s Server) EncryptionLock() string {
+	return filepath.Join(s.CredDir(), "encryption-config.lock")
+}
+
 // NodeToken holds the server's default join token.
 func (s Server) NodeToken() string { return filepath.Join(s.dir, "node-token") }
+
+// NodeTokenCreated records that k1s created the default join token's Secret: one deleted
+// afterwards was revoked on purpose and is not created again.
+func (s Server) NodeTokenCreated() string { return filepath.Join(s.CredDir(), "node-token-created") }
 
 // Configuration files k1s writes for the apiserver.
 func (s Server) AdmissionConfig() string      { return s.etc("admission-config.yaml") }
@@ -295,6 +323,10 @@ func (n Node) KubeletKubeconfig() string { return filepath.Join(n.dir, "kubelet.
 
 // BootstrapKubeconfig holds the join token while the node obtains its certificate.
 func (n Node) BootstrapKubeconfig() string { return filepath.Join(n.dir, "bootstrap.kubeconfig") }
+
+// IdentityKey is the key a node joins with. The server binds the node's name to it at the
+// first join, so that only this data directory can join under that name again.
+func (n Node) IdentityKey() string { return filepath.Join(n.dir, "node-identity.key") }
 
 // ClientCA is the CA the kubelet verifies the apiserver's client certificate with.
 func (n Node) ClientCA() string { return filepath.Join(n.dir, "client-ca.crt") }

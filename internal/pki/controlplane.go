@@ -1,14 +1,19 @@
 package pki
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
+	"strings"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/k1s-io/k1s/internal/fileutil"
 	"github.com/k1s-io/k1s/internal/layout"
@@ -16,10 +21,11 @@ import (
 
 // Users the control plane's own clients authenticate as.
 const (
-	// AdminUser is the admin kubeconfig's identity (--write-kubeconfig): a cluster admin only
-	// through the AdminGroup's RBAC binding, so deleting that binding revokes it.
-	AdminUser  = "k1s:admin"
-	AdminGroup = "k1s:cluster-admins"
+	// AdminUserPrefix starts the admin kubeconfig's identity (--write-kubeconfig):
+	// k1s:admin:<random>, new at each rotation, in no group. It is a cluster admin only through
+	// an RBAC binding of that one user, so a rotation revokes every earlier admin kubeconfig,
+	// and deleting the binding revokes the current one.
+	AdminUserPrefix = "k1s:admin:"
 	// SupervisorUser is k1s's own identity (bootstrap, add-ons, CSR approval, token and
 	// secrets-encrypt commands): in system:masters, so no RBAC change can lock k1s out.
 	SupervisorUser = "k1s:supervisor"
@@ -50,25 +56,32 @@ type ControlPlaneSpec struct {
 	// Rotate names services (see Services) whose certificates are issued again, with new
 	// keys, whatever they hold.
 	Rotate []string
+	// ServiceAccountKeyRetention is how long a rotated-out service-account key still
+	// verifies tokens: the longest a token it signed can be valid.
+	ServiceAccountKeyRetention time.Duration
 }
+
+// ServiceAccountService is the Services entry that rotates the service-account signing key.
+const ServiceAccountService = "service-account"
 
 // Services are the names `k1s certificate rotate --service` takes, each with the
 // certificates it renews (by the names Renewed reports).
 var Services = map[string][]string{
-	"api-server":         {"serving-kube-apiserver", "client-kube-apiserver"},
-	"auth-proxy":         {"client-auth-proxy"},
-	"admin":              {"client-admin"},
-	"supervisor":         {"client-supervisor"},
-	"break-glass":        {"client-break-glass"},
-	"controller-manager": {"client-controller"},
-	"scheduler":          {"client-scheduler"},
-	"etcd":               {"etcd/server-client", "etcd/client"},
-	"metrics-server":     {"serving-metrics-server", "client-metrics-server"},
+	"api-server":          {"serving-kube-apiserver", "client-kube-apiserver"},
+	"auth-proxy":          {"client-auth-proxy"},
+	"admin":               {"client-admin"},
+	"supervisor":          {"client-supervisor"},
+	"break-glass":         {"client-break-glass"},
+	"controller-manager":  {"client-controller"},
+	"scheduler":           {"client-scheduler"},
+	"etcd":                {"etcd/server-client", "etcd/client"},
+	"metrics-server":      {"serving-metrics-server", "client-metrics-server"},
+	ServiceAccountService: {ServiceAccountService},
 }
 
 // ControlPlane is where the control plane's credentials are on disk.
 type ControlPlane struct {
-	ServerCA, ClientCA, RequestHeaderCA, EtcdCA *CA
+	ServerCA, ClientCA, RequestHeaderCA, EtcdCA, KubeletServingCA *CA
 
 	APIServerServing    Pair
 	APIServerKubelet    Pair
@@ -78,10 +91,13 @@ type ControlPlane struct {
 	Admin               Pair
 	Supervisor          Pair
 	BreakGlass          Pair
-	// Renewed lists the certificates this call issued again (by their name under Dir).
+	// AdminUser is the identity of the current admin certificate.
+	AdminUser string
+	// Renewed lists the certificates this call issued again (by their name under Dir), and
+	// "service-account" when the service-account key was rotated.
 	Renewed []string
-	// ServiceAccountKey signs and verifies service-account tokens.
-	ServiceAccountKey string
+	// ServiceAccount signs and verifies service-account tokens.
+	ServiceAccount ServiceAccountKeys
 
 	SupervisorKubeconfig        string
 	BreakGlassKubeconfig        string
@@ -104,6 +120,7 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		{&cp.ClientCA, f.ClientCA(), "client-ca", "k1s-client-ca"},
 		{&cp.RequestHeaderCA, f.RequestHeaderCA(), "request-header-ca", "k1s-request-header-ca"},
 		{&cp.EtcdCA, f.EtcdCA(), "etcd/server-ca", "etcd-server-ca"},
+		{&cp.KubeletServingCA, f.KubeletServingCA(), "kubelet-serving-ca", "k1s-kubelet-serving-ca"},
 	} {
 		if *ca.dst, err = EnsureCA(ca.files, ca.name, ca.commonName); err != nil {
 			return nil, err
@@ -120,6 +137,9 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 			rotate[name] = true
 		}
 	}
+	if cp.AdminUser, err = adminIdentity(f.AdminClient().Cert, rotate["client-admin"]); err != nil {
+		return nil, err
+	}
 	localhost := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
 	for _, c := range []struct {
 		dst   *Pair
@@ -135,7 +155,7 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		{&cp.AuthProxyClient, cp.RequestHeaderCA, f.AuthProxyClient(), "client-auth-proxy",
 			CertSpec{CommonName: AuthProxyUser, Client: true}},
 		{&cp.Admin, cp.ClientCA, f.AdminClient(), "client-admin",
-			CertSpec{CommonName: AdminUser, Organization: []string{AdminGroup}, Client: true}},
+			CertSpec{CommonName: cp.AdminUser, Client: true}},
 		{&cp.Supervisor, cp.ClientCA, f.SupervisorClient(), "client-supervisor",
 			CertSpec{CommonName: SupervisorUser, Organization: []string{mastersGroup}, Client: true}},
 		{&cp.BreakGlass, cp.ClientCA, f.BreakGlassClient(), "client-break-glass",
@@ -166,9 +186,13 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		}
 	}
 
-	cp.ServiceAccountKey = f.ServiceAccountKey()
-	if err := EnsureKey(cp.ServiceAccountKey); err != nil {
+	cp.ServiceAccount = ServiceAccountKeys{SigningKey: f.ServiceAccountKey(), VerifyKeys: f.ServiceAccountVerifyKeys(), RetiredDir: f.ServiceAccountRetiredDir()}
+	rotated, err := EnsureServiceAccountKeys(cp.ServiceAccount, rotate[ServiceAccountService], spec.ServiceAccountKeyRetention, time.Now())
+	if err != nil {
 		return nil, err
+	}
+	if rotated {
+		cp.Renewed = append(cp.Renewed, ServiceAccountService)
 	}
 
 	cp.SupervisorKubeconfig = f.SupervisorKubeconfig()
@@ -200,6 +224,24 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 }
 
 func pairOf(p layout.Pair) Pair { return Pair{CertFile: p.Cert, KeyFile: p.Key} }
+
+// adminIdentity is the user the admin certificate at certFile is for, or a new one when it
+// has none of k1s:admin:<random> (a new cluster, a rotation, or an earlier version's shared
+// k1s:admin in the group k1s:cluster-admins).
+func adminIdentity(certFile string, rotate bool) (string, error) {
+	if !rotate {
+		if certs, err := certutil.CertsFromFile(certFile); err == nil {
+			if cn := certs[0].Subject.CommonName; strings.HasPrefix(cn, AdminUserPrefix) && len(certs[0].Subject.Organization) == 0 {
+				return cn, nil
+			}
+		}
+	}
+	id := make([]byte, 6)
+	if _, err := rand.Read(id); err != nil {
+		return "", fmt.Errorf("generating the admin identity: %w", err)
+	}
+	return AdminUserPrefix + hex.EncodeToString(id), nil
+}
 
 // WriteKubeconfig writes a kubeconfig for server with the client certificate pair. With embed
 // the certificates are copied into the file, so that it can be moved elsewhere on its own.

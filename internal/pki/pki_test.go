@@ -2,6 +2,7 @@ package pki
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
 
 	"github.com/k1s-io/k1s/internal/layout"
 )
@@ -59,10 +61,15 @@ func TestControlPlaneCertificatesVerifyAndCoverSANs(t *testing.T) {
 	if _, err := admin.Verify(x509.VerifyOptions{Roots: clientRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("admin certificate does not verify against the client CA: %v", err)
 	}
-	// The admin is an admin through RBAC only (revocable); the supervisor and break-glass
-	// credentials are in system:masters.
-	if !slices.Equal(admin.Subject.Organization, []string{AdminGroup}) {
-		t.Errorf("admin certificate groups = %v, want [%s]", admin.Subject.Organization, AdminGroup)
+	// The admin is an admin through RBAC only (revocable), as a user of its own and in no
+	// group; the supervisor and break-glass credentials are in system:masters.
+	if len(admin.Subject.Organization) != 0 || admin.Subject.CommonName != cp.AdminUser || !strings.HasPrefix(cp.AdminUser, AdminUserPrefix) {
+		t.Errorf("admin certificate is %s in %v, want %s… in no group", admin.Subject.CommonName, admin.Subject.Organization, AdminUserPrefix)
+	}
+	// Kubelet serving certificates come from a CA of their own, which the API's clients do
+	// not trust.
+	if cp.KubeletServingCA.Cert.Equal(cp.ServerCA.Cert) || publicKeysEqual(cp.KubeletServingCA.Cert.PublicKey, cp.ServerCA.Cert.PublicKey) {
+		t.Error("the kubelet-serving CA is the server CA")
 	}
 	for _, pair := range []Pair{cp.Supervisor, cp.BreakGlass} {
 		if c := mustCert(t, pair.CertFile); !slices.Equal(c.Subject.Organization, []string{mastersGroup}) {
@@ -287,11 +294,94 @@ func TestCertificatesOwnerOnlyAndExpiry(t *testing.T) {
 	}
 }
 
-// leaves counts the control plane's leaf certificates: every one belongs to a service.
+// leaves counts the control plane's leaf certificates: every one belongs to a service (the
+// service-account key is a key, not a certificate).
 func leaves() int {
 	n := 0
-	for _, names := range Services {
-		n += len(names)
+	for service, names := range Services {
+		if service != ServiceAccountService {
+			n += len(names)
+		}
 	}
 	return n
+}
+
+// TestAdminIdentity checks that the admin identity survives a restart and a renewal, and that
+// a rotation gives a new one (which revokes the old through RBAC).
+func TestAdminIdentity(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	first, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.AdminUser != first.AdminUser || slices.Contains(again.Renewed, "client-admin") {
+		t.Errorf("a restart changed the admin identity %s to %s (renewed %v)", first.AdminUser, again.AdminUser, again.Renewed)
+	}
+	spec.Rotate = []string{"admin"}
+	rotated, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated.AdminUser == first.AdminUser || !slices.Contains(rotated.Renewed, "client-admin") {
+		t.Errorf("rotation kept the admin identity %s (renewed %v)", rotated.AdminUser, rotated.Renewed)
+	}
+	if c := mustCert(t, rotated.Admin.CertFile); c.Subject.CommonName != rotated.AdminUser {
+		t.Errorf("admin certificate is for %s, want %s", c.Subject.CommonName, rotated.AdminUser)
+	}
+}
+
+// TestServiceAccountKeyRotation checks that a rotated-out key verifies tokens until its
+// retention ends, and only then is dropped.
+func TestServiceAccountKeyRotation(t *testing.T) {
+	dir := t.TempDir()
+	keys := ServiceAccountKeys{SigningKey: filepath.Join(dir, "service.key"), VerifyKeys: filepath.Join(dir, "verify.pub"), RetiredDir: filepath.Join(dir, "retired")}
+	now := time.Unix(1_800_000_000, 0)
+	verifyKeys := func() []any {
+		t.Helper()
+		pubs, err := keyutil.PublicKeysFromFile(keys.VerifyKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pubs
+	}
+	signing := func() any {
+		t.Helper()
+		key, err := keyutil.PrivateKeyFromFile(keys.SigningKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key.(crypto.Signer).Public()
+	}
+	if rotated, err := EnsureServiceAccountKeys(keys, false, time.Hour, now); err != nil || rotated {
+		t.Fatalf("first ensure: rotated %v, %v", rotated, err)
+	}
+	old := signing()
+	if pubs := verifyKeys(); len(pubs) != 1 || !publicKeysEqual(pubs[0], old) {
+		t.Fatalf("verification keys %d, want the signing key alone", len(pubs))
+	}
+	if rotated, err := EnsureServiceAccountKeys(keys, true, time.Hour, now); err != nil || !rotated {
+		t.Fatalf("rotation: rotated %v, %v", rotated, err)
+	}
+	current := signing()
+	if publicKeysEqual(current, old) {
+		t.Fatal("rotation kept the signing key")
+	}
+	pubs := verifyKeys()
+	if len(pubs) != 2 || !publicKeysEqual(pubs[0], current) || !publicKeysEqual(pubs[1], old) {
+		t.Fatalf("after rotation the verification keys are %d, want the new and the old", len(pubs))
+	}
+	// Within the retention the old key stays; after it, it goes.
+	if _, err := EnsureServiceAccountKeys(keys, false, time.Hour, now.Add(59*time.Minute)); err != nil || len(verifyKeys()) != 2 {
+		t.Fatalf("the old key was dropped within its retention (%v)", err)
+	}
+	if _, err := EnsureServiceAccountKeys(keys, false, time.Hour, now.Add(61*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if pubs := verifyKeys(); len(pubs) != 1 || !publicKeysEqual(pubs[0], current) {
+		t.Errorf("after the retention the verification keys are %d, want the signing key alone", len(pubs))
+	}
 }

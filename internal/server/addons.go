@@ -74,7 +74,7 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Com
 	}
 	cs := []controllers.Controller{
 		publisher,
-		controllers.NewCSRApprover(admin.Client, cfg.Log),
+		controllers.NewCSRApprover(admin.Client, cfg.servingPolicy(), cfg.Log),
 		&deploy.Controller{
 			Dir:      cfg.files.ManifestsDir(),
 			FS:       manifests.FS,
@@ -113,4 +113,12 @@ func crdFiles(cfg *completedConfig) []string {
 		files = append(files, manifests.HelmCRDs)
 	}
 	return files
+}
+
+// servingPolicy is what no kubelet serving certificate may name.
+func (c *completedConfig) servingPolicy() controllers.ServingPolicy {
+	ips, names := c.apiServerSANs()
+	// The server's own node (when it has one) has its name and address.
+	return controllers.ServingPolicy{ServiceCIDR: c.ServiceCIDR, ClusterCIDR: c.ClusterCIDR, ClusterDomain: c.ClusterDomain,
+		ServerIPs: ips, ServerNames: names, ServerNode: c.NodeName}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -14,7 +15,6 @@ import (
 	"github.com/k1s-io/k1s/internal/fileutil"
 	"github.com/k1s-io/k1s/internal/join"
 	"github.com/k1s-io/k1s/internal/kubeclient"
-	"github.com/k1s-io/k1s/internal/pki"
 )
 
 // fieldManager owns what k1s applies to the cluster, join's objects included.
@@ -30,8 +30,12 @@ func (s *Server) newBootstrap(admin *kubeclient.Lazy) component.Component {
 		if err != nil {
 			return err
 		}
-		if err := join.EnsureTokenSecret(ctx, client, s.NodeToken); err != nil {
+		usable, err := join.EnsureTokenSecret(ctx, client, s.NodeToken, s.cfg.files.NodeTokenCreated())
+		if err != nil {
 			return err
+		}
+		if !usable {
+			s.cfg.Log.Infof("the default join token (%s) was deleted, and stays deleted: nodes join with a token from 'k1s token create', or 'k1s token rotate' makes a new default one", s.cfg.files.NodeToken())
 		}
 		if err := s.grantAdmin(ctx, client); err != nil {
 			return err
@@ -49,25 +53,36 @@ func (s *Server) newBootstrap(admin *kubeclient.Lazy) component.Component {
 	})
 }
 
-// AdminBinding makes the admin kubeconfig's group cluster-admin.
+// AdminBinding makes the admin kubeconfig's user cluster-admin.
 const AdminBinding = "k1s:cluster-admins"
 
-// grantAdmin binds the admin kubeconfig's group to cluster-admin once per data directory: an
-// admin who deletes the binding has revoked every admin kubeconfig, and a restart must not
-// grant them again. The break-glass kubeconfig (system:masters) can create it anew.
+// grantAdmin binds the admin kubeconfig's user to cluster-admin, once per admin identity: an
+// admin who deletes the binding has revoked the admin kubeconfig, and a restart must not grant
+// it again; a rotation (a new identity) binds the new user in place of every earlier one. The
+// break-glass kubeconfig (system:masters) can bind anew.
 func (s *Server) grantAdmin(ctx context.Context, client kubernetes.Interface) error {
 	marker := s.cfg.files.AdminGranted()
-	if _, err := os.Stat(marker); err == nil {
+	user := s.PKI.AdminUser
+	if granted, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(granted)) == user {
 		return nil
 	}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: AdminBinding, Labels: map[string]string{join.ManagedByLabel: fieldManager}},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: pki.AdminGroup}},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
 	}
-	_, err := client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{FieldManager: fieldManager})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
+	bindings := client.RbacV1().ClusterRoleBindings()
+	_, err := bindings.Create(ctx, binding, metav1.CreateOptions{FieldManager: fieldManager})
+	if apierrors.IsAlreadyExists(err) {
+		// Earlier admin identities (and an earlier version's group) lose cluster-admin here.
+		var existing *rbacv1.ClusterRoleBinding
+		if existing, err = bindings.Get(ctx, AdminBinding, metav1.GetOptions{}); err == nil {
+			existing.Subjects = binding.Subjects
+			_, err = bindings.Update(ctx, existing, metav1.UpdateOptions{FieldManager: fieldManager})
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("granting the admin kubeconfig cluster-admin: %w", err)
 	}
-	return fileutil.WriteAtomic(marker, []byte("the "+AdminBinding+" ClusterRoleBinding was created; k1s will not create it again\n"), 0o600)
+	return fileutil.WriteAtomic(marker, []byte(user+"\n"), 0o600)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/kubeclient"
 	"github.com/k1s-io/k1s/internal/pki"
 )
 
@@ -75,20 +76,32 @@ func readRotateRequest(path string) ([]string, error) {
 }
 
 // ensurePKI creates or renews the control plane's certificates, rotating those a pending
-// request names, and removes the request once done.
-func (s *Server) ensurePKI() (*pki.ControlPlane, error) {
+// request names, and removes the request once done. A running server (atStart false) leaves a
+// service-account key rotation for its next start: the apiserver reads its signing key only
+// when it starts, and the old key's retention counts from the moment it stops signing.
+func (s *Server) ensurePKI(atStart bool) (*pki.ControlPlane, error) {
 	request := s.cfg.files.RotateRequest()
 	rotate, err := readRotateRequest(request)
 	if err != nil {
 		return nil, err
 	}
+	now, later := splitRotation(rotate, atStart)
 	spec := s.pkiSpec
-	spec.Rotate = rotate
+	spec.Rotate = now
 	cp, err := pki.EnsureControlPlane(spec)
 	if err != nil {
 		return nil, err
 	}
-	if len(rotate) > 0 {
+	switch {
+	case len(later) > 0 && len(now) > 0:
+		data, err := json.Marshal(later)
+		if err != nil {
+			return nil, err
+		}
+		if err := fileutil.WriteAtomic(request, data, 0o600); err != nil {
+			return nil, err
+		}
+	case len(later) == 0 && len(rotate) > 0:
 		if err := os.Remove(request); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
@@ -96,12 +109,36 @@ func (s *Server) ensurePKI() (*pki.ControlPlane, error) {
 	return cp, nil
 }
 
+// splitRotation parts a rotation request into what is rotated now and what waits for the
+// next start.
+func splitRotation(rotate []string, atStart bool) (now, later []string) {
+	for _, service := range rotate {
+		if service == pki.ServiceAccountService && !atStart {
+			later = append(later, service)
+		} else {
+			now = append(now, service)
+		}
+	}
+	return now, later
+}
+
+// RotationPending reports whether the request at path asks a running server for something
+// (a service-account key rotation waits for the next start).
+func RotationPending(path string) bool {
+	rotate, err := readRotateRequest(path)
+	if err != nil {
+		return true // reported by the renewal
+	}
+	now, _ := splitRotation(rotate, false)
+	return len(now) > 0
+}
+
 // newCertificateRenewal returns the component that keeps the control plane's certificates
 // valid while k1s runs: every renewalInterval it issues again those that expire within
 // pki.RenewBefore (the components read their certificates from the files and pick the new
 // ones up), rotates at once what `k1s certificate rotate` asks for, and warns about every
 // certificate, CAs included, that will expire within pki.RenewBefore.
-func (s *Server) newCertificateRenewal() component.Component {
+func (s *Server) newCertificateRenewal(admin *kubeclient.Lazy) component.Component {
 	run := func(ctx context.Context) error {
 		s.warnExpiring()
 		lastRenewal := time.Now()
@@ -111,12 +148,11 @@ func (s *Server) newCertificateRenewal() component.Component {
 				return nil
 			case <-time.After(rotateCheckInterval):
 			}
-			_, err := os.Stat(s.cfg.files.RotateRequest())
-			if err != nil && time.Since(lastRenewal) < renewalInterval {
+			if !RotationPending(s.cfg.files.RotateRequest()) && time.Since(lastRenewal) < renewalInterval {
 				continue
 			}
 			lastRenewal = time.Now()
-			if err := s.renewCertificates(); err != nil {
+			if err := s.renewCertificates(ctx, admin); err != nil {
 				s.cfg.Log.Errorf("renewing certificates: %v (retrying in %s)", err, renewalInterval)
 			}
 			s.warnExpiring()
@@ -125,17 +161,25 @@ func (s *Server) newCertificateRenewal() component.Component {
 	return component.NewFunc("certificate renewal", run, func(context.Context) error { return nil })
 }
 
-func (s *Server) renewCertificates() error {
-	cp, err := s.ensurePKI()
+func (s *Server) renewCertificates(ctx context.Context, admin *kubeclient.Lazy) error {
+	cp, err := s.ensurePKI(false)
 	if err != nil {
 		return err
 	}
 	if len(cp.Renewed) == 0 {
 		return nil
 	}
+	s.PKI = cp
 	s.cfg.Log.Infof("renewed certificates: %s", strings.Join(cp.Renewed, ", "))
 	// The admin kubeconfig carries its certificate; the others read theirs from the files.
 	if slices.Contains(cp.Renewed, "client-admin") {
+		client, err := admin.Client()
+		if err != nil {
+			return err
+		}
+		if err := s.grantAdmin(ctx, client); err != nil {
+			return err
+		}
 		return s.writeAdminKubeconfig()
 	}
 	return nil

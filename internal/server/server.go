@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
@@ -97,8 +98,11 @@ func Prepare(completed CompletedConfig) (*Server, error) {
 	}
 	// The controllers come after the RBAC and bootstrap data nodes join with, so that they
 	// stop first and release their lease while the apiserver still serves.
-	s.components = []component.Component{etcdServer, apiServer, controllerManager, scheduler, s.newBootstrap(admin),
-		newRBAC(admin), clusterControllers, s.newCertificateRenewal()}
+	// Secrets encryption is checked against etcd before the apiserver starts, and Secrets it
+	// must rewrite are rewritten once the apiserver serves.
+	secretsEnc := newSecretsEncryption(cfg, etcdServer, argv.apiserver)
+	s.components = []component.Component{etcdServer, secretsEnc.check(), apiServer, secretsEnc.rewrite(admin), controllerManager, scheduler, s.newBootstrap(admin),
+		newRBAC(admin), clusterControllers, s.newCertificateRenewal(admin)}
 	return s, nil
 }
 
@@ -123,12 +127,13 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 
 	ips, names := cfg.apiServerSANs()
 	s.pkiSpec = pki.ControlPlaneSpec{
-		Files:          cfg.files,
-		APIServerIPs:   ips,
-		APIServerNames: names,
-		APIServerURL:   cfg.localAPIServerURL(),
+		Files:                      cfg.files,
+		APIServerIPs:               ips,
+		APIServerNames:             names,
+		APIServerURL:               cfg.localAPIServerURL(),
+		ServiceAccountKeyRetention: serviceAccountKeyRetention(argv.apiserver),
 	}
-	cp, err := s.ensurePKI()
+	cp, err := s.ensurePKI(true)
 	if err != nil {
 		return fmt.Errorf("preparing certificates in %s: %w", cfg.files.TLSDir(), err)
 	}
@@ -141,11 +146,6 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 	}
 	if err := cfg.writePolicies(); err != nil {
 		return err
-	}
-	if cfg.encryptionEnabled() {
-		if err := ensureEncryptionConfig(cfg.files.EncryptionConfig()); err != nil {
-			return fmt.Errorf("secrets encryption: %w", err)
-		}
 	}
 	for name, argv := range map[string][]string{"kube-apiserver": argv.apiserver, "kube-controller-manager": argv.controllerManager,
 		"kube-scheduler": argv.scheduler, "etcd": etcdArgs} {
@@ -205,7 +205,7 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"etcd-cafile":                        f.EtcdCA().Cert,
 		"etcd-certfile":                      f.EtcdAPIServerClient().Cert,
 		"etcd-keyfile":                       f.EtcdAPIServerClient().Key,
-		"kubelet-certificate-authority":      f.ServerCA().Cert,
+		"kubelet-certificate-authority":      f.KubeletServingCA().Cert,
 		"kubelet-client-certificate":         f.APIServerKubeletClient().Cert,
 		"kubelet-client-key":                 f.APIServerKubeletClient().Key,
 		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
@@ -218,7 +218,7 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"requestheader-group-headers":        "X-Remote-Group",
 		"requestheader-username-headers":     "X-Remote-User",
 		"service-account-issuer":             ServiceAccountIssuer,
-		"service-account-key-file":           f.ServiceAccountKey(),
+		"service-account-key-file":           f.ServiceAccountVerifyKeys(),
 		"service-account-signing-key-file":   f.ServiceAccountKey(),
 		"service-cluster-ip-range":           cfg.ServiceCIDR.String(),
 		"service-node-port-range":            "30000-32767",
@@ -249,11 +249,13 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"cluster-signing-kube-apiserver-client-key-file":  f.ClientCA().Key,
 		"cluster-signing-kubelet-client-cert-file":        f.ClientCA().Cert,
 		"cluster-signing-kubelet-client-key-file":         f.ClientCA().Key,
-		"cluster-signing-kubelet-serving-cert-file":       f.ServerCA().Cert,
-		"cluster-signing-kubelet-serving-key-file":        f.ServerCA().Key,
-		"cluster-signing-legacy-unknown-cert-file":        f.ServerCA().Cert,
-		"cluster-signing-legacy-unknown-key-file":         f.ServerCA().Key,
-		"configure-cloud-routes":                          "false",
+		// Kubelets' serving certificates come from their own CA, which only the apiserver and
+		// metrics-server trust: a node's certificate must never pass for the API server's.
+		"cluster-signing-kubelet-serving-cert-file": f.KubeletServingCA().Cert,
+		"cluster-signing-kubelet-serving-key-file":  f.KubeletServingCA().Key,
+		"cluster-signing-legacy-unknown-cert-file":  f.ServerCA().Cert,
+		"cluster-signing-legacy-unknown-key-file":   f.ServerCA().Key,
+		"configure-cloud-routes":                    "false",
 		// The ValidatingAdmissionPolicy status controller only writes type-checking warnings
 		// into policies' status, and holds a 7 MB schema resolver to do it; the apiserver
 		// still compiles and enforces every policy.
@@ -311,6 +313,22 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 	out.cmHost, out.cmPort = listenAddress(out.controllerManager)
 	out.schedulerHost, out.schedulerPort = listenAddress(out.scheduler)
 	return out, nil
+}
+
+// defaultServiceAccountKeyRetention is how long a rotated-out service-account key verifies
+// tokens when the apiserver caps no token's lifetime: a year, the longest lifetime a token
+// can be given in practice (an unbounded TokenRequest aside).
+const defaultServiceAccountKeyRetention = 365 * 24 * time.Hour
+
+// serviceAccountKeyRetention is how long a token signed with a rotated-out key can still be
+// valid: the apiserver's --service-account-max-token-expiration when set.
+func serviceAccountKeyRetention(apiserver []string) time.Duration {
+	if v, ok := args.Value(apiserver, "service-account-max-token-expiration"); ok {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+	}
+	return defaultServiceAccountKeyRetention
 }
 
 // healthURL is where a component listening on host:port answers /healthz from this host.

@@ -86,9 +86,11 @@ type Config struct {
 	Serving layout.Pair
 	// KubeletClient is its client certificate (client CA) towards kubelets.
 	KubeletClient layout.Pair
-	// ServerCA signs the kubelets' serving certificates and Serving: metrics-server verifies
-	// kubelets with it, and the APIService carries it as its caBundle.
+	// ServerCA signs Serving: the APIService carries it as its caBundle.
 	ServerCA string
+	// KubeletServingCA signs the kubelets' serving certificates: metrics-server verifies
+	// kubelets with it.
+	KubeletServingCA string
 	// Client returns k1s's own client, which keeps the endpoints and the caBundle
 	// (metrics-server's identity may not).
 	Client func() (kubernetes.Interface, error)
@@ -263,9 +265,9 @@ func (c Config) Args() []string {
 		"tls-private-key-file":      c.Serving.Key,
 		"tls-cipher-suites":         strings.Join(pki.TLSCipherSuites, ","),
 		"tls-min-version":           pki.TLSMinVersion,
-		// The kubelets' serving certificates come from the server CA (k1s approves their
+		// The kubelets' serving certificates come from their own CA (k1s approves their
 		// CSRs after checking the node's addresses), so no --kubelet-insecure-tls.
-		"kubelet-certificate-authority": c.ServerCA,
+		"kubelet-certificate-authority": c.KubeletServingCA,
 		"kubelet-client-certificate":    c.KubeletClient.Cert,
 		"kubelet-client-key":            c.KubeletClient.Key,
 		// The addresses the kubelets' certificates are issued for, in the apiserver's order.

@@ -23,12 +23,13 @@ import (
 
 func testConfig(ip string, port int) Config {
 	return Config{
-		NodeIP:        net.ParseIP(ip),
-		Port:          port,
-		Kubeconfig:    "/d/cred/metrics-server.kubeconfig",
-		Serving:       layout.Pair{Cert: "/d/tls/serving-metrics-server.crt", Key: "/d/tls/serving-metrics-server.key"},
-		KubeletClient: layout.Pair{Cert: "/d/tls/client-metrics-server.crt", Key: "/d/tls/client-metrics-server.key"},
-		ServerCA:      "/d/tls/server-ca.crt",
+		NodeIP:           net.ParseIP(ip),
+		Port:             port,
+		Kubeconfig:       "/d/cred/metrics-server.kubeconfig",
+		Serving:          layout.Pair{Cert: "/d/tls/serving-metrics-server.crt", Key: "/d/tls/serving-metrics-server.key"},
+		KubeletClient:    layout.Pair{Cert: "/d/tls/client-metrics-server.crt", Key: "/d/tls/client-metrics-server.key"},
+		ServerCA:         "/d/tls/server-ca.crt",
+		KubeletServingCA: "/d/tls/kubelet-serving-ca.crt",
 	}
 }
 
@@ -57,7 +58,7 @@ func TestOptionsFromArgs(t *testing.T) {
 	// What ServerConfig builds the kubelet client from (the kubeconfig's rest.Config).
 	kc := o.KubeletClient.Config(&rest.Config{Host: "https://127.0.0.1:6443", TLSClientConfig: rest.TLSClientConfig{CAFile: "/other-ca.crt"}})
 	tls := kc.Client.TLSClientConfig
-	if tls.Insecure || tls.CAFile != cfg.ServerCA || tls.CertFile != cfg.KubeletClient.Cert || tls.KeyFile != cfg.KubeletClient.Key {
+	if tls.Insecure || tls.CAFile != cfg.KubeletServingCA || tls.CertFile != cfg.KubeletClient.Cert || tls.KeyFile != cfg.KubeletClient.Key {
 		t.Errorf("kubelet TLS: %+v", tls)
 	}
 	if kc.Scheme != "https" || !kc.UseNodeStatusPort ||

@@ -225,7 +225,9 @@ func TestRunServesScrapesAndReleasesPort(t *testing.T) {
 	port := freePort(t)
 	c := New(Config{NodeIP: net.ParseIP("127.0.0.1"), Port: port, Kubeconfig: kubeconfig,
 		Serving: files("serving-metrics-server"), KubeletClient: files("client-metrics-server"), ServerCA: serverCA.CertFile,
-		Client: func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(&rest.Config{Host: api.URL}) }, Log: log})
+		// The fake kubelet's certificate comes from the same CA here.
+		KubeletServingCA: serverCA.CertFile,
+		Client:           func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(&rest.Config{Host: api.URL}) }, Log: log})
 	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
 	// The aggregator's view: the server CA and the Service's name; the auth-proxy client
 	// certificate, with the user in headers.
