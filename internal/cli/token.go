@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sort"
@@ -70,6 +71,19 @@ func supervisorClient(c *cli.Context) (kubernetes.Interface, layout.Server, erro
 	return client, files, err
 }
 
+// tokenClient is supervisorClient with the cluster CA, which a token's hash pins.
+func tokenClient(c *cli.Context) (kubernetes.Interface, layout.Server, *x509.Certificate, error) {
+	client, files, err := supervisorClient(c)
+	if err != nil {
+		return nil, files, nil, err
+	}
+	cas, err := certutil.CertsFromFile(files.ServerCA().Cert)
+	if err != nil {
+		return nil, files, nil, fmt.Errorf("reading the cluster CA: %w", err)
+	}
+	return client, files, cas[0], nil
+}
+
 func tokenCreate(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see 'k1s token create --help')", c.Args().First())
@@ -77,15 +91,11 @@ func tokenCreate(c *cli.Context) error {
 	if c.Duration("ttl") < 0 {
 		return fmt.Errorf("--ttl %s is negative", c.Duration("ttl"))
 	}
-	client, cfg, err := supervisorClient(c)
+	client, _, ca, err := tokenClient(c)
 	if err != nil {
 		return err
 	}
-	cas, err := certutil.CertsFromFile(cfg.ServerCA().Cert)
-	if err != nil {
-		return fmt.Errorf("reading the cluster CA: %w", err)
-	}
-	token, err := join.NewToken(cas[0])
+	token, err := join.NewToken(ca)
 	if err != nil {
 		return err
 	}
@@ -105,15 +115,11 @@ func tokenRotate(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see 'k1s token rotate --help')", c.Args().First())
 	}
-	client, files, err := supervisorClient(c)
+	client, files, ca, err := tokenClient(c)
 	if err != nil {
 		return err
 	}
-	cas, err := certutil.CertsFromFile(files.ServerCA().Cert)
-	if err != nil {
-		return fmt.Errorf("reading the cluster CA: %w", err)
-	}
-	token, err := join.RotateDefaultToken(context.Background(), client, files.NodeToken(), files.NodeTokenCreated(), cas[0])
+	token, err := join.RotateDefaultToken(context.Background(), client, files.NodeToken(), files.NodeTokenCreated(), ca)
 	if err != nil {
 		return err
 	}

@@ -493,9 +493,21 @@ func TestInstallSystemd(t *testing.T) {
 	if ps := agt.mustExec("ps", "-e", "-ww", "-o", "args="); strings.Contains(ps, secret) {
 		t.Errorf("ps shows the token:\n%s", ps)
 	}
-	environ := agt.mustExec("cat", fmt.Sprintf("/proc/%d/environ", agt.mainPID(t, "k1s-agent")))
+	agentPID := agt.mainPID(t, "k1s-agent")
+	environ := agt.mustExec("cat", fmt.Sprintf("/proc/%d/environ", agentPID))
 	if !slices.Contains(strings.Split(environ, "\x00"), "K1S_E2E_LITERAL="+literal) {
 		t.Errorf("the agent's environment lacks K1S_E2E_LITERAL=%s:\n%q", literal, environ)
+	}
+	// k1s reads the token and passes it on to no child: containerd (and through it the shims)
+	// starts without it.
+	children := strings.Fields(agt.mustExec("pgrep", "-P", strconv.Itoa(agentPID)))
+	if len(children) == 0 {
+		t.Error("the agent has no child process (containerd) to check")
+	}
+	for _, child := range children {
+		if env, err := agt.exec("cat", "/proc/"+child+"/environ"); err == nil && strings.Contains(env, secret) {
+			t.Errorf("the agent's child process %s inherited the token", child)
+		}
 	}
 
 	// Uninstall: nothing of k1s is left in either machine, the agent's data directory (named

@@ -503,23 +503,7 @@ func TestJoinErrors(t *testing.T) {
 
 	t.Run("a node name is bound to the first node's key", func(t *testing.T) {
 		const owned = "owned"
-		first := j.newProcess("agent", owned, append(join, "--token", token)...)
-		first.start()
-		eventually(t, 2*time.Minute, "the first node joined", func() error {
-			for _, l := range first.lines() {
-				if strings.Contains(l, "joined the cluster") {
-					return nil
-				}
-			}
-			if !first.running() {
-				t.Fatalf("the first node exited (%v):\n%s", first.err, tail(first.lines(), 40))
-			}
-			return errors.New("not yet")
-		})
-		first.kill()
-		if out, err := j.k1s("killall", "--data-dir", first.dataDir); err != nil {
-			t.Fatalf("killall: %v\n%s", err, out)
-		}
+		joinAndStop(t, j, owned, append(join, "--token", token)...)
 		binding := owned + ".node-identity.k1s"
 		c.kubectl(t, "-n", "kube-system", "get", "secret", binding)
 		// The old node keeps its data; its Node object goes: the name stays its own.
@@ -527,23 +511,7 @@ func TestJoinErrors(t *testing.T) {
 		expectRefused(t, j, owned, 0, 2*time.Minute, []string{"node name " + owned + " is already taken", "delete secret " + binding}, append(join, "--token", token)...)
 		// Freed by hand, the name joins again, from another data directory.
 		c.kubectl(t, "-n", "kube-system", "delete", "secret", binding)
-		again := j.newProcess("agent", owned, append(join, "--token", token)...)
-		again.start()
-		eventually(t, 2*time.Minute, "the name joined again after its binding was removed", func() error {
-			for _, l := range again.lines() {
-				if strings.Contains(l, "joined the cluster") {
-					return nil
-				}
-			}
-			if !again.running() {
-				t.Fatalf("the second node exited (%v):\n%s", again.err, tail(again.lines(), 40))
-			}
-			return errors.New("not yet")
-		})
-		again.kill()
-		if out, err := j.k1s("killall", "--data-dir", again.dataDir); err != nil {
-			t.Fatalf("killall: %v\n%s", err, out)
-		}
+		again := joinAndStop(t, j, owned, append(join, "--token", token)...)
 		if _, err := os.Stat(filepath.Join(again.dataDir, "agent", "bootstrap.kubeconfig")); err == nil {
 			t.Error("the bootstrap kubeconfig (with the token) is still on disk after the join")
 		}
@@ -626,6 +594,30 @@ func TestJoinErrors(t *testing.T) {
 		c.waitNodeReady(t, agent.name)
 		checkMetrics(t, c, []string{agent.name}, "kube-system/"+c.kubectl(t, "-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "jsonpath={.items[0].metadata.name}"))
 	})
+}
+
+// joinAndStop runs an agent named name on node j (in a new data directory) until it has
+// joined, then stops it and cleans up after it; it returns the stopped process.
+func joinAndStop(t *testing.T, j *clusterNode, name string, args ...string) *process {
+	t.Helper()
+	p := j.newProcess("agent", name, args...)
+	p.start()
+	eventually(t, 2*time.Minute, "node "+name+" joined", func() error {
+		for _, l := range p.lines() {
+			if strings.Contains(l, "joined the cluster") {
+				return nil
+			}
+		}
+		if !p.running() {
+			t.Fatalf("the agent exited (%v):\n%s", p.err, tail(p.lines(), 40))
+		}
+		return errors.New("not yet")
+	})
+	p.kill()
+	if out, err := j.k1s("killall", "--data-dir", p.dataDir); err != nil {
+		t.Fatalf("killall: %v\n%s", err, out)
+	}
+	return p
 }
 
 // runWebPods starts the web pod on each node, waits for them to run and returns their IPs by node.
