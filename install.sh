@@ -181,7 +181,7 @@ setup_init() {
 	elif command -v openrc-run >/dev/null 2>&1 || [ -x /sbin/openrc-run ]; then
 		INIT=openrc
 	else
-		fatal "found neither systemd nor openrc to run the k1s service: run '$BIN_DIR/k1s $CMD_K1S_EXEC' under your own supervisor"
+		fatal "found neither systemd nor openrc to run the k1s service: run '$BIN_DIR/k1s $CMD_K1S_EXEC' under your own supervisor, with the K1S_* variables (a join token in K1S_TOKEN) in its environment"
 	fi
 }
 

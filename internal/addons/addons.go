@@ -115,7 +115,7 @@ func Registry() []Addon {
 					NodeIP: s.NodeIP, Port: s.MetricsServerPort,
 					Kubeconfig: s.Files.MetricsServerKubeconfig(), Serving: s.Files.MetricsServerServing(),
 					KubeletClient: s.Files.MetricsServerClient(), ServerCA: s.Files.ServerCA().Cert,
-					KubeletServingCA: s.Files.KubeletServingCA().Cert,
+					KubeletServingCA: s.Files.KubeletCABundle(),
 					Client:           s.Client, Log: s.Log,
 				})}
 			},

@@ -101,7 +101,7 @@ func (a *Agent) join(ctx context.Context, progress component.Progress) error {
 // certificate, which a node without a valid identity has no use for.
 func (a *Agent) useIdentityKey() error {
 	files := a.cfg.files
-	if err := pki.EnsureKey(files.IdentityKey()); err != nil {
+	if err := pki.EnsureKey(files.IdentityKey(), "the node loses its name: free it on the server to join under it again"); err != nil {
 		return fmt.Errorf("the node's identity key: %w", err)
 	}
 	key, err := os.ReadFile(files.IdentityKey())

@@ -328,7 +328,7 @@ var checks = []check{
 		}
 		bootstrap, shown, _ := c.kubeletSetting("rotate-server-certificates")
 		if b, _ := strconv.ParseBool(bootstrap); b {
-			return pass("%s: the serving certificate is issued by the cluster CA through a CSR", shown)
+			return pass("%s: the serving certificate is issued through a CSR by the kubelet-serving CA", shown)
 		}
 		return fail("%s, %s, %s: the kubelet serves a self-signed certificate", certShown, keyShown, shown)
 	})},

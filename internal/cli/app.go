@@ -55,6 +55,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			tokenCommand(),
 			secretsEncryptCommand(),
 			certificateCommand(),
+			etcdSnapshotCommand(),
 			checkConfigCommand(),
 			kubectlCommand(),
 			ctrCommand(),

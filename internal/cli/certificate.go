@@ -58,7 +58,9 @@ func certificateRotate(c *cli.Context) error {
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		if !server.RotationPending(request) {
-			fmt.Fprintf(c.App.Writer, "rotated the certificates of %v; the components load them without a restart\n", services)
+			if now := slices.DeleteFunc(slices.Clone(services), func(s string) bool { return s == pki.ServiceAccountService }); len(now) > 0 {
+				fmt.Fprintf(c.App.Writer, "rotated the certificates of %v; the components load them without a restart\n", now)
+			}
 			if slices.Contains(services, pki.ServiceAccountService) {
 				fmt.Fprintf(c.App.Writer, "the service-account signing key is replaced at the next start of k1s (the apiserver reads it only when it starts); tokens signed with the old key stay valid until they expire\n")
 			}

@@ -33,6 +33,18 @@ func writeKubeconfigFlag(usage string) cli.Flag {
 	return &cli.StringFlag{Name: "write-kubeconfig", Aliases: []string{"o"}, Value: layout.DefaultKubeconfig, EnvVars: []string{"K1S_KUBECONFIG_OUTPUT"}, Usage: usage}
 }
 
+// etcdSnapshotDirFlag is --etcd-snapshot-dir, of the server and (with k3s's alias --dir) of
+// etcd-snapshot.
+func etcdSnapshotDirFlag(aliases ...string) cli.Flag {
+	return &cli.StringFlag{Name: "etcd-snapshot-dir", Aliases: aliases, Usage: "directory of etcd snapshots (default: <data-dir>/server/db/snapshots)"}
+}
+
+// etcdSnapshotCompressFlag is --etcd-snapshot-compress, of the server and (with k3s's alias
+// --snapshot-compress) of etcd-snapshot save.
+func etcdSnapshotCompressFlag(aliases ...string) cli.Flag {
+	return &cli.BoolFlag{Name: "etcd-snapshot-compress", Aliases: aliases, Usage: "gzip etcd snapshots"}
+}
+
 func logFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "debug", EnvVars: []string{"K1S_DEBUG"}, Usage: "log debug lines, including upstream components' info lines"},
@@ -77,10 +89,24 @@ func dataDir(c *cli.Context) (layout.DataDir, error) {
 	if c.IsSet("data-dir") {
 		return layout.DataDir(c.String("data-dir")), nil
 	}
+	d, err := configFileValue(c, "data-dir")
+	if err != nil {
+		return "", err
+	}
+	if d != "" {
+		return layout.DataDir(d), nil
+	}
+	return layout.DataDir(c.String("data-dir")), nil
+}
+
+// configFileValue is the value of one key of the config file (--config), "" when the file or
+// the key is absent: for the commands that act on a running server, which share a few of its
+// flags (its data directory, where its snapshots are).
+func configFileValue(c *cli.Context, key string) (string, error) {
 	path := c.String("config")
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !c.IsSet("config") {
-		return layout.DataDir(c.String("data-dir")), nil
+		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("cannot read config file %s: %w; give the --data-dir k1s ran with instead, or run as root", path, errors.Unwrap(err))
@@ -89,8 +115,8 @@ func dataDir(c *cli.Context) (layout.DataDir, error) {
 	if err != nil {
 		return "", fmt.Errorf("config file %s is malformed: %w", path, err)
 	}
-	if d := values["data-dir"]; len(d) == 1 {
-		return layout.DataDir(d[0]), nil
+	if v := values[key]; len(v) == 1 {
+		return v[0], nil
 	}
-	return layout.DataDir(c.String("data-dir")), nil
+	return "", nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,6 +54,12 @@ func serverCommand() *cli.Command {
 			&cli.BoolFlag{Name: "secrets-encryption", EnvVars: []string{"K1S_SECRETS_ENCRYPTION"}, Usage: "encrypt Secrets in etcd with a generated key, existing ones too (stays on once enabled; see 'k1s secrets-encrypt')"},
 			&cli.StringFlag{Name: "secrets-encryption-provider", EnvVars: []string{"K1S_SECRETS_ENCRYPTION_PROVIDER"}, Usage: "provider of the key --secrets-encryption generates: secretbox (default) or aescbc; a cluster that has a key keeps its provider"},
 			&cli.StringFlag{Name: "audit-policy-file", Usage: "audit policy replacing k1s's (metadata of every request, no bodies)"},
+			&cli.StringFlag{Name: "etcd-snapshot-schedule-cron", Value: server.DefaultEtcdSnapshotCron, Usage: "when to take scheduled etcd snapshots (five cron fields: minute hour day month weekday)"},
+			&cli.IntFlag{Name: "etcd-snapshot-retention", Value: server.DefaultEtcdSnapshotRetention, Usage: "how many scheduled etcd snapshots to keep"},
+			etcdSnapshotDirFlag(),
+			etcdSnapshotCompressFlag(),
+			&cli.BoolFlag{Name: "etcd-disable-snapshots", Usage: "take no scheduled etcd snapshots"},
+			&cli.StringFlag{Name: "cluster-reset-restore-path", Usage: "restore this etcd snapshot on the stopped server (the current database is moved aside), then exit; start k1s again without this flag"},
 			&cli.StringFlag{Name: "debug-profile", Usage: "serve Go's pprof for the k1s process on this loopback host:port (e.g. 127.0.0.1:6060); off by default"},
 		),
 			nodeFlags()...),
@@ -73,6 +80,7 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 	cfg := &server.Config{
 		DataDir:                    c.String("data-dir"),
 		NodeName:                   c.String("node-name"),
+		WithoutNode:                c.Bool("disable-agent"),
 		HTTPSPort:                  c.Int("https-listen-port"),
 		MetricsServerPort:          c.Int("metrics-server-port"),
 		TLSSANs:                    c.StringSlice("tls-san"),
@@ -90,6 +98,14 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		SecretsEncryption:          c.Bool("secrets-encryption"),
 		SecretsEncryptionProvider:  c.String("secrets-encryption-provider"),
 		Hardened:                   c.Bool("hardened"),
+		EtcdSnapshotDir:            c.String("etcd-snapshot-dir"),
+		EtcdSnapshotCron:           c.String("etcd-snapshot-schedule-cron"),
+		EtcdSnapshotRetention:      c.Int("etcd-snapshot-retention"),
+		EtcdSnapshotCompress:       c.Bool("etcd-snapshot-compress"),
+		EtcdDisableSnapshots:       c.Bool("etcd-disable-snapshots"),
+	}
+	if cfg.EtcdSnapshotRetention < 1 {
+		return nil, fmt.Errorf("--etcd-snapshot-retention %d: keep at least 1 snapshot (or turn them off with --etcd-disable-snapshots)", cfg.EtcdSnapshotRetention)
 	}
 	var err error
 	for _, ip := range []struct {
@@ -139,6 +155,9 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if file := c.String("cluster-reset-restore-path"); file != "" {
+		return restoreSnapshot(c, completed, file)
+	}
 	// The server's own node is an agent like any other, joining this server through its
 	// loopback address with the server's default token; its options are checked before the
 	// server writes anything.
@@ -170,6 +189,29 @@ func runServer(c *cli.Context) error {
 		components = append([]component.Component{profiling.New("debug-profile", profile)}, components...)
 	}
 	return runComponents(logs, components)
+}
+
+// restoreSnapshot restores a snapshot on the stopped server and exits, as k3s does: the
+// flag stays on the command line (a unit, the config file) until someone removes it, and a
+// server that went on to start would restore again at every restart, losing what was written
+// since.
+func restoreSnapshot(c *cli.Context, completed server.CompletedConfig, file string) error {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return fmt.Errorf("--cluster-reset-restore-path %q: %w", file, err)
+	}
+	completed.Log.Infof("restoring etcd snapshot %s into %s", abs, completed.Dir().Server().EtcdDataDir())
+	aside, err := server.RestoreSnapshot(completed, abs)
+	if err != nil {
+		return err
+	}
+	if aside != "" {
+		fmt.Fprintf(c.App.Writer, "restored etcd snapshot %s; the previous database is in %s (delete it once the cluster is as expected)\n", abs, aside)
+	} else {
+		fmt.Fprintf(c.App.Writer, "restored etcd snapshot %s\n", abs)
+	}
+	fmt.Fprintln(c.App.Writer, "now start k1s again without --cluster-reset-restore-path (remove it from the config file or unit if it is there)")
+	return nil
 }
 
 // keepClusterTrafficLocal adds the cluster's own addresses to NO_PROXY when a proxy is

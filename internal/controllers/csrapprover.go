@@ -285,6 +285,9 @@ func decideJoin(csr *certificatesv1.CertificateSigningRequest, req *x509.Certifi
 	if name == "" || len(validation.IsDNS1123Subdomain(name)) > 0 {
 		return deny(ReasonInvalidRequest, "node name %q is not a valid node name (a DNS subdomain): choose --node-name", name)
 	}
+	if len(validation.IsDNS1123Subdomain(join.NodeIdentitySecretName(name))) > 0 {
+		return deny(ReasonInvalidRequest, "node name %q is too long for k1s to bind (at most %d characters): choose a shorter --node-name", name, join.MaxNodeNameLength)
+	}
 	if problem := weakKey(req.PublicKey); problem != "" {
 		return deny(ReasonInvalidRequest, "node %s joins with %s: k1s accepts RSA of 2048 bits or more, ECDSA P-256/P-384/P-521 and Ed25519", name, problem)
 	}
@@ -317,10 +320,22 @@ func decideJoin(csr *certificatesv1.CertificateSigningRequest, req *x509.Certifi
 		if err != nil || otherReq.Subject.CommonName != req.Subject.CommonName || join.KeyHash(otherReq.RawSubjectPublicKeyInfo) == key {
 			continue
 		}
-		return deny(join.ReasonNodeNameTaken, "another node asks to join as %s at the same time (CSR %s, with another key): neither is approved; join again, and make sure only one node uses that name", name, other.Name)
+		// Of racing joins the first asked is judged first; the others are denied, now or (once
+		// the first has bound the name) by the binding.
+		if earlier(other, csr) {
+			return deny(join.ReasonNodeNameTaken, "another node asked to join as %s first (CSR %s, with another key): make sure only one node uses that name, or choose --node-name", name, other.Name)
+		}
 	}
 	return verdict{decision: csrApprove, message: "node client certificate for the new node " + name,
 		bind: join.NodeIdentitySecret(name, key, csr.Spec.Username, facts.now)}
+}
+
+// earlier reports whether a was created before b (by name when at the same second).
+func earlier(a, b *certificatesv1.CertificateSigningRequest) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
 }
 
 // ReasonInvalidRequest is the Denied reason of a CSR k1s never approves as asked.
@@ -380,24 +395,29 @@ func forbiddenSAN(req *x509.CertificateRequest, name string, nodes []*corev1.Nod
 		if n.Name == name {
 			continue
 		}
-		otherNames = append(otherNames, n.Name)
+		otherNames = append(otherNames, strings.ToLower(n.Name))
 		for _, a := range n.Status.Addresses {
 			if ip := net.ParseIP(a.Address); ip != nil {
 				otherIPs = append(otherIPs, ip)
 			} else {
-				otherNames = append(otherNames, a.Address)
+				otherNames = append(otherNames, strings.ToLower(a.Address))
 			}
 		}
+	}
+	serverNames := make([]string, 0, len(policy.ServerNames))
+	for _, n := range policy.ServerNames {
+		serverNames = append(serverNames, strings.ToLower(n))
 	}
 	domain := strings.Trim(policy.ClusterDomain, ".")
 	for _, n := range req.DNSNames {
 		lower := strings.ToLower(strings.TrimSuffix(n, "."))
 		switch {
-		case lower == "localhost" || strings.HasSuffix(lower, ".localhost"),
+		case strings.Contains(lower, "*"), // a wildcard would cover other nodes' names
+			lower == "localhost" || strings.HasSuffix(lower, ".localhost"),
 			lower == "kubernetes" || strings.HasPrefix(lower, "kubernetes."),
 			strings.HasSuffix(lower, ".svc") || strings.Contains(lower, ".svc."),
 			domain != "" && (lower == domain || strings.HasSuffix(lower, "."+domain)),
-			slices.Contains(policy.ServerNames, lower) && name != policy.ServerNode,
+			slices.Contains(serverNames, lower) && name != policy.ServerNode,
 			slices.Contains(otherNames, lower):
 			return n
 		}

@@ -135,8 +135,14 @@ func TestDecideCSR(t *testing.T) {
 		servingSigner = certificatesv1.KubeletServingSignerName
 	)
 	boundReq := clientReq("bound")
+	// Another join for "raced" asked a second before the CSRs of the table; one for "late" a
+	// second after.
 	racing := csr(clientReq("raced"), clientSigner, bootstrapper, bootstrappers, clientUsages)
 	racing.Name = "racing"
+	racing.CreationTimestamp = metav1.NewTime(testNow.Add(-time.Second))
+	late := csr(clientReq("late"), clientSigner, bootstrapper, bootstrappers, clientUsages)
+	late.Name = "late"
+	late.CreationTimestamp = metav1.NewTime(testNow.Add(time.Second))
 	rsaReq := func(bits int) []byte {
 		key, err := rsa.GenerateKey(rand.Reader, bits)
 		if err != nil {
@@ -148,7 +154,7 @@ func TestDecideCSR(t *testing.T) {
 		}
 		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 	}
-	cluster := facts(addrs, map[string]string{"bound": keyHashOf(t, boundReq)}, racing)
+	cluster := facts(addrs, map[string]string{"bound": keyHashOf(t, boundReq)}, racing, late)
 
 	tests := []struct {
 		name    string
@@ -165,7 +171,9 @@ func TestDecideCSR(t *testing.T) {
 		{"client for a taken name", csr(clientReq("existing"), clientSigner, bootstrapper, bootstrappers, clientUsages), csrDeny, join.NodeNameTakenMessage("existing")},
 		{"client for a bound name with another key", csr(clientReq("bound"), clientSigner, bootstrapper, bootstrappers, clientUsages), csrDeny, join.NodeNameTakenMessage("bound")},
 		{"client for a bound name with its key", csr(boundReq, clientSigner, bootstrapper, bootstrappers, clientUsages), csrApprove, "with the key its name is bound to"},
-		{"client racing another join", csr(clientReq("raced"), clientSigner, bootstrapper, bootstrappers, clientUsages), csrDeny, "at the same time (CSR racing"},
+		{"client racing an earlier join", csr(clientReq("raced"), clientSigner, bootstrapper, bootstrappers, clientUsages), csrDeny, "asked to join as raced first (CSR racing"},
+		{"client racing a later join", csr(clientReq("late"), clientSigner, bootstrapper, bootstrappers, clientUsages), csrApprove, "new node late"},
+		{"client for a name too long to bind", csr(clientReq(strings.Repeat("n", join.MaxNodeNameLength+1)), clientSigner, bootstrapper, bootstrappers, clientUsages), csrDeny, "too long"},
 		{"client with an RSA key of 1024 bits", csr(rsaReq(1024), clientSigner, bootstrapper, bootstrappers, clientUsages), csrDeny, "RSA key of 1024 bits"},
 		{"client with an RSA key of 2048 bits", csr(rsaReq(2048), clientSigner, bootstrapper, bootstrappers, clientUsages), csrApprove, "new node rsa"},
 		{"client with an empty node name", csr(clientReq(""), clientSigner, bootstrapper, bootstrappers, clientUsages), csrDeny, "not a valid node name"},
@@ -194,6 +202,9 @@ func TestDecideCSR(t *testing.T) {
 		{"serving for another node's address", csr(servingReq("existing", nil, "10.0.0.6"), servingSigner, "system:node:existing", nodeGroups, servingUsages), csrDeny, "names 10.0.0.6"},
 		{"serving for another node's name", csr(servingReq("existing", []string{"other"}), servingSigner, "system:node:existing", nodeGroups, servingUsages), csrDeny, "names other"},
 		{"serving for the server's address", csr(servingReq("existing", nil, "10.0.0.1"), servingSigner, "system:node:existing", nodeGroups, servingUsages), csrDeny, "names 10.0.0.1"},
+		{"serving for a wildcard name", csr(servingReq("existing", []string{"*.nodes.example"}), servingSigner, "system:node:existing", nodeGroups, servingUsages), csrDeny, "names *.nodes.example"},
+		{"serving for another node's name in capitals", csr(servingReq("existing", []string{"OTHER"}), servingSigner, "system:node:existing", nodeGroups, servingUsages), csrDeny, "names OTHER"},
+		{"serving for the server's name in capitals", csr(servingReq("existing", []string{"Server.Example"}), servingSigner, "system:node:existing", nodeGroups, servingUsages), csrDeny, "names Server.Example"},
 		{"serving for the server's name", csr(servingReq("existing", []string{"server.example"}), servingSigner, "system:node:existing", nodeGroups, servingUsages), csrDeny, "names server.example"},
 		{"serving for a node not known yet", csr(servingReq("new", []string{"new"}), servingSigner, "system:node:new", nodeGroups, servingUsages), csrRetry, "node new not known yet"},
 		{"serving for another node's name", csr(servingReq("other", []string{"existing"}, "10.0.0.5"), servingSigner, "system:node:existing", nodeGroups, servingUsages), csrIgnore, ""},

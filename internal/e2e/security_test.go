@@ -170,7 +170,8 @@ func TestSecureDefaults(t *testing.T) {
 // peer listener, certificates rotated under a running server, the CIS report of the default
 // profile, and an admin kubeconfig that deleting its RBAC binding revokes.
 func TestSecureDefaultsCredentials(t *testing.T) {
-	s := newServer(t, "--kube-apiserver-arg", "enable-admission-plugins+=AlwaysPullImages")
+	// A snapshot a minute: the last subtest waits for one.
+	s := newServer(t, "--kube-apiserver-arg", "enable-admission-plugins+=AlwaysPullImages", "--etcd-snapshot-schedule-cron", "* * * * *")
 	s.start()
 	s.waitReady(2 * time.Minute)
 
@@ -389,6 +390,144 @@ func TestSecureDefaultsCredentials(t *testing.T) {
 			eventually(t, 30*time.Second, "the token "+name+" authenticates", func() error { return authenticates(tok) })
 		}
 	})
+
+	t.Run("etcd snapshots: scheduled, saved, restored, pruned", func(t *testing.T) {
+		checkEtcdSnapshots(t, s)
+	})
+}
+
+// checkEtcdSnapshots runs on a server started with --etcd-snapshot-schedule-cron "* * * * *"
+// (with encrypted Secrets): a scheduled snapshot appears within the minute and the default
+// retention holds; a snapshot saved by hand, restored on the stopped server, brings back what
+// was there and drops what came after; the errors a user can cause are one line each.
+func checkEtcdSnapshots(t *testing.T, s *process) {
+	config := ""
+	for i, a := range s.args {
+		if a == "--config" && i+1 < len(s.args) {
+			config = s.args[i+1]
+		}
+	}
+	snap := func(sub string, args ...string) (string, error) {
+		return runK1s(append([]string{"etcd-snapshot", sub, "--config", config, "--data-dir", s.dataDir}, args...)...)
+	}
+	names := func(prefix string) []string {
+		t.Helper()
+		out, err := snap("ls")
+		if err != nil {
+			t.Fatalf("etcd-snapshot ls: %v\n%s", err, out)
+		}
+		var found []string
+		for _, line := range nonEmptyLines(out)[1:] {
+			if f := strings.Fields(line); len(f) == 4 && strings.HasPrefix(f[0], prefix) {
+				found = append(found, f[0])
+			}
+		}
+		return found
+	}
+	restore := func(file string) (string, error) {
+		return runK1s(append(append([]string(nil), s.args...), "--cluster-reset-restore-path", file)...)
+	}
+
+	// Scheduled: a new one within a minute, never more than the default retention (5).
+	before := names("etcd-snapshot-")
+	eventually(t, 70*time.Second, "a new scheduled snapshot", func() error {
+		if now := names("etcd-snapshot-"); len(now) == 0 || (len(before) > 0 && now[len(now)-1] == before[len(before)-1]) {
+			return fmt.Errorf("scheduled snapshots %v", now)
+		}
+		return nil
+	})
+	if n := len(names("etcd-snapshot-")); n > 5 {
+		t.Errorf("%d scheduled snapshots kept, retention is 5", n)
+	}
+	if !strings.Contains(strings.Join(s.lines(), "\n"), "etcd snapshot etcd-snapshot-") {
+		t.Error("the server logged no scheduled snapshot")
+	}
+
+	s.mustKubectl("create", "secret", "generic", "before-snapshot", "--from-literal=k=snapshotted")
+	out, err := snap("save", "--name", "e2e", "--etcd-snapshot-compress")
+	if err != nil {
+		t.Fatalf("etcd-snapshot save: %v\n%s", err, out)
+	}
+	file := lastLine(nonEmptyLines(out))
+	if saved := names("e2e-"); len(saved) != 1 || filepath.Base(file) != saved[0] {
+		t.Fatalf("saved %q; ls shows %v", file, saved)
+	}
+	s.mustKubectl("create", "configmap", "after-snapshot", "--from-literal=k=v")
+
+	// A full disk: one line, and no partial file.
+	full := t.TempDir()
+	hostRun(t, "mount", "-t", "tmpfs", "-o", "size=64k", "k1s-e2e-full", full)
+	t.Cleanup(func() { _, _ = hostCmd("umount", full) })
+	if out, err := snap("save", "--etcd-snapshot-dir", full); err == nil || !strings.Contains(out, "no space left in "+full) {
+		t.Errorf("save to a full disk: %v\n%s", err, out)
+	} else {
+		t.Logf("save to a full disk: %s", lastLine(nonEmptyLines(out)))
+	}
+	if left, _ := os.ReadDir(full); len(left) != 0 {
+		t.Errorf("a failed snapshot left %v", left)
+	}
+	if out, err := snap("delete", "no-such-snapshot"); err == nil || !strings.Contains(out, `"no-such-snapshot" is not a snapshot`) {
+		t.Errorf("delete of a name that is not a snapshot: %v\n%s", err, out)
+	}
+	if out, err := restore(file); err == nil || !strings.Contains(out, "another k1s") {
+		t.Errorf("restore while the server runs: %v\n%s", err, out)
+	}
+
+	if err, _ := s.stop(); err != nil {
+		t.Fatalf("stopping the server: %v", err)
+	}
+	begin := time.Now()
+	if out, err := snap("save"); err == nil || !strings.Contains(out, "no k1s server is running on "+s.dataDir) || time.Since(begin) > 10*time.Second {
+		t.Errorf("save on a stopped server (%s): %v\n%s", time.Since(begin), err, out)
+	} else {
+		t.Logf("save on a stopped server, in %s: %s", time.Since(begin).Round(time.Millisecond), lastLine(nonEmptyLines(out)))
+	}
+	notSnapshot := writeTemp(t, "notes.txt", "not a snapshot")
+	if out, err := restore(notSnapshot); err == nil || !strings.Contains(out, "is not an etcd snapshot") {
+		t.Errorf("restore of a file that is not a snapshot: %v\n%s", err, out)
+	}
+	damaged := filepath.Join(t.TempDir(), filepath.Base(file))
+	copyFile(t, file, damaged)
+	copyFile(t, file+".json", damaged+".json")
+	data, err := os.ReadFile(damaged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(damaged, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := restore(damaged); err == nil || !strings.Contains(out, "does not match its checksum") {
+		t.Errorf("restore of a damaged snapshot: %v\n%s", err, out)
+	} else {
+		t.Logf("restore of a damaged snapshot: %s", lastLine(nonEmptyLines(out)))
+	}
+
+	out, err = restore(file)
+	if err != nil || !strings.Contains(out, "start k1s again without --cluster-reset-restore-path") {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	t.Logf("restore: %s", tail(nonEmptyLines(out), 2))
+	if aside, _ := filepath.Glob(filepath.Join(s.dataDir, "server", "db", "etcd-old-*")); len(aside) != 1 {
+		t.Errorf("the previous database was not moved aside: %v", aside)
+	}
+	// While the server is stopped, no scheduled snapshot comes in between.
+	if out, err := snap("prune", "--snapshot-retention", "1"); err != nil {
+		t.Fatalf("prune: %v\n%s", err, out)
+	}
+	if left := names(""); len(left) != 1 {
+		t.Errorf("after prune --snapshot-retention 1: %v", left)
+	}
+	s.start()
+	s.waitReady(2 * time.Minute)
+	if out, err := s.kubectl("get", "configmap", "after-snapshot"); err == nil || !strings.Contains(out, "NotFound") {
+		t.Errorf("the ConfigMap created after the snapshot is there after the restore: %v %s", err, out)
+	}
+	for name, want := range map[string]string{"before-snapshot": "c25hcHNob3R0ZWQ=", "before-encryption": "Y2xlYXItczNjcmV0LXZhbHVl"} {
+		if out, err := s.kubectl("get", "secret", name, "-o", "jsonpath={.data.*}"); err != nil || out != want {
+			t.Errorf("Secret %s after the restore: %v %q", name, err, out)
+		}
+	}
 }
 
 // kid is the key ID in a JWT's header.

@@ -46,6 +46,7 @@ type Server struct {
 	cfg      *embed.Config
 	args     []string
 	stopping *atomic.Bool
+	log      *logrus.Logger
 
 	mu     sync.Mutex
 	etcd   *embed.Etcd
@@ -139,7 +140,7 @@ func New(c Config) (*Server, error) {
 	if len(ecfg.ListenPeerUrls) == 0 {
 		merged = append(merged, "--listen-peer-urls=")
 	}
-	return &Server{cfg: ecfg, args: merged, stopping: stopping, exited: make(chan struct{})}, nil
+	return &Server{cfg: ecfg, args: merged, stopping: stopping, log: c.Log, exited: make(chan struct{})}, nil
 }
 
 // PeerListenURL is where etcd listens for its peers, or nil: by default it does not.

@@ -26,7 +26,12 @@ const (
 )
 
 // NodeIdentitySecretName is the name of the Secret that binds node name to its key.
-func NodeIdentitySecretName(name string) string { return name + ".node-identity.k1s" }
+func NodeIdentitySecretName(name string) string { return name + nodeIdentitySuffix }
+
+const nodeIdentitySuffix = ".node-identity.k1s"
+
+// MaxNodeNameLength is the longest node name whose binding's name is a valid object name.
+const MaxNodeNameLength = 253 - len(nodeIdentitySuffix)
 
 // KeyHash is the hex SHA-256 of a DER SubjectPublicKeyInfo.
 func KeyHash(spki []byte) string {

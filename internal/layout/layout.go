@@ -198,6 +198,11 @@ func (s Server) EtcdCA() Pair          { return pair(s.etcdTLS(), "server-ca") }
 // metrics-server trust it, so no node can obtain a certificate that the API's clients accept.
 func (s Server) KubeletServingCA() Pair { return pair(s.TLSDir(), "kubelet-serving-ca") }
 
+// KubeletCABundle is what the apiserver and metrics-server verify kubelets with: the
+// kubelet-serving CA and, while nodes of earlier versions may still serve a certificate of it,
+// the server CA.
+func (s Server) KubeletCABundle() string { return filepath.Join(s.TLSDir(), "kubelet-ca-bundle.crt") }
+
 // Leaf certificates.
 func (s Server) APIServerServing() Pair { return pair(s.TLSDir(), "serving-kube-apiserver") }
 
@@ -300,6 +305,18 @@ func (s Server) AuditLog() string { return filepath.Join(s.dir, "logs", "audit.l
 
 // EtcdDataDir is the embedded etcd's data directory.
 func (s Server) EtcdDataDir() string { return filepath.Join(s.dir, "db", "etcd") }
+
+// SnapshotDir is where etcd snapshots are kept by default (--etcd-snapshot-dir).
+func (s Server) SnapshotDir() string { return filepath.Join(s.dir, "db", "snapshots") }
+
+// EtcdRestoreStaging is where a snapshot is restored before it replaces EtcdDataDir.
+func (s Server) EtcdRestoreStaging() string { return filepath.Join(s.dir, "db", "restoring") }
+
+// EtcdDataDirAside is where a restore moves the etcd data it replaces (never deleted); stamp
+// says when (like 20260102T150405Z).
+func (s Server) EtcdDataDirAside(stamp string) string {
+	return filepath.Join(s.dir, "db", "etcd-old-"+stamp)
+}
 
 // VolumePluginDir is the controller-manager's FlexVolume directory (not /usr/libexec).
 func (s Server) VolumePluginDir() string { return filepath.Join(s.dir, "volume-plugins") }

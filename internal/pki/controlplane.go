@@ -1,13 +1,16 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,6 +130,15 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		}
 	}
 
+	// Nodes of earlier versions served certificates of the server CA until their next start;
+	// the apiserver still accepts those from kubelets (never the other way round).
+	bundle := slices.Concat(pemOf(cp.KubeletServingCA), pemOf(cp.ServerCA))
+	if old, err := os.ReadFile(f.KubeletCABundle()); err != nil || !bytes.Equal(old, bundle) {
+		if err := fileutil.WriteAtomic(f.KubeletCABundle(), bundle, CertMode); err != nil {
+			return nil, err
+		}
+	}
+
 	rotate := map[string]bool{}
 	for _, service := range spec.Rotate {
 		names, ok := Services[service]
@@ -221,6 +233,10 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		return nil, err
 	}
 	return cp, nil
+}
+
+func pemOf(ca *CA) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
 }
 
 func pairOf(p layout.Pair) Pair { return Pair{CertFile: p.Cert, KeyFile: p.Key} }

@@ -203,13 +203,14 @@ func ExpiringWithin(dir string, d time.Duration) ([]Expiry, error) {
 	return out, err
 }
 
-// EnsureKey loads the private key at path, or creates it. It is the service-account signing key.
-func EnsureKey(path string) error {
+// EnsureKey loads the private key at path, or creates it; lost says what removing an
+// unreadable key costs (in the error that suggests it).
+func EnsureKey(path, lost string) error {
 	if _, err := keyutil.PrivateKeyFromFile(path); err == nil {
 		return nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		if _, statErr := os.Stat(path); statErr == nil {
-			return fmt.Errorf("key %s is unreadable (%w); remove it to create a new one (existing service-account tokens stop working)", path, err)
+			return fmt.Errorf("key %s is unreadable (%w); restore it from a backup, or remove it to create a new one (%s)", path, err, lost)
 		}
 	}
 	key, err := newKey()

@@ -55,7 +55,7 @@ func EnsureServiceAccountKeys(k ServiceAccountKeys, rotate bool, retention time.
 			rotated = true
 		}
 	}
-	if err := EnsureKey(k.SigningKey); err != nil {
+	if err := EnsureKey(k.SigningKey, "existing service-account tokens stop working"); err != nil {
 		return false, err
 	}
 	current, err := publicKeyPEM(k.SigningKey)

@@ -118,7 +118,11 @@ func crdFiles(cfg *completedConfig) []string {
 // servingPolicy is what no kubelet serving certificate may name.
 func (c *completedConfig) servingPolicy() controllers.ServingPolicy {
 	ips, names := c.apiServerSANs()
-	// The server's own node (when it has one) has its name and address.
-	return controllers.ServingPolicy{ServiceCIDR: c.ServiceCIDR, ClusterCIDR: c.ClusterCIDR, ClusterDomain: c.ClusterDomain,
-		ServerIPs: ips, ServerNames: names, ServerNode: c.NodeName}
+	policy := controllers.ServingPolicy{ServiceCIDR: c.ServiceCIDR, ClusterCIDR: c.ClusterCIDR, ClusterDomain: c.ClusterDomain,
+		ServerIPs: ips, ServerNames: names}
+	// The server's own node has its name and address; without one, no node may.
+	if !c.WithoutNode {
+		policy.ServerNode = c.NodeName
+	}
+	return policy
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/k1s-io/k1s/internal/fileutil"
 	"github.com/k1s-io/k1s/internal/join"
 	"github.com/k1s-io/k1s/internal/kubeclient"
+	"github.com/k1s-io/k1s/internal/pki"
 )
 
 // fieldManager owns what k1s applies to the cluster, join's objects included.
@@ -63,15 +64,27 @@ const AdminBinding = "k1s:cluster-admins"
 func (s *Server) grantAdmin(ctx context.Context, client kubernetes.Interface) error {
 	marker := s.cfg.files.AdminGranted()
 	user := s.PKI.AdminUser
-	if granted, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(granted)) == user {
+	granted, readErr := os.ReadFile(marker)
+	previous := strings.TrimSpace(string(granted))
+	if readErr == nil && previous == user {
 		return nil
+	}
+	bindings := client.RbacV1().ClusterRoleBindings()
+	if readErr == nil && !strings.HasPrefix(previous, pki.AdminUserPrefix) {
+		// An earlier version granted its shared admin identity: if its binding was deleted
+		// (revoked), it stays deleted; if not, it moves to the new identity below.
+		if _, err := bindings.Get(ctx, AdminBinding, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			s.cfg.Log.Infof("the %s ClusterRoleBinding was deleted, and stays deleted: the admin kubeconfig has no rights; 'k1s certificate rotate --service admin' issues and binds a new one", AdminBinding)
+			return fileutil.WriteAtomic(marker, []byte(user+"\n"), 0o600)
+		} else if err != nil {
+			return fmt.Errorf("reading the admin binding: %w", err)
+		}
 	}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: AdminBinding, Labels: map[string]string{join.ManagedByLabel: fieldManager}},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
 	}
-	bindings := client.RbacV1().ClusterRoleBindings()
 	_, err := bindings.Create(ctx, binding, metav1.CreateOptions{FieldManager: fieldManager})
 	if apierrors.IsAlreadyExists(err) {
 		// Earlier admin identities (and an earlier version's group) lose cluster-admin here.

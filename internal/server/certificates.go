@@ -148,12 +148,16 @@ func (s *Server) newCertificateRenewal(admin *kubeclient.Lazy) component.Compone
 				return nil
 			case <-time.After(rotateCheckInterval):
 			}
-			if !RotationPending(s.cfg.files.RotateRequest()) && time.Since(lastRenewal) < renewalInterval {
+			if !RotationPending(s.cfg.files.RotateRequest()) && !s.adminPending && time.Since(lastRenewal) < renewalInterval {
 				continue
 			}
 			lastRenewal = time.Now()
 			if err := s.renewCertificates(ctx, admin); err != nil {
-				s.cfg.Log.Errorf("renewing certificates: %v (retrying in %s)", err, renewalInterval)
+				retry := renewalInterval
+				if s.adminPending {
+					retry = rotateCheckInterval
+				}
+				s.cfg.Log.Errorf("renewing certificates: %v (retrying in %s)", err, retry)
 			}
 			s.warnExpiring()
 		}
@@ -166,22 +170,29 @@ func (s *Server) renewCertificates(ctx context.Context, admin *kubeclient.Lazy) 
 	if err != nil {
 		return err
 	}
-	if len(cp.Renewed) == 0 {
+	if len(cp.Renewed) > 0 {
+		s.PKI = cp
+		s.cfg.Log.Infof("renewed certificates: %s", strings.Join(cp.Renewed, ", "))
+	}
+	// The admin kubeconfig carries its certificate; the others read theirs from the files.
+	// Until it and its binding are done, every round tries again: the request is gone.
+	if slices.Contains(cp.Renewed, "client-admin") {
+		s.adminPending = true
+	}
+	if !s.adminPending {
 		return nil
 	}
-	s.PKI = cp
-	s.cfg.Log.Infof("renewed certificates: %s", strings.Join(cp.Renewed, ", "))
-	// The admin kubeconfig carries its certificate; the others read theirs from the files.
-	if slices.Contains(cp.Renewed, "client-admin") {
-		client, err := admin.Client()
-		if err != nil {
-			return err
-		}
-		if err := s.grantAdmin(ctx, client); err != nil {
-			return err
-		}
-		return s.writeAdminKubeconfig()
+	client, err := admin.Client()
+	if err != nil {
+		return err
 	}
+	if err := s.grantAdmin(ctx, client); err != nil {
+		return err
+	}
+	if err := s.writeAdminKubeconfig(); err != nil {
+		return err
+	}
+	s.adminPending = false
 	return nil
 }
 

@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/robfig/cron/v3"
 	"github.com/sirupsen/logrus"
 	"k8s.io/apimachinery/pkg/util/validation"
 	netutils "k8s.io/utils/net"
 
 	"github.com/k1s-io/k1s/internal/addons"
 	"github.com/k1s-io/k1s/internal/encryption"
+	"github.com/k1s-io/k1s/internal/etcd/snapshot"
 	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/network"
 )
@@ -26,6 +28,8 @@ type Config struct {
 	DataDir string
 	// NodeName defaults to the host name.
 	NodeName string
+	// WithoutNode is --disable-agent: no node of this server's own.
+	WithoutNode bool
 	// NodeIP defaults to the address of the interface of the default route.
 	NodeIP net.IP
 	// BindAddress and HTTPSPort are where the apiserver listens.
@@ -67,6 +71,17 @@ type Config struct {
 	// hardenedArgs); it implies SecretsEncryption and, unless set, restricted Pod Security.
 	Hardened bool
 
+	// EtcdSnapshotDir is where snapshots are kept (default <data-dir>/server/db/snapshots).
+	EtcdSnapshotDir string
+	// EtcdSnapshotCron is when scheduled snapshots are taken (five cron fields), and
+	// EtcdSnapshotRetention how many of them are kept.
+	EtcdSnapshotCron      string
+	EtcdSnapshotRetention int
+	// EtcdSnapshotCompress gzips snapshots.
+	EtcdSnapshotCompress bool
+	// EtcdDisableSnapshots turns the scheduled snapshots off.
+	EtcdDisableSnapshots bool
+
 	ExtraAPIServerArgs         []string
 	ExtraControllerManagerArgs []string
 	ExtraSchedulerArgs         []string
@@ -81,6 +96,10 @@ const (
 	DefaultClusterCIDR   = "10.42.0.0/16"
 	DefaultServiceCIDR   = "10.43.0.0/16"
 	DefaultClusterDomain = "cluster.local"
+	// DefaultEtcdSnapshotCron takes a snapshot twice a day, as k3s does.
+	DefaultEtcdSnapshotCron = "0 */12 * * *"
+	// DefaultEtcdSnapshotRetention is how many scheduled snapshots are kept.
+	DefaultEtcdSnapshotRetention = 5
 	// ServiceAccountIssuer is the issuer of service-account tokens.
 	ServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
 )
@@ -114,6 +133,8 @@ type completedConfig struct {
 	files layout.Server
 	// secretsProvider is SecretsEncryptionProvider, checked ("" when not given).
 	secretsProvider encryption.Provider
+	// snapshotSchedule is EtcdSnapshotCron, parsed.
+	snapshotSchedule cron.Schedule
 }
 
 // CompletedConfig is what Complete returns and Prepare takes: a server cannot be prepared from
@@ -129,6 +150,9 @@ func (o *Config) Complete() (CompletedConfig, error) {
 	}
 	c.dir = layout.DataDir(c.DataDir)
 	c.files = c.dir.Server()
+	if err := c.completeSnapshots(); err != nil {
+		return CompletedConfig{}, err
+	}
 	return CompletedConfig{c}, nil
 }
 
@@ -295,4 +319,29 @@ func (c *completedConfig) apiServerSANs() ([]net.IP, []string) {
 		}
 	}
 	return ips, names
+}
+
+// completeSnapshots checks the snapshot options and fills in their defaults.
+func (c *completedConfig) completeSnapshots() error {
+	if c.EtcdSnapshotDir == "" {
+		c.EtcdSnapshotDir = c.files.SnapshotDir()
+	}
+	abs, err := filepath.Abs(c.EtcdSnapshotDir)
+	if err != nil {
+		return fmt.Errorf("--etcd-snapshot-dir %q: %w", c.EtcdSnapshotDir, err)
+	}
+	c.EtcdSnapshotDir = abs
+	if c.EtcdSnapshotCron == "" {
+		c.EtcdSnapshotCron = DefaultEtcdSnapshotCron
+	}
+	if c.snapshotSchedule, err = snapshot.ParseSchedule(c.EtcdSnapshotCron); err != nil {
+		return err
+	}
+	if c.EtcdSnapshotRetention == 0 {
+		c.EtcdSnapshotRetention = DefaultEtcdSnapshotRetention
+	}
+	if c.EtcdSnapshotRetention < 1 {
+		return fmt.Errorf("--etcd-snapshot-retention %d: keep at least 1 snapshot (or turn them off with --etcd-disable-snapshots)", c.EtcdSnapshotRetention)
+	}
+	return nil
 }

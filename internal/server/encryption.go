@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	encryptioncontroller "k8s.io/apiserver/pkg/server/options/encryptionconfig/controller"
@@ -248,7 +249,12 @@ func waitEncryptionConfigLoaded(ctx context.Context, client kubernetes.Interface
 // the key the other's rewrite used.
 func RotateEncryptionKey(ctx context.Context, client kubernetes.Interface, files layout.Server, provider encryption.Provider, log logrus.FieldLogger) (encryption.Key, error) {
 	path := files.EncryptionConfig()
-	release, err := encryption.Lock(ctx, files.EncryptionLock(), "k1s secrets-encrypt rotate-keys", func(other string) {
+	// A server that cannot rewrite a Secret (a webhook refusing updates) retries while it holds
+	// the lock: say so rather than wait for ever.
+	lockCtx, cancel := context.WithTimeoutCause(ctx, rotationLockWait,
+		fmt.Errorf("another k1s has held it for %s: see its log for the Secret it cannot rewrite, fix that, and run rotate-keys again", rotationLockWait))
+	defer cancel()
+	release, err := encryption.Lock(lockCtx, files.EncryptionLock(), "k1s secrets-encrypt rotate-keys", func(other string) {
 		log.Infof("waiting for %s to finish with %s", other, path)
 	})
 	if err != nil {
@@ -292,6 +298,9 @@ func RotateEncryptionKey(ctx context.Context, client kubernetes.Interface, files
 	return key, nil
 }
 
+// rotationLockWait is how long rotate-keys waits for another holder of the rotation lock.
+const rotationLockWait = 5 * time.Minute
+
 // rewriteSecrets updates every Secret unchanged: the apiserver stores an object read with a
 // key other than its first one again, so the update re-encrypts it with the first.
 func rewriteSecrets(ctx context.Context, client kubernetes.Interface) (int, error) {
@@ -303,11 +312,8 @@ func rewriteSecrets(ctx context.Context, client kubernetes.Interface) (int, erro
 			return n, err
 		}
 		for i := range list.Items {
-			secret := &list.Items[i]
-			_, err := client.CoreV1().Secrets(secret.Namespace).Update(ctx, secret, metav1.UpdateOptions{FieldManager: fieldManager})
-			// A Secret changed or deleted meanwhile was written with the new key, or is gone.
-			if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
-				return n, fmt.Errorf("Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+			if err := rewriteSecret(ctx, client, &list.Items[i]); err != nil {
+				return n, err
 			}
 			n++
 		}
@@ -315,5 +321,28 @@ func rewriteSecrets(ctx context.Context, client kubernetes.Interface) (int, erro
 			return n, nil
 		}
 		opts.Continue = list.Continue
+	}
+}
+
+// rewriteSecret updates secret unchanged. A Secret changed meanwhile may have been written
+// just before the apiserver loaded the new key: it is read and written again, until it is
+// written or gone.
+func rewriteSecret(ctx context.Context, client kubernetes.Interface, secret *corev1.Secret) error {
+	secrets := client.CoreV1().Secrets(secret.Namespace)
+	for attempt := 0; ; attempt++ {
+		_, err := secrets.Update(ctx, secret, metav1.UpdateOptions{FieldManager: fieldManager})
+		switch {
+		case err == nil || apierrors.IsNotFound(err):
+			return nil
+		case !apierrors.IsConflict(err) || attempt == 10:
+			return fmt.Errorf("Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+		}
+		fresh, err := secrets.Get(ctx, secret.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+		}
+		secret = fresh
 	}
 }

@@ -29,6 +29,9 @@ type Server struct {
 	lock       *datadir.Lock
 	components []component.Component
 	pkiSpec    pki.ControlPlaneSpec
+	// adminPending says that the admin certificate was issued again and its binding or
+	// kubeconfig is still to be written (the certificate renewal's own state).
+	adminPending bool
 	// PKI is where the control plane's credentials are.
 	PKI *pki.ControlPlane
 	// NodeToken is the server's default join token (the node-token file); the server's own
@@ -48,17 +51,7 @@ func Prepare(completed CompletedConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	etcdServer, err := etcd.New(etcd.Config{
-		Name:       cfg.NodeName,
-		DataDir:    cfg.files.EtcdDataDir(),
-		ClientPort: layout.EtcdClientPort,
-		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", layout.EtcdPeerPort),
-		CAFile:     cfg.files.EtcdCA().Cert,
-		CertFile:   cfg.files.EtcdServing().Cert,
-		KeyFile:    cfg.files.EtcdServing().Key,
-		ExtraArgs:  cfg.ExtraEtcdArgs,
-		Log:        cfg.Log,
-	})
+	etcdServer, err := newEtcd(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -101,9 +94,60 @@ func Prepare(completed CompletedConfig) (*Server, error) {
 	// Secrets encryption is checked against etcd before the apiserver starts, and Secrets it
 	// must rewrite are rewritten once the apiserver serves.
 	secretsEnc := newSecretsEncryption(cfg, etcdServer, argv.apiserver)
-	s.components = []component.Component{etcdServer, secretsEnc.check(), apiServer, secretsEnc.rewrite(admin), controllerManager, scheduler, s.newBootstrap(admin),
-		newRBAC(admin), clusterControllers, s.newCertificateRenewal(admin)}
+	s.components = []component.Component{etcdServer}
+	if !cfg.EtcdDisableSnapshots {
+		s.components = append(s.components, etcd.NewSnapshotter(etcdServer, etcd.SnapshotSchedule{
+			Dir: cfg.EtcdSnapshotDir, Node: cfg.NodeName, Spec: cfg.EtcdSnapshotCron, Schedule: cfg.snapshotSchedule,
+			Retention: cfg.EtcdSnapshotRetention, Compress: cfg.EtcdSnapshotCompress, Log: cfg.Log,
+		}))
+	}
+	s.components = append(s.components, secretsEnc.check(), apiServer, secretsEnc.rewrite(admin), controllerManager, scheduler, s.newBootstrap(admin),
+		newRBAC(admin), clusterControllers, s.newCertificateRenewal(admin))
 	return s, nil
+}
+
+// newEtcd is the embedded etcd of the server's configuration: the one Prepare starts and the
+// one a restore writes the data of.
+func newEtcd(cfg *completedConfig) (*etcd.Server, error) {
+	return etcd.New(etcd.Config{
+		Name:       cfg.NodeName,
+		DataDir:    cfg.files.EtcdDataDir(),
+		ClientPort: layout.EtcdClientPort,
+		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", layout.EtcdPeerPort),
+		CAFile:     cfg.files.EtcdCA().Cert,
+		CertFile:   cfg.files.EtcdServing().Cert,
+		KeyFile:    cfg.files.EtcdServing().Key,
+		ExtraArgs:  cfg.ExtraEtcdArgs,
+		Log:        cfg.Log,
+	})
+}
+
+// RestoreSnapshot replaces the etcd data of a stopped server with the snapshot file's (see
+// etcd.Server.Restore) and returns where the previous data was moved. It refuses while
+// another k1s holds the data directory. aside is "" when there was no data to move.
+func RestoreSnapshot(completed CompletedConfig, file string) (aside string, err error) {
+	cfg := completed.completedConfig
+	if cfg == nil {
+		return "", errors.New("server: RestoreSnapshot needs a config from Complete")
+	}
+	etcdServer, err := newEtcd(cfg)
+	if err != nil {
+		return "", err
+	}
+	if err := datadir.EnsureWritable(cfg.DataDir); err != nil {
+		return "", err
+	}
+	lock, err := datadir.Acquire(cfg.DataDir)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Release()
+	aside = cfg.files.EtcdDataDirAside(time.Now().UTC().Format("20060102T150405Z"))
+	moved, err := etcdServer.Restore(etcd.RestoreConfig{Snapshot: file, Staging: cfg.files.EtcdRestoreStaging(), Aside: aside})
+	if err != nil || !moved {
+		return "", err
+	}
+	return aside, nil
 }
 
 // prepareHost checks the ports and writes the PKI, the join token and the policies.
@@ -205,7 +249,7 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"etcd-cafile":                        f.EtcdCA().Cert,
 		"etcd-certfile":                      f.EtcdAPIServerClient().Cert,
 		"etcd-keyfile":                       f.EtcdAPIServerClient().Key,
-		"kubelet-certificate-authority":      f.KubeletServingCA().Cert,
+		"kubelet-certificate-authority":      f.KubeletCABundle(),
 		"kubelet-client-certificate":         f.APIServerKubeletClient().Cert,
 		"kubelet-client-key":                 f.APIServerKubeletClient().Key,
 		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
@@ -321,14 +365,20 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 const defaultServiceAccountKeyRetention = 365 * 24 * time.Hour
 
 // serviceAccountKeyRetention is how long a token signed with a rotated-out key can still be
-// valid: the apiserver's --service-account-max-token-expiration when set.
+// valid: the apiserver's --service-account-max-token-expiration when set, unless it extends
+// the pods' tokens (the default outside --hardened), which then live a year whatever the cap.
+// Legacy token Secrets never expire: they outlive any retention.
 func serviceAccountKeyRetention(apiserver []string) time.Duration {
+	retention := defaultServiceAccountKeyRetention
 	if v, ok := args.Value(apiserver, "service-account-max-token-expiration"); ok {
 		if d, err := time.ParseDuration(v); err == nil && d > 0 {
-			return d
+			retention = d
 		}
 	}
-	return defaultServiceAccountKeyRetention
+	if v, _ := args.Value(apiserver, "service-account-extend-token-expiration"); v != "false" {
+		retention = max(retention, defaultServiceAccountKeyRetention)
+	}
+	return retention
 }
 
 // healthURL is where a component listening on host:port answers /healthz from this host.

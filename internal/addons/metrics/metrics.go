@@ -88,8 +88,8 @@ type Config struct {
 	KubeletClient layout.Pair
 	// ServerCA signs Serving: the APIService carries it as its caBundle.
 	ServerCA string
-	// KubeletServingCA signs the kubelets' serving certificates: metrics-server verifies
-	// kubelets with it.
+	// KubeletServingCA holds the CAs of the kubelets' serving certificates: metrics-server
+	// verifies kubelets with it.
 	KubeletServingCA string
 	// Client returns k1s's own client, which keeps the endpoints and the caBundle
 	// (metrics-server's identity may not).
