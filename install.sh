@@ -20,7 +20,8 @@
 #   INSTALL_K1S_SKIP_ENABLE=true     do not enable the service at boot (implies SKIP_START)
 #   INSTALL_K1S_SKIP_START=true      do not start or restart the service
 #   INSTALL_K1S_SYSTEMD_DIR   where the systemd unit goes (/etc/systemd/system)
-#   K1S_URL, K1S_TOKEN, K1S_TOKEN_FILE   join a server as an agent (the token is then required);
+#   K1S_URL, K1S_TOKEN, K1S_TOKEN_FILE   join a server as an agent (the token is then required),
+#                             or with INSTALL_K1S_EXEC=server as another server (the server token);
 #                             a --token among the service's arguments goes into K1S_TOKEN, so
 #                             that the token is in the environment file only
 #
@@ -71,6 +72,8 @@ setup_command() {
 		if [ -n "$K1S_TOKEN_FILE" ] && [ ! -r "$K1S_TOKEN_FILE" ]; then
 			fatal "K1S_TOKEN_FILE=$K1S_TOKEN_FILE cannot be read: copy the token file there first"
 		fi
+	elif [ -n "$K1S_URL" ] && [ -z "$K1S_TOKEN" ] && [ -z "$K1S_TOKEN_FILE" ]; then
+		fatal "a server joining $K1S_URL needs its server token: set K1S_TOKEN (the first server's <data-dir>/server/token) or K1S_TOKEN_FILE"
 	fi
 	SERVICE_NAME=k1s
 	UNINSTALL_NAME=k1s-uninstall.sh

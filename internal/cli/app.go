@@ -56,6 +56,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			secretsEncryptCommand(),
 			certificateCommand(),
 			etcdSnapshotCommand(),
+			etcdCommand(),
 			checkConfigCommand(),
 			kubectlCommand(),
 			ctrCommand(),

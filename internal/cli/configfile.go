@@ -59,7 +59,7 @@ func applyConfigFile(c *cli.Context) error {
 			continue
 		}
 		list := values[key]
-		if _, repeatable := f.(*cli.StringSliceFlag); !repeatable && len(list) != 1 {
+		if !repeatable(f) && len(list) != 1 {
 			return fmt.Errorf("config file %s: key %q takes one value, not a list", path, key)
 		}
 		for _, v := range list {

@@ -33,6 +33,7 @@ func runWithConfig(t *testing.T, file string, argv ...string) (map[string]any, e
 				&cli.IntFlag{Name: "https-listen-port", Value: 6443},
 				&cli.BoolFlag{Name: "disable-agent"},
 				&cli.StringSliceFlag{Name: "tls-san"},
+				componentArgFlag("etcd-arg", ""),
 			},
 			Action: func(c *cli.Context) error {
 				seen = map[string]any{
@@ -40,6 +41,7 @@ func runWithConfig(t *testing.T, file string, argv ...string) (map[string]any, e
 					"https-listen-port": c.Int("https-listen-port"),
 					"disable-agent":     c.Bool("disable-agent"),
 					"tls-san":           c.StringSlice("tls-san"),
+					"etcd-arg":          componentArgs(c, "etcd-arg"),
 				}
 				return nil
 			},
@@ -54,7 +56,7 @@ func TestConfigFileSetsFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"data-dir": "/srv/k1s", "https-listen-port": 7443, "disable-agent": true, "tls-san": []string{"a.example", "10.0.0.1"}}
+	want := map[string]any{"data-dir": "/srv/k1s", "https-listen-port": 7443, "disable-agent": true, "tls-san": []string{"a.example", "10.0.0.1"}, "etcd-arg": []string(nil)}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v\nwant %v", got, want)
 	}
@@ -124,5 +126,23 @@ func TestMissingDefaultConfigFileIsFine(t *testing.T) {
 	}
 	if err := app.Run([]string{"k1s", "server", "--config", filepath.Join(t.TempDir(), "absent.yaml")}); err == nil {
 		t.Fatal("an explicitly named config file that does not exist was accepted")
+	}
+}
+
+// A component's own list value keeps its commas, on the command line and in the file.
+func TestComponentArgsKeepCommas(t *testing.T) {
+	got, err := runWithConfig(t, "etcd-arg:\n  - log-level=warn,x\n", "--etcd-arg", "listen-client-urls=https://127.0.0.1:2379,https://10.0.0.1:2379", "--etcd-arg", "name=a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"listen-client-urls=https://127.0.0.1:2379,https://10.0.0.1:2379", "name=a"}; !reflect.DeepEqual(got["etcd-arg"], want) {
+		t.Fatalf("command line: %q, want %q", got["etcd-arg"], want)
+	}
+	got, err = runWithConfig(t, "etcd-arg:\n  - initial-cluster=a=https://1.2.3.4:2380,b=https://1.2.3.5:2380\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"initial-cluster=a=https://1.2.3.4:2380,b=https://1.2.3.5:2380"}; !reflect.DeepEqual(got["etcd-arg"], want) {
+		t.Fatalf("config file: %q, want %q", got["etcd-arg"], want)
 	}
 }

@@ -12,11 +12,10 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/k1s-io/k1s/internal/datadir"
+	"github.com/k1s-io/k1s/internal/etcd"
 	"github.com/k1s-io/k1s/internal/etcd/snapshot"
 	"github.com/k1s-io/k1s/internal/layout"
 )
@@ -152,21 +151,11 @@ func etcdClient(dir layout.DataDir) (client *clientv3.Client, endpoint, node str
 	if endpoint, node, err = snapshot.ClientEndpoint(argv); err != nil {
 		return nil, "", "", err
 	}
-	tlsConfig, err := transport.TLSInfo{
-		CertFile:      files.EtcdAPIServerClient().Cert,
-		KeyFile:       files.EtcdAPIServerClient().Key,
-		TrustedCAFile: files.EtcdCA().Cert,
-	}.ClientConfig()
+	tlsConfig, err := etcd.ClientTLS(files.EtcdCA().Cert, files.EtcdAPIServerClient().Cert, files.EtcdAPIServerClient().Key)
 	if err != nil {
-		return nil, "", "", fmt.Errorf("the server's etcd client credentials in %s: %w (run this as root on the server)", filepath.Dir(files.EtcdCA().Cert), err)
+		return nil, "", "", fmt.Errorf("%w (run this as root on the server)", err)
 	}
-	client, err = clientv3.New(clientv3.Config{
-		Endpoints:   []string{endpoint},
-		TLS:         tlsConfig,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
+	if client, err = etcd.NewClient([]string{endpoint}, tlsConfig); err != nil {
 		return nil, "", "", fmt.Errorf("connecting to etcd at %s: %w", endpoint, err)
 	}
 	return client, endpoint, node, nil

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -60,8 +61,8 @@ func nodeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "resolv-conf", EnvVars: []string{"K1S_RESOLV_CONF"}, Value: "/etc/resolv.conf", Usage: "resolv.conf for the kubelet (and so for CoreDNS's upstream)"},
 		&cli.StringSliceFlag{Name: "node-label", Usage: "key=value label to register the node with (repeatable)"},
 		&cli.StringSliceFlag{Name: "node-taint", Usage: "key=value:Effect taint to register the node with (repeatable)"},
-		&cli.StringSliceFlag{Name: "kubelet-arg", Usage: "key=value for the kubelet (repeatable)"},
-		&cli.StringSliceFlag{Name: "kube-proxy-arg", Usage: "key=value for kube-proxy (repeatable)"},
+		componentArgFlag("kubelet-arg", "key=value for the kubelet (repeatable)"),
+		componentArgFlag("kube-proxy-arg", "key=value for kube-proxy (repeatable)"),
 		&cli.StringFlag{Name: "flannel-backend", Value: network.BackendVXLAN, Usage: "pod network between nodes: vxlan, host-gw (nodes on one L2 network) or none"},
 		&cli.StringFlag{Name: "flannel-iface", Usage: "interface the pod network between nodes uses (default: the node IP's)"},
 		&cli.StringSliceFlag{Name: "node-external-ip", Usage: "address others reach this node by, given to LoadBalancer Services instead of the node IP (repeatable, or comma-separated)"},
@@ -119,4 +120,38 @@ func configFileValue(c *cli.Context, key string) (string, error) {
 		return v[0], nil
 	}
 	return "", nil
+}
+
+// argList is the value of a --*-arg flag: key=value items for an upstream component, one per
+// occurrence. Unlike a StringSliceFlag it never splits at commas, which components' own list
+// values hold (--kube-apiserver-arg enable-admission-plugins=A,B, --etcd-arg
+// listen-client-urls=URL1,URL2, --kubelet-arg node-labels=a=b,c=d).
+type argList []string
+
+func (l *argList) Set(v string) error { *l = append(*l, v); return nil }
+func (l *argList) String() string     { return strings.Join(*l, " ") }
+
+// componentArgFlag is a repeatable --*-arg flag (see argList).
+func componentArgFlag(name, usage string) *cli.GenericFlag {
+	return &cli.GenericFlag{Name: name, Value: &argList{}, Usage: usage}
+}
+
+// componentArgs are the values of a componentArgFlag.
+func componentArgs(c *cli.Context, name string) []string {
+	if l, ok := c.Generic(name).(*argList); ok {
+		return append([]string(nil), *l...)
+	}
+	return nil
+}
+
+// repeatable says whether a flag takes a list in the config file.
+func repeatable(f cli.Flag) bool {
+	switch f := f.(type) {
+	case *cli.StringSliceFlag:
+		return true
+	case *cli.GenericFlag:
+		_, ok := f.Value.(*argList)
+		return ok
+	}
+	return false
 }

@@ -42,10 +42,10 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "cluster-domain", Value: server.DefaultClusterDomain, Usage: "cluster DNS domain"},
 			writeKubeconfigFlag("where to write the admin kubeconfig"),
 			&cli.StringFlag{Name: "write-kubeconfig-mode", Value: "0600", EnvVars: []string{"K1S_KUBECONFIG_MODE"}, Usage: "file mode of the admin kubeconfig (octal)"},
-			&cli.StringSliceFlag{Name: "kube-apiserver-arg", Usage: "key=value for kube-apiserver (repeatable; replaces k1s's default)"},
-			&cli.StringSliceFlag{Name: "kube-controller-manager-arg", Usage: "key=value for kube-controller-manager (repeatable)"},
-			&cli.StringSliceFlag{Name: "kube-scheduler-arg", Usage: "key=value for kube-scheduler (repeatable)"},
-			&cli.StringSliceFlag{Name: "etcd-arg", Usage: "key=value for etcd (repeatable)"},
+			componentArgFlag("kube-apiserver-arg", "key=value for kube-apiserver (repeatable; replaces k1s's default)"),
+			componentArgFlag("kube-controller-manager-arg", "key=value for kube-controller-manager (repeatable)"),
+			componentArgFlag("kube-scheduler-arg", "key=value for kube-scheduler (repeatable)"),
+			componentArgFlag("etcd-arg", "key=value for etcd (repeatable)"),
 			&cli.BoolFlag{Name: "disable-agent", Usage: "run only the control plane, no node"},
 			&cli.StringSliceFlag{Name: "disable", Usage: "do not deploy this packaged add-on, and remove it if deployed (repeatable): " + strings.Join(addons.Names(), ", ")},
 			&cli.BoolFlag{Name: "disable-network-policy", Usage: "do not enforce NetworkPolicies (the same as --disable network-policy)"},
@@ -60,6 +60,10 @@ func serverCommand() *cli.Command {
 			etcdSnapshotCompressFlag(),
 			&cli.BoolFlag{Name: "etcd-disable-snapshots", Usage: "take no scheduled etcd snapshots"},
 			&cli.StringFlag{Name: "cluster-reset-restore-path", Usage: "restore this etcd snapshot on the stopped server (the current database is moved aside), then exit; start k1s again without this flag"},
+			&cli.BoolFlag{Name: "cluster-init", EnvVars: []string{"K1S_CLUSTER_INIT"}, Usage: "make this the first server of a cluster other servers can join (etcd listens for peers on --advertise-address:2380 with mutual TLS; writes <data-dir>/server/token); converts a single server in place"},
+			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"K1S_URL"}, Usage: "join the cluster of this server (https://HOST:6443) as another server; a server with data ignores it"},
+			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"K1S_TOKEN"}, Usage: "with --server: the server token (the first server's <data-dir>/server/token; an agent's node-token does not join servers)"},
+			&cli.StringFlag{Name: "token-file", EnvVars: []string{"K1S_TOKEN_FILE"}, Usage: "file holding the server token"},
 			&cli.StringFlag{Name: "debug-profile", Usage: "serve Go's pprof for the k1s process on this loopback host:port (e.g. 127.0.0.1:6060); off by default"},
 		),
 			nodeFlags()...),
@@ -81,15 +85,17 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		DataDir:                    c.String("data-dir"),
 		NodeName:                   c.String("node-name"),
 		WithoutNode:                c.Bool("disable-agent"),
+		ClusterInit:                c.Bool("cluster-init"),
+		JoinServer:                 c.String("server"),
 		HTTPSPort:                  c.Int("https-listen-port"),
 		MetricsServerPort:          c.Int("metrics-server-port"),
 		TLSSANs:                    c.StringSlice("tls-san"),
 		ClusterDomain:              c.String("cluster-domain"),
 		KubeconfigOutput:           c.String("write-kubeconfig"),
-		ExtraAPIServerArgs:         c.StringSlice("kube-apiserver-arg"),
-		ExtraControllerManagerArgs: c.StringSlice("kube-controller-manager-arg"),
-		ExtraSchedulerArgs:         c.StringSlice("kube-scheduler-arg"),
-		ExtraEtcdArgs:              c.StringSlice("etcd-arg"),
+		ExtraAPIServerArgs:         componentArgs(c, "kube-apiserver-arg"),
+		ExtraControllerManagerArgs: componentArgs(c, "kube-controller-manager-arg"),
+		ExtraSchedulerArgs:         componentArgs(c, "kube-scheduler-arg"),
+		ExtraEtcdArgs:              componentArgs(c, "etcd-arg"),
 		ResolvConf:                 c.String("resolv-conf"),
 		Disable:                    disabledAddons(c),
 		DisableHelmController:      c.Bool("disable-helm-controller"),
@@ -108,6 +114,13 @@ func serverConfig(c *cli.Context) (*server.Config, error) {
 		return nil, fmt.Errorf("--etcd-snapshot-retention %d: keep at least 1 snapshot (or turn them off with --etcd-disable-snapshots)", cfg.EtcdSnapshotRetention)
 	}
 	var err error
+	if cfg.JoinToken, err = joinToken(c); err != nil {
+		return nil, err
+	}
+	// Read once: containerd and every other child inherit k1s's environment.
+	if err := os.Unsetenv("K1S_TOKEN"); err != nil {
+		return nil, err
+	}
 	for _, ip := range []struct {
 		flag string
 		dst  *net.IP
@@ -170,7 +183,9 @@ func runServer(c *cli.Context) error {
 	}
 	keepClusterTrafficLocal(completed)
 	log.Infof("starting k1s %s server (kubernetes %s) on node %s (%s), data in %s", version.Version, version.Kubernetes(), completed.NodeName, completed.NodeIP, completed.Dir().Root())
-	srv, err := server.Prepare(completed)
+	ctx, stop := signalContext()
+	srv, err := server.Prepare(ctx, completed)
+	stop()
 	if err != nil {
 		return err
 	}

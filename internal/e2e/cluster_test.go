@@ -40,9 +40,10 @@ import (
 //     --server https://10.199.<n>.1:<port> --token <its join token>;
 //   - every other node, server or agent, is a "node namespace": a network namespace
 //     k1s-e2e-<id>-<name> joined to the bridge by a veth (eth0 inside, 10.199.<n>.<i>/24, no
-//     default route), and a holder process (sleep) that owns a private mount namespace with
+//     default route), and a holder process (sleep) that owns a UTS namespace (host name = node
+//     name) and a private mount namespace with
 //     tmpfs over the host paths a node writes whatever its data directory (nodePrivateDirs).
-//     Everything for that node runs through `nsenter -t <holder> -m -n`, on k1s's default ports,
+//     Everything for that node runs through `nsenter -t <holder> -m -n -u`, on k1s's default ports,
 //     with a resolv.conf that sends nothing off the machine and the kubelet cgroup root
 //     /k1s-e2e-<node name>;
 //   - nodes are named server-a, server-b, … and agent-a, agent-b, …. newCluster starts the
@@ -50,9 +51,10 @@ import (
 //     waited for (a joining server grows etcd by one member), then the agents without waiting
 //     (waitNodesReady). addServer, addAgent and addNode add nodes by name afterwards.
 //
-// So an HA test asks for clusterSpec{Servers: 3} and gets server-a on the host and server-b and
-// server-c in their namespaces, each started with `--server <server-a's URL> --token <token>`
-// and the ServerArgs. prepareCluster builds the same without starting anything, for a test that
+// So an HA test asks for clusterSpec{Servers: 3} and gets server-a on the host with
+// --cluster-init (its etcd serving the bridge too) and server-b and server-c in their
+// namespaces, each started with `--server <server-a's URL> --token <its server token>` and the
+// ServerArgs. prepareCluster builds the same without starting anything, for a test that
 // starts or times the first server itself (its process is c.server()).
 //
 // No packet leaves the machine: the bridge has no uplink and the namespaces no default route.
@@ -94,6 +96,9 @@ type clusterSpec struct {
 	// Network puts a cluster of one server on a test bridge too, for a test that adds nodes
 	// itself (addNode, addAgent, addServer). Larger clusters always have it.
 	Network bool
+	// ClusterInit runs the first server with --cluster-init (its etcd also serves the bridge),
+	// so that servers can join it; implied by Servers > 1.
+	ClusterInit bool
 	// ServerDir is the first server's directory (its data directory, kubeconfig, config), for
 	// a test of the file system under it; default: one in the cluster's directory.
 	ServerDir string
@@ -112,8 +117,9 @@ type cluster struct {
 	Servers []*clusterNode
 	Agents  []*clusterNode
 
-	// token is the first server's join token (<data-dir>/server/node-token), read by joinToken.
-	token string
+	// token is the first server's join token (<data-dir>/server/node-token), read by joinToken;
+	// srvToken its server token (server/token), read by serverToken.
+	token, srvToken string
 
 	bridge string
 	// onBridge says whether the bridge exists (createBridge made it).
@@ -365,6 +371,39 @@ func (c *cluster) nodes() []*clusterNode {
 	return append(append([]*clusterNode(nil), c.Servers...), c.Agents...)
 }
 
+// clustered says whether the first server runs with --cluster-init.
+func (c *cluster) clustered() bool { return c.spec.ClusterInit || c.spec.Servers > 1 }
+
+// serverToken is the first server's server token (<data-dir>/server/token), which joins
+// servers, read once (within 30 s) after it is written, and once the bootstrap data sealed
+// with it is published.
+func (c *cluster) serverToken() string {
+	c.t.Helper()
+	if c.srvToken == "" {
+		tokenFile := filepath.Join(c.server().dataDir, "server", "token")
+		eventually(c.t, 30*time.Second, "the server's server token", func() error {
+			data, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return err
+			}
+			if c.srvToken = joinTokenPattern.FindString(string(data)); c.srvToken == "" {
+				return fmt.Errorf("%s holds no token: %q", tokenFile, data)
+			}
+			return nil
+		})
+		// The token is written before the server starts; a server joins once the first has
+		// published its token and the bootstrap data.
+		eventually(c.t, 60*time.Second, "the server's bootstrap data", func() error {
+			out, err := c.server().kubectl("-n", "kube-system", "get", "secret", "k1s-server-bootstrap", "-o", "name")
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+	}
+	return c.srvToken
+}
+
 // serverURL is the first server's apiserver, for the nodes that join it.
 func (c *cluster) serverURL() string {
 	return fmt.Sprintf("https://%s:%d", c.gateway(), c.server().port)
@@ -482,7 +521,10 @@ func (n *clusterNode) startHolder() {
 	for _, d := range append(n.c.dirs(), nodePrivateDirs...) {
 		patterns = append(patterns, d, d+"/*")
 	}
+	// A host name of its own, as a machine has: the apiservers' identity leases are named
+	// after it.
 	script := `set -e
+hostname ` + n.name + `
 for m in $(cut -d' ' -f5 /proc/self/mountinfo); do
 	case "$m" in ` + strings.Join(patterns, "|") + `) umount -l "$m" 2>/dev/null || true;; esac
 done
@@ -502,7 +544,7 @@ exec sleep infinity`
 		t.Fatal(err)
 	}
 	defer r.Close()
-	n.holder = exec.Command("nsenter", "--net=/run/netns/"+n.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	n.holder = exec.Command("nsenter", "--net=/run/netns/"+n.netns, "unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", script)
 	n.holder.Stdout, n.holder.Stderr = w, logFile
 	n.holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = n.holder.Start()
@@ -551,7 +593,7 @@ func (n *clusterNode) holderAlive() bool {
 
 // nsenter is the command prefix that runs a program in the node namespace.
 func (n *clusterNode) nsenter() []string {
-	return []string{"nsenter", "-t", strconv.Itoa(n.holder.Process.Pid), "-m", "-n", "--"}
+	return []string{"nsenter", "-t", strconv.Itoa(n.holder.Process.Pid), "-m", "-n", "-u", "--"}
 }
 
 // exec runs args on the node (the host, or inside the node's mount and network namespaces)
@@ -613,12 +655,19 @@ func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
 	if n.onHost() {
 		// The host may run a k1s of its own, on the default ports.
 		p.port = freePort(t)
+		etcdPort := strconv.Itoa(freePort(t))
+		etcdURLs := "https://127.0.0.1:" + etcdPort
+		if role == "server" && c.clustered() {
+			// The joining servers reach it on the bridge.
+			etcdURLs += ",https://" + n.ip + ":" + etcdPort
+			p.args = append(p.args, "--cluster-init")
+		}
 		p.args = append(p.args,
 			"--https-listen-port", strconv.Itoa(p.port),
 			"--metrics-server-port", strconv.Itoa(freePort(t)),
 			"--kube-controller-manager-arg", "secure-port="+strconv.Itoa(freePort(t)),
 			"--kube-scheduler-arg", "secure-port="+strconv.Itoa(freePort(t)),
-			"--etcd-arg", "listen-client-urls=https://127.0.0.1:"+strconv.Itoa(freePort(t)))
+			"--etcd-arg", "listen-client-urls="+etcdURLs)
 	}
 	if !p.runsNode {
 		p.args = append(p.args, "--disable-agent")
@@ -668,7 +717,7 @@ func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
 // with extra added, and waits (3 minutes) for its API.
 func (n *clusterNode) startServer(extra ...string) {
 	n.c.t.Helper()
-	n.proc = n.newProcess("server", n.name, append(n.c.joinArgs(), extra...)...)
+	n.proc = n.newProcess("server", n.name, append([]string{"--server", n.c.serverURL(), "--token", n.c.serverToken()}, extra...)...)
 	n.proc.start()
 	n.proc.waitReady(3 * time.Minute)
 }

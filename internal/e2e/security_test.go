@@ -683,7 +683,7 @@ func etcdRange(t *testing.T, s *process, key string, prefix bool) map[string][]b
 	endpoint := ""
 	for _, a := range argv {
 		if v, ok := strings.CutPrefix(a, "--listen-client-urls="); ok {
-			endpoint = v
+			endpoint, _, _ = strings.Cut(v, ",")
 		}
 	}
 	dir := filepath.Join(s.dataDir, "server", "tls", "etcd")

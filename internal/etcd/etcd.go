@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -36,9 +38,28 @@ type Config struct {
 	PeerURL string
 	// CAFile verifies clients; CertFile and KeyFile serve.
 	CAFile, CertFile, KeyFile string
+	// Peer makes this member one of a cluster that can grow; nil for a single server.
+	Peer *PeerConfig
 	// ExtraArgs are the user's --etcd-arg values, in etcd's own flag syntax.
 	ExtraArgs []string
 	Log       *logrus.Logger
+}
+
+// PeerConfig is how a member of a cluster that can grow meets the others: on IP, port
+// EtcdPeerPort for peers and the client port for the other servers' k1s, both with mutual TLS
+// (peers with certificates of their own CA).
+type PeerConfig struct {
+	IP                        net.IP
+	Port                      int
+	CAFile, CertFile, KeyFile string
+	// InitialCluster is the cluster a new member joins (name=peerURL,…, as MemberAddAsLearner
+	// returned it); empty for the first member, or one with data.
+	InitialCluster string
+}
+
+// PeerURL is the member's peer URL on ip.
+func PeerURL(ip net.IP, port int) string {
+	return "https://" + net.JoinHostPort(ip.String(), strconv.Itoa(port))
 }
 
 // Server is the embedded etcd, as a component.Component.
@@ -47,6 +68,8 @@ type Server struct {
 	args     []string
 	stopping *atomic.Bool
 	log      *logrus.Logger
+	// clustered says that the member listens for peers (Config.Peer).
+	clustered bool
 
 	mu     sync.Mutex
 	etcd   *embed.Etcd
@@ -64,11 +87,16 @@ func New(c Config) (*Server, error) {
 
 	clientURL := fmt.Sprintf("https://127.0.0.1:%d", c.ClientPort)
 	peerURL := c.PeerURL
+	clientURLs := clientURL
+	if p := c.Peer; p != nil {
+		peerURL = PeerURL(p.IP, p.Port)
+		clientURLs += ",https://" + net.JoinHostPort(p.IP.String(), strconv.Itoa(c.ClientPort))
+	}
 	defaults := map[string]string{
 		"name":                        c.Name,
 		"data-dir":                    c.DataDir,
-		"listen-client-urls":          clientURL,
-		"advertise-client-urls":       clientURL,
+		"listen-client-urls":          clientURLs,
+		"advertise-client-urls":       clientURLs,
 		"initial-advertise-peer-urls": peerURL,
 		"initial-cluster":             c.Name + "=" + peerURL,
 		"trusted-ca-file":             c.CAFile,
@@ -87,6 +115,16 @@ func New(c Config) (*Server, error) {
 		"warning-apply-duration":         "1s",
 		"warning-unary-request-duration": "1s",
 		"log-level":                      "info",
+	}
+	if p := c.Peer; p != nil {
+		defaults["listen-peer-urls"] = peerURL
+		defaults["peer-trusted-ca-file"] = p.CAFile
+		defaults["peer-cert-file"] = p.CertFile
+		defaults["peer-key-file"] = p.KeyFile
+		defaults["peer-client-cert-auth"] = "true"
+		if p.InitialCluster != "" {
+			defaults["initial-cluster"] = p.InitialCluster
+		}
 	}
 	// Moving a listener moves what is advertised with it, unless the user says otherwise.
 	user := map[string]string{}
@@ -123,7 +161,7 @@ func New(c Config) (*Server, error) {
 	// embed.Config.AddFlags binds URL lists to flag values only; etcd's own main copies them
 	// into the config the same way.
 	ecfg.ListenPeerUrls = nil
-	if _, ok := user["listen-peer-urls"]; ok {
+	if _, ok := user["listen-peer-urls"]; ok || c.Peer != nil {
 		ecfg.ListenPeerUrls = flags.UniqueURLsFromFlag(fs, "listen-peer-urls")
 	}
 	ecfg.AdvertisePeerUrls = flags.UniqueURLsFromFlag(fs, "initial-advertise-peer-urls")
@@ -131,6 +169,11 @@ func New(c Config) (*Server, error) {
 	ecfg.AdvertiseClientUrls = flags.UniqueURLsFromFlag(fs, "advertise-client-urls")
 	ecfg.ListenMetricsUrls = flags.UniqueURLsFromFlag(fs, "listen-metrics-urls")
 
+	if c.Peer != nil && c.Peer.InitialCluster != "" {
+		// etcd's main, not embed, defines this flag.
+		ecfg.ClusterState = embed.ClusterStateFlagExisting
+		merged = append(merged, "--initial-cluster-state="+embed.ClusterStateFlagExisting)
+	}
 	stopping := &atomic.Bool{}
 	ecfg.Logger = "zap"
 	ecfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logging.NewZap(c.Log, "etcd", stopping))
@@ -140,7 +183,7 @@ func New(c Config) (*Server, error) {
 	if len(ecfg.ListenPeerUrls) == 0 {
 		merged = append(merged, "--listen-peer-urls=")
 	}
-	return &Server{cfg: ecfg, args: merged, stopping: stopping, log: c.Log, exited: make(chan struct{})}, nil
+	return &Server{cfg: ecfg, args: merged, stopping: stopping, log: c.Log, exited: make(chan struct{}), clustered: c.Peer != nil}, nil
 }
 
 // PeerListenURL is where etcd listens for its peers, or nil: by default it does not.

@@ -109,6 +109,10 @@ const DefaultTokenDescription = "the server's default node join token (node-toke
 // file's), which never expires, once: createdMarker records the token it was created for, and
 // a Secret deleted since was revoked on purpose. It reports whether the token is usable.
 func EnsureTokenSecret(ctx context.Context, client kubernetes.Interface, token Token, createdMarker string) (bool, error) {
+	return ensureTokenSecret(ctx, client, token, createdMarker, BootstrapTokenSecret(token, DefaultTokenDescription, metav1.Time{}))
+}
+
+func ensureTokenSecret(ctx context.Context, client kubernetes.Interface, token Token, createdMarker string, secret *corev1.Secret) (bool, error) {
 	if created, err := os.ReadFile(createdMarker); err == nil && strings.TrimSpace(string(created)) == token.ID {
 		_, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, bootstrapapi.BootstrapTokenSecretPrefix+token.ID, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -116,7 +120,6 @@ func EnsureTokenSecret(ctx context.Context, client kubernetes.Interface, token T
 		}
 		return err == nil, err
 	}
-	secret := BootstrapTokenSecret(token, DefaultTokenDescription, metav1.Time{})
 	_, err := client.CoreV1().Secrets(metav1.NamespaceSystem).Create(ctx, secret, metav1.CreateOptions{FieldManager: FieldManager})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return false, fmt.Errorf("creating the join token's Secret: %w", err)

@@ -3,7 +3,10 @@
 // package (and `k1s killall` on a broken host) can read it.
 package layout
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"strings"
+)
 
 // Defaults of the files outside a data directory.
 const (
@@ -217,6 +220,13 @@ func (s Server) ControllerManagerClient() Pair {
 }
 func (s Server) SchedulerClient() Pair { return pair(s.TLSDir(), "client-scheduler") }
 
+// EtcdPeerCA signs the certificates etcd members authenticate each other with: a CA of its
+// own, so that no etcd client certificate passes for a member.
+func (s Server) EtcdPeerCA() Pair { return pair(s.etcdTLS(), "peer-ca") }
+
+// EtcdPeer is this member's peer certificate (server and client), for its addresses.
+func (s Server) EtcdPeer() Pair { return pair(s.etcdTLS(), "peer") }
+
 // EtcdServing is etcd's serving (and peer-less client) certificate.
 func (s Server) EtcdServing() Pair { return pair(s.etcdTLS(), "server-client") }
 
@@ -294,6 +304,34 @@ func (s Server) NodeToken() string { return filepath.Join(s.dir, "node-token") }
 // NodeTokenCreated records that k1s created the default join token's Secret: one deleted
 // afterwards was revoked on purpose and is not created again.
 func (s Server) NodeTokenCreated() string { return filepath.Join(s.CredDir(), "node-token-created") }
+
+// ServerToken holds the token other servers join this server's cluster with (--cluster-init
+// writes it; a joined server keeps the one it joined with).
+func (s Server) ServerToken() string { return filepath.Join(s.dir, "token") }
+
+// ServerTokenCreated records that k1s created the server token's Secret (as NodeTokenCreated).
+func (s Server) ServerTokenCreated() string { return filepath.Join(s.CredDir(), "token-created") }
+
+// EtcdClustered records that this server's etcd is a member of a cluster that can grow
+// (--cluster-init, or a join): it listens for peers, with mutual TLS, at every start.
+func (s Server) EtcdClustered() string { return filepath.Join(s.dir, "db", "clustered") }
+
+// Rel is path (one of the server's) relative to the server's directory.
+func (s Server) Rel(path string) string {
+	return strings.TrimPrefix(path, s.dir+string(filepath.Separator))
+}
+
+// BootstrapData are what every server of a cluster shares, relative to the server's directory:
+// the files (those that exist) and directories whose files are shared. A joining server
+// receives them sealed with the server token and issues its own leaf certificates.
+func (s Server) BootstrapData() (files, dirs []string) {
+	rel := s.Rel
+	for _, ca := range []Pair{s.ServerCA(), s.ClientCA(), s.RequestHeaderCA(), s.EtcdCA(), s.EtcdPeerCA(), s.KubeletServingCA()} {
+		files = append(files, rel(ca.Cert), rel(ca.Key))
+	}
+	files = append(files, rel(s.ServiceAccountKey()), rel(s.EncryptionConfig()), rel(s.NodeToken()), rel(s.NodeTokenCreated()))
+	return files, []string{rel(s.ServiceAccountRetiredDir())}
+}
 
 // Configuration files k1s writes for the apiserver.
 func (s Server) AdmissionConfig() string      { return s.etc("admission-config.yaml") }

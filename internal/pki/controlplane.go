@@ -59,6 +59,10 @@ type ControlPlaneSpec struct {
 	// Rotate names services (see Services) whose certificates are issued again, with new
 	// keys, whatever they hold.
 	Rotate []string
+	// EtcdPeerIPs are this server's addresses for etcd's peers and remote clients (the other
+	// servers): set on a server of a cluster that can grow, which then gets a peer certificate
+	// and an etcd serving certificate for them too. Empty on a single server.
+	EtcdPeerIPs []net.IP
 	// ServiceAccountKeyRetention is how long a rotated-out service-account key still
 	// verifies tokens: the longest a token it signed can be valid.
 	ServiceAccountKeyRetention time.Duration
@@ -77,19 +81,21 @@ var Services = map[string][]string{
 	"break-glass":         {"client-break-glass"},
 	"controller-manager":  {"client-controller"},
 	"scheduler":           {"client-scheduler"},
-	"etcd":                {"etcd/server-client", "etcd/client"},
+	"etcd":                {"etcd/server-client", "etcd/client", "etcd/peer"},
 	"metrics-server":      {"serving-metrics-server", "client-metrics-server"},
 	ServiceAccountService: {ServiceAccountService},
 }
 
 // ControlPlane is where the control plane's credentials are on disk.
 type ControlPlane struct {
-	ServerCA, ClientCA, RequestHeaderCA, EtcdCA, KubeletServingCA *CA
+	ServerCA, ClientCA, RequestHeaderCA, EtcdCA, EtcdPeerCA, KubeletServingCA *CA
 
-	APIServerServing    Pair
-	APIServerKubelet    Pair
-	AuthProxyClient     Pair
-	EtcdServing         Pair
+	APIServerServing Pair
+	APIServerKubelet Pair
+	AuthProxyClient  Pair
+	EtcdServing      Pair
+	// EtcdPeer is empty without spec.EtcdPeerIPs.
+	EtcdPeer            Pair
 	EtcdAPIServerClient Pair
 	Admin               Pair
 	Supervisor          Pair
@@ -123,6 +129,7 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		{&cp.ClientCA, f.ClientCA(), "client-ca", "k1s-client-ca"},
 		{&cp.RequestHeaderCA, f.RequestHeaderCA(), "request-header-ca", "k1s-request-header-ca"},
 		{&cp.EtcdCA, f.EtcdCA(), "etcd/server-ca", "etcd-server-ca"},
+		{&cp.EtcdPeerCA, f.EtcdPeerCA(), "etcd/peer-ca", "etcd-peer-ca"},
 		{&cp.KubeletServingCA, f.KubeletServingCA(), "kubelet-serving-ca", "k1s-kubelet-serving-ca"},
 	} {
 		if *ca.dst, err = EnsureCA(ca.files, ca.name, ca.commonName); err != nil {
@@ -153,6 +160,7 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		return nil, err
 	}
 	localhost := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}
+	etcdIPs := slices.Concat(localhost, spec.EtcdPeerIPs)
 	for _, c := range []struct {
 		dst   *Pair
 		ca    *CA
@@ -182,7 +190,7 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		{nil, cp.ClientCA, f.MetricsServerClient(), "client-metrics-server",
 			CertSpec{CommonName: MetricsServerUser, Client: true}},
 		{&cp.EtcdServing, cp.EtcdCA, f.EtcdServing(), "etcd/server-client",
-			CertSpec{CommonName: "etcd-server", DNSNames: []string{"localhost"}, IPs: localhost, Server: true, Client: true}},
+			CertSpec{CommonName: "etcd-server", DNSNames: []string{"localhost"}, IPs: etcdIPs, Server: true, Client: true}},
 		{&cp.EtcdAPIServerClient, cp.EtcdCA, f.EtcdAPIServerClient(), "etcd/client",
 			CertSpec{CommonName: "etcd-client", Client: true}},
 	} {
@@ -196,6 +204,17 @@ func EnsureControlPlane(spec ControlPlaneSpec) (*ControlPlane, error) {
 		if c.dst != nil {
 			*c.dst = pair
 		}
+	}
+
+	if len(spec.EtcdPeerIPs) > 0 {
+		pair, wrote, err := cp.EtcdPeerCA.Ensure(f.EtcdPeer(), CertSpec{CommonName: "etcd-peer", DNSNames: []string{"localhost"}, IPs: etcdIPs, Server: true, Client: true}, rotate["etcd/peer"])
+		if err != nil {
+			return nil, err
+		}
+		if wrote {
+			cp.Renewed = append(cp.Renewed, "etcd/peer")
+		}
+		cp.EtcdPeer = pair
 	}
 
 	cp.ServiceAccount = ServiceAccountKeys{SigningKey: f.ServiceAccountKey(), VerifyKeys: f.ServiceAccountVerifyKeys(), RetiredDir: f.ServiceAccountRetiredDir()}

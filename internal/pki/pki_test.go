@@ -25,6 +25,8 @@ func testSpec(dir string) ControlPlaneSpec {
 		APIServerIPs:   []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.43.0.1"), net.ParseIP("192.0.2.7")},
 		APIServerNames: []string{"kubernetes", "kubernetes.default.svc.cluster.local", "node1"},
 		APIServerURL:   "https://127.0.0.1:6443",
+		// A server of a cluster that can grow: every leaf, etcd's peer certificate included.
+		EtcdPeerIPs: []net.IP{net.ParseIP("192.0.2.7")},
 	}
 }
 
@@ -383,5 +385,39 @@ func TestServiceAccountKeyRotation(t *testing.T) {
 	}
 	if pubs := verifyKeys(); len(pubs) != 1 || !publicKeysEqual(pubs[0], current) {
 		t.Errorf("after the retention the verification keys are %d, want the signing key alone", len(pubs))
+	}
+}
+
+// etcd members authenticate each other with a CA of their own: no etcd client certificate
+// passes for a member, and a member's certificate covers its address.
+func TestEtcdPeerCertificate(t *testing.T) {
+	spec := testSpec(t.TempDir())
+	cp, err := EnsureControlPlane(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := mustCert(t, cp.EtcdPeer.CertFile)
+	peers, clients := x509.NewCertPool(), x509.NewCertPool()
+	peers.AddCert(cp.EtcdPeerCA.Cert)
+	clients.AddCert(cp.EtcdCA.Cert)
+	if _, err := peer.Verify(x509.VerifyOptions{Roots: peers, DNSName: "192.0.2.7", KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Errorf("the peer certificate for 192.0.2.7: %v", err)
+	}
+	client := mustCert(t, cp.EtcdAPIServerClient.CertFile)
+	if _, err := client.Verify(x509.VerifyOptions{Roots: peers, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Error("an etcd client certificate verifies as a peer")
+	}
+	serving := mustCert(t, cp.EtcdServing.CertFile)
+	if _, err := serving.Verify(x509.VerifyOptions{Roots: clients, DNSName: "192.0.2.7"}); err != nil {
+		t.Errorf("etcd's serving certificate for the other servers at 192.0.2.7: %v", err)
+	}
+	single := testSpec(t.TempDir())
+	single.EtcdPeerIPs = nil
+	cp, err = EnsureControlPlane(single)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.EtcdPeer.CertFile != "" {
+		t.Error("a single server got a peer certificate")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -87,10 +88,11 @@ func (s *Server) grantAdmin(ctx context.Context, client kubernetes.Interface) er
 	}
 	_, err := bindings.Create(ctx, binding, metav1.CreateOptions{FieldManager: fieldManager})
 	if apierrors.IsAlreadyExists(err) {
-		// Earlier admin identities (and an earlier version's group) lose cluster-admin here.
+		// This server's earlier admin identity (or an earlier version's shared one) loses
+		// cluster-admin here; other servers' admin identities keep it.
 		var existing *rbacv1.ClusterRoleBinding
 		if existing, err = bindings.Get(ctx, AdminBinding, metav1.GetOptions{}); err == nil {
-			existing.Subjects = binding.Subjects
+			existing.Subjects = adminSubjects(existing.Subjects, previous, readErr == nil, user)
 			_, err = bindings.Update(ctx, existing, metav1.UpdateOptions{FieldManager: fieldManager})
 		}
 	}
@@ -98,4 +100,18 @@ func (s *Server) grantAdmin(ctx context.Context, client kubernetes.Interface) er
 		return fmt.Errorf("granting the admin kubeconfig cluster-admin: %w", err)
 	}
 	return fileutil.WriteAtomic(marker, []byte(user+"\n"), 0o600)
+}
+
+// adminSubjects are the admin binding's subjects once user replaces this server's previous
+// admin identity: each server of a cluster binds its own admin user. previous is what this
+// server granted before (granted false: nothing); an earlier version's shared identity
+// (previous without AdminUserPrefix) is replaced with every other subject.
+func adminSubjects(subjects []rbacv1.Subject, previous string, granted bool, user string) []rbacv1.Subject {
+	if granted && !strings.HasPrefix(previous, pki.AdminUserPrefix) {
+		subjects = nil
+	}
+	subjects = slices.DeleteFunc(slices.Clone(subjects), func(s rbacv1.Subject) bool {
+		return s.Kind == rbacv1.UserKind && (s.Name == user || (granted && s.Name == previous))
+	})
+	return append(subjects, rbacv1.Subject{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/k1s-io/k1s/internal/addons"
 	"github.com/k1s-io/k1s/internal/encryption"
 	"github.com/k1s-io/k1s/internal/etcd/snapshot"
+	"github.com/k1s-io/k1s/internal/join"
 	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/network"
 )
@@ -30,6 +31,13 @@ type Config struct {
 	NodeName string
 	// WithoutNode is --disable-agent: no node of this server's own.
 	WithoutNode bool
+	// ClusterInit (--cluster-init) makes this server the first of a cluster that other servers
+	// can join: etcd listens for peers on AdvertiseAddress with mutual TLS, and the server token
+	// is written. JoinServer and JoinToken (--server, --token) join such a cluster; a server
+	// with data needs neither again.
+	ClusterInit bool
+	JoinServer  string
+	JoinToken   join.Token
 	// NodeIP defaults to the address of the interface of the default route.
 	NodeIP net.IP
 	// BindAddress and HTTPSPort are where the apiserver listens.
@@ -135,6 +143,10 @@ type completedConfig struct {
 	secretsProvider encryption.Provider
 	// snapshotSchedule is EtcdSnapshotCron, parsed.
 	snapshotSchedule cron.Schedule
+	// clustered says that etcd is a member of a cluster that can grow (see planCluster), and
+	// join what a joining server received.
+	clustered bool
+	join      *joinState
 }
 
 // CompletedConfig is what Complete returns and Prepare takes: a server cannot be prepared from

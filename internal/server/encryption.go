@@ -37,6 +37,9 @@ func (c *completedConfig) encryptionEnabled() bool {
 	if c.SecretsEncryption {
 		return true
 	}
+	if c.join != nil && c.join.bundle.Files[c.files.Rel(c.files.EncryptionConfig())] != nil {
+		return true
+	}
 	_, err := os.Stat(c.files.EncryptionConfig())
 	return err == nil
 }

@@ -1,10 +1,13 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,21 +40,29 @@ type Server struct {
 	// NodeToken is the server's default join token (the node-token file); the server's own
 	// node joins with it like any other.
 	NodeToken join.Token
+	// ServerToken joins other servers (server/token); only on a server of a cluster that can
+	// grow.
+	ServerToken join.Token
 }
 
 // Prepare turns a completed Config into a Server. The order matters for bad input: everything
 // that can be checked without writing is checked first (flags of every component included),
 // then the data directory is locked, and only then is anything written to it.
-func Prepare(completed CompletedConfig) (*Server, error) {
+// A server that joins a cluster (--server) reads the cluster's bootstrap data first, and
+// adds itself to etcd as a learner once its certificates exist; ctx bounds those waits.
+func Prepare(ctx context.Context, completed CompletedConfig) (*Server, error) {
 	cfg := completed.completedConfig
 	if cfg == nil {
 		return nil, errors.New("server: Prepare needs a config from Complete")
+	}
+	if err := planCluster(ctx, cfg); err != nil {
+		return nil, err
 	}
 	argv, err := buildArgs(cfg)
 	if err != nil {
 		return nil, err
 	}
-	etcdServer, err := newEtcd(cfg)
+	etcdServer, err := newEtcd(cfg, "")
 	if err != nil {
 		return nil, err
 	}
@@ -89,12 +100,29 @@ func Prepare(completed CompletedConfig) (*Server, error) {
 		lock.Release()
 		return nil, err
 	}
+	if cfg.join != nil {
+		if etcdServer, err = s.addLearner(ctx); err == nil {
+			err = datadir.RecordArgs(cfg.dir, layout.PartServer, "etcd", etcdServer.Args())
+		}
+		if err != nil {
+			lock.Release()
+			return nil, err
+		}
+	}
 	// The controllers come after the RBAC and bootstrap data nodes join with, so that they
 	// stop first and release their lease while the apiserver still serves.
 	// Secrets encryption is checked against etcd before the apiserver starts, and Secrets it
 	// must rewrite are rewritten once the apiserver serves.
 	secretsEnc := newSecretsEncryption(cfg, etcdServer, argv.apiserver)
 	s.components = []component.Component{etcdServer}
+	if cfg.clustered {
+		membership, err := s.newMembership(etcdServer)
+		if err != nil {
+			lock.Release()
+			return nil, err
+		}
+		s.components = append(s.components, membership)
+	}
 	if !cfg.EtcdDisableSnapshots {
 		s.components = append(s.components, etcd.NewSnapshotter(etcdServer, etcd.SnapshotSchedule{
 			Dir: cfg.EtcdSnapshotDir, Node: cfg.NodeName, Spec: cfg.EtcdSnapshotCron, Schedule: cfg.snapshotSchedule,
@@ -102,13 +130,17 @@ func Prepare(completed CompletedConfig) (*Server, error) {
 		}))
 	}
 	s.components = append(s.components, secretsEnc.check(), apiServer, secretsEnc.rewrite(admin), controllerManager, scheduler, s.newBootstrap(admin),
-		newRBAC(admin), clusterControllers, s.newCertificateRenewal(admin))
+		newRBAC(admin))
+	if cfg.clustered {
+		s.components = append(s.components, s.newClusterBootstrap(admin, etcdServer))
+	}
+	s.components = append(s.components, clusterControllers, s.newCertificateRenewal(admin))
 	return s, nil
 }
 
 // newEtcd is the embedded etcd of the server's configuration: the one Prepare starts and the
-// one a restore writes the data of.
-func newEtcd(cfg *completedConfig) (*etcd.Server, error) {
+// one a restore writes the data of. initialCluster is the cluster a joining member starts in.
+func newEtcd(cfg *completedConfig, initialCluster string) (*etcd.Server, error) {
 	return etcd.New(etcd.Config{
 		Name:       cfg.NodeName,
 		DataDir:    cfg.files.EtcdDataDir(),
@@ -117,6 +149,7 @@ func newEtcd(cfg *completedConfig) (*etcd.Server, error) {
 		CAFile:     cfg.files.EtcdCA().Cert,
 		CertFile:   cfg.files.EtcdServing().Cert,
 		KeyFile:    cfg.files.EtcdServing().Key,
+		Peer:       cfg.etcdPeer(initialCluster),
 		ExtraArgs:  cfg.ExtraEtcdArgs,
 		Log:        cfg.Log,
 	})
@@ -130,7 +163,7 @@ func RestoreSnapshot(completed CompletedConfig, file string) (aside string, err 
 	if cfg == nil {
 		return "", errors.New("server: RestoreSnapshot needs a config from Complete")
 	}
-	etcdServer, err := newEtcd(cfg)
+	etcdServer, err := newEtcd(cfg, "")
 	if err != nil {
 		return "", err
 	}
@@ -177,6 +210,12 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 		APIServerURL:               cfg.localAPIServerURL(),
 		ServiceAccountKeyRetention: serviceAccountKeyRetention(argv.apiserver),
 	}
+	if cfg.clustered {
+		s.pkiSpec.EtcdPeerIPs = []net.IP{cfg.AdvertiseAddress}
+	}
+	if err := s.writeJoinData(); err != nil {
+		return err
+	}
 	cp, err := s.ensurePKI(true)
 	if err != nil {
 		return fmt.Errorf("preparing certificates in %s: %w", cfg.files.TLSDir(), err)
@@ -184,6 +223,17 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 	s.PKI = cp
 	if s.NodeToken, err = join.EnsureNodeTokenFile(cfg.files.NodeToken(), cp.ServerCA.Cert); err != nil {
 		return err
+	}
+	if cfg.clustered {
+		if s.ServerToken, err = join.EnsureNodeTokenFile(cfg.files.ServerToken(), cp.ServerCA.Cert); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(cfg.files.EtcdClustered()), 0o700); err != nil {
+			return err
+		}
+		if err := fileutil.WriteAtomic(cfg.files.EtcdClustered(), []byte("etcd listens for peers at every start\n"), 0o600); err != nil {
+			return err
+		}
 	}
 	if err := fileutil.WriteAtomic(cfg.files.AuthenticationConfig(), join.AuthenticationConfig(), 0o600); err != nil {
 		return err
@@ -311,8 +361,8 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"kube-api-burst": "200",
 		"kube-api-qps":   "100",
 		"kubeconfig":     f.ControllerManagerKubeconfig(),
-		// A server is alone in its cluster until servers can join one another (then this
-		// turns on): the upstream identity has a random suffix, so with leader election a
+		// A single server runs without leader election (set below for a cluster that can
+		// grow): the upstream identity has a random suffix, so with leader election a
 		// restarted sole server would wait out its own lease (15 s) before it controls.
 		"leader-elect":                     "false",
 		"node-cidr-mask-size":              "24",
@@ -331,6 +381,10 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"leader-elect":              "false",
 		"profiling":                 "false",
 		"secure-port":               strconv.Itoa(layout.SchedulerPort),
+	}
+	if cfg.clustered {
+		controllerManager["leader-elect"] = "true"
+		scheduler["leader-elect"] = "true"
 	}
 	if cfg.Hardened {
 		for k, v := range hardenedAPIServerArgs {

@@ -1,0 +1,220 @@
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/k1s-io/k1s/internal/component"
+)
+
+// ClientTLS is the TLS configuration of a k1s client of etcd: a certificate of the etcd CA.
+func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	info := transport.TLSInfo{TrustedCAFile: caFile, CertFile: certFile, KeyFile: keyFile}
+	cfg, err := info.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("etcd client credentials: %w", err)
+	}
+	return cfg, nil
+}
+
+// NewClient is a client of the etcd members at endpoints.
+func NewClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second,
+		// The client's own retries are the caller's progress lines, not warnings.
+		Logger: zap.NewNop()})
+}
+
+// AddLearner adds this server (name, at peerURL) to the cluster of the members at endpoints
+// as a learner, and returns the initial-cluster it starts with. Before the add it checks that
+// every member's peer port answers from here (so that a firewall mistake never leaves a dead
+// learner behind), and removes a member this server left before: one at its peer URL that
+// never started (a join that failed), or one of its name (this server's data is gone).
+func AddLearner(ctx context.Context, client *clientv3.Client, name, peerURL string, log *logrus.Logger) (initialCluster string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	list, err := client.MemberList(ctx)
+	if err != nil {
+		return "", fmt.Errorf("listing the cluster's etcd members at %s: %w", strings.Join(client.Endpoints(), ","), err)
+	}
+	for _, m := range list.Members {
+		if m.Name == name || slices.Contains(m.PeerURLs, peerURL) {
+			log.Infof("removing etcd member %x (%q at %s) that this server left before", m.ID, m.Name, strings.Join(m.PeerURLs, ","))
+			if _, err := client.MemberRemove(ctx, m.ID); err != nil {
+				return "", fmt.Errorf("removing the earlier etcd member %x of this server: %w", m.ID, err)
+			}
+			continue
+		}
+		for _, u := range m.PeerURLs {
+			if err := probe(ctx, u); err != nil {
+				return "", fmt.Errorf("etcd member %s's peer address %s is not reachable from this server (%v): open %s/tcp between the servers", m.Name, u, err, portOf(u))
+			}
+		}
+	}
+	added, err := client.MemberAddAsLearner(ctx, []string{peerURL})
+	if err != nil {
+		return "", fmt.Errorf("adding this server to etcd as a learner: %w", err)
+	}
+	var parts []string
+	for _, m := range added.Members {
+		n := m.Name
+		if m.ID == added.Member.ID {
+			n = name
+		}
+		for _, u := range m.PeerURLs {
+			parts = append(parts, n+"="+u)
+		}
+	}
+	return strings.Join(parts, ","), nil
+}
+
+func probe(ctx context.Context, peerURL string) error {
+	u, err := url.Parse(peerURL)
+	if err != nil {
+		return err
+	}
+	d := net.Dialer{Timeout: 3 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func portOf(peerURL string) string {
+	if u, err := url.Parse(peerURL); err == nil {
+		return u.Port()
+	}
+	return "the peer port"
+}
+
+// Membership is the component, after etcd, that makes this member what the server asks: its
+// peer URL the current one (a single server turned into the first of a cluster, or an address
+// that changed), and a voter (a learner is promoted once it has caught up with the leader).
+// It is ready when the member is a voter with that peer URL, so the apiserver starts only on a
+// voting member.
+type Membership struct {
+	etcd *Server
+	// remote are other members' client URLs (a joining server's); the local member serves
+	// clients once it is a voter.
+	remote  []string
+	tls     *tls.Config
+	peerURL string
+	log     *logrus.Logger
+	*component.Func
+}
+
+// NewMembership returns the Membership component of s.
+func NewMembership(s *Server, remote []string, tlsCfg *tls.Config, peerURL string, log *logrus.Logger) *Membership {
+	m := &Membership{etcd: s, remote: remote, tls: tlsCfg, peerURL: peerURL, log: log}
+	done := make(chan struct{})
+	var state atomic.Pointer[string]
+	starting := "starting"
+	state.Store(&starting)
+	m.Func = component.NewFunc("etcd membership", func(ctx context.Context) error {
+		if err := m.run(ctx, func(s string) { state.Store(&s) }); err != nil {
+			return err
+		}
+		close(done)
+		<-ctx.Done()
+		return nil
+	}, func(context.Context) error {
+		select {
+		case <-done:
+			return nil
+		default:
+			return errors.New(*state.Load())
+		}
+	})
+	return m
+}
+
+func (m *Membership) run(ctx context.Context, progress func(string)) error {
+	m.etcd.mu.Lock()
+	e := m.etcd.etcd
+	m.etcd.mu.Unlock()
+	if e == nil {
+		return errors.New("etcd is not running")
+	}
+	id := uint64(e.Server.MemberID())
+	// A learner serves no member API: a joining member asks the others.
+	endpoints := m.remote
+	if len(endpoints) == 0 {
+		endpoints = []string{m.etcd.ClientURL().String()}
+	}
+	client, err := NewClient(endpoints, m.tls)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	for attempt := 0; ; attempt++ {
+		done, state, err := m.reconcile(ctx, client, id)
+		if done {
+			return nil
+		}
+		if err != nil {
+			state = state + ": " + err.Error()
+		}
+		progress(state)
+		if attempt%20 == 19 {
+			m.log.Infof("etcd member %x: %s", id, state)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// reconcile takes one step towards a voting member with the right peer URL.
+func (m *Membership) reconcile(ctx context.Context, client *clientv3.Client, id uint64) (done bool, state string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := client.MemberList(ctx)
+	if err != nil {
+		return false, "listing etcd members", err
+	}
+	i := slices.IndexFunc(list.Members, func(x *etcdserverpb.Member) bool { return x.ID == id })
+	if i < 0 {
+		return false, "waiting for this member in the member list", nil
+	}
+	me := list.Members[i]
+	if !slices.Equal(me.PeerURLs, []string{m.peerURL}) {
+		m.log.Infof("etcd member %x: peer URL %s (was %s)", id, m.peerURL, strings.Join(me.PeerURLs, ","))
+		if _, err := client.MemberUpdate(ctx, id, []string{m.peerURL}); err != nil {
+			return false, "updating this member's peer URL", err
+		}
+	}
+	if me.IsLearner {
+		if _, err := client.MemberPromote(ctx, id); err != nil {
+			return false, "a learner catching up with the leader before its promotion", err
+		}
+		m.log.Infof("etcd member %x is a voting member", id)
+	}
+	return true, "", nil
+}
+
+// RemoteClientURL is where other servers reach this member's clients: the advertised client
+// URL that is not on loopback (the first one when there is none).
+func (s *Server) RemoteClientURL() string {
+	for _, u := range s.cfg.AdvertiseClientUrls {
+		if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
+			return u.String()
+		}
+	}
+	return s.cfg.AdvertiseClientUrls[0].String()
+}

@@ -1,0 +1,177 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/k1s-io/k1s/internal/bootstrapdata"
+	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/etcd"
+	"github.com/k1s-io/k1s/internal/fileutil"
+	"github.com/k1s-io/k1s/internal/join"
+	"github.com/k1s-io/k1s/internal/kubeclient"
+	"github.com/k1s-io/k1s/internal/layout"
+)
+
+// joinState is what a server joining a cluster received before it wrote anything.
+type joinState struct {
+	token    join.Token
+	bundle   bootstrapdata.Bundle
+	etcdURLs []string
+}
+
+// planCluster decides, from the flags and the data directory, whether this server's etcd is
+// one of a cluster that can grow, and for a server that joins one, fetches and opens the
+// cluster's bootstrap data: all before anything is written, so that a wrong token or a
+// server that is not clustered leaves no trace.
+func planCluster(ctx context.Context, c *completedConfig) error {
+	hasData := exists(filepath.Join(c.files.EtcdDataDir(), "member"))
+	wasClustered := exists(c.files.EtcdClustered())
+	switch {
+	case c.ClusterInit && c.JoinServer != "":
+		return errors.New("--cluster-init starts a new cluster and --server joins one: give one of them")
+	case c.JoinServer != "" && hasData && !wasClustered:
+		return fmt.Errorf("this server has the etcd data of a single server (%s), which cannot join another cluster: start it without --server to keep its cluster (with --cluster-init to let others join it), or move that directory aside to join %s afresh", c.files.EtcdDataDir(), c.JoinServer)
+	}
+	c.clustered = c.ClusterInit || wasClustered || c.JoinServer != ""
+	if c.JoinServer == "" || hasData {
+		// A server with data restarts as the member it is: neither --server nor a token.
+		return nil
+	}
+	if c.JoinToken.ID == "" {
+		return errors.New("--server needs --token (or --token-file, K1S_TOKEN): the first server's <data-dir>/server/token")
+	}
+	if err := join.ValidateServerURL(c.JoinServer); err != nil {
+		return err
+	}
+	c.Log.Infof("joining the cluster of %s as server %s", c.JoinServer, c.NodeName)
+	caPEM, err := join.Discover(ctx, c.Log, c.JoinServer, c.JoinToken, false)
+	if err != nil {
+		return err
+	}
+	sealed, etcdURLs, err := join.FetchBootstrapData(ctx, c.Log, c.JoinServer, caPEM, c.JoinToken)
+	if err != nil {
+		return err
+	}
+	bundle, err := bootstrapdata.Open(sealed, c.JoinToken.Secret)
+	if errors.Is(err, bootstrapdata.ErrWrongSecret) {
+		return fmt.Errorf("the cluster's bootstrap data does not open with this token: it was sealed with another server token (was server/token replaced?)")
+	}
+	if err != nil {
+		return err
+	}
+	c.join = &joinState{token: c.JoinToken, bundle: bundle, etcdURLs: etcdURLs}
+	return nil
+}
+
+// writeJoinData writes what a joining server received: the shared CAs and keys, and the
+// server token it joined with (its own from now on).
+func (s *Server) writeJoinData() error {
+	j := s.cfg.join
+	if j == nil {
+		return nil
+	}
+	if err := j.bundle.WriteTo(s.cfg.files.Dir()); err != nil {
+		return fmt.Errorf("writing the cluster's bootstrap data: %w", err)
+	}
+	return fileutil.WriteAtomic(s.cfg.files.ServerToken(), []byte(j.token.String()+"\n"), 0o600)
+}
+
+// etcdClientTLS is how this server's k1s talks to etcd members.
+func (c *completedConfig) etcdClientTLS() (*tls.Config, error) {
+	client := c.files.EtcdAPIServerClient()
+	return etcd.ClientTLS(c.files.EtcdCA().Cert, client.Cert, client.Key)
+}
+
+// etcdPeer is this member's peer configuration; nil for a single server.
+func (c *completedConfig) etcdPeer(initialCluster string) *etcd.PeerConfig {
+	if !c.clustered {
+		return nil
+	}
+	peer := c.files.EtcdPeer()
+	return &etcd.PeerConfig{IP: c.AdvertiseAddress, Port: layout.EtcdPeerPort, CAFile: c.files.EtcdPeerCA().Cert,
+		CertFile: peer.Cert, KeyFile: peer.Key, InitialCluster: initialCluster}
+}
+
+// addLearner adds a joining server to the cluster's etcd and returns its etcd, started with
+// the cluster it joins.
+func (s *Server) addLearner(ctx context.Context) (*etcd.Server, error) {
+	cfg := s.cfg
+	tlsCfg, err := cfg.etcdClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	client, err := etcd.NewClient(cfg.join.etcdURLs, tlsCfg)
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	initial, err := etcd.AddLearner(ctx, client, cfg.NodeName, etcd.PeerURL(cfg.AdvertiseAddress, layout.EtcdPeerPort), cfg.Log)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Log.Infof("added to etcd as a learner: %s", initial)
+	return newEtcd(cfg, initial)
+}
+
+// newMembership is the component that promotes this member and keeps its peer URL current.
+func (s *Server) newMembership(e *etcd.Server) (component.Component, error) {
+	tlsCfg, err := s.cfg.etcdClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	var remote []string
+	if s.cfg.join != nil {
+		remote = s.cfg.join.etcdURLs
+	}
+	return etcd.NewMembership(e, remote, tlsCfg, etcd.PeerURL(s.cfg.AdvertiseAddress, layout.EtcdPeerPort), s.cfg.Log), nil
+}
+
+// newClusterBootstrap is what a server of a cluster that can grow puts into the cluster for
+// the next server to join: the server token's Secret, the bootstrap data sealed with it, and
+// where its own etcd member serves.
+func (s *Server) newClusterBootstrap(admin *kubeclient.Lazy, e *etcd.Server) component.Component {
+	return component.Task("k1s cluster bootstrap", "publishing what joining servers need", func(ctx context.Context, _ component.Progress) error {
+		client, err := admin.Client()
+		if err != nil {
+			return err
+		}
+		files := s.cfg.files
+		usable, err := join.EnsureServerTokenSecret(ctx, client, s.ServerToken, files.ServerTokenCreated())
+		if err != nil {
+			return err
+		}
+		if !usable {
+			s.cfg.Log.Infof("the server token (%s) was deleted, and stays deleted: no server can join until it is created again", files.ServerToken())
+		}
+		rel, dirs := files.BootstrapData()
+		bundle, err := bootstrapdata.Collect(files.Dir(), rel, dirs)
+		if err != nil {
+			return err
+		}
+		current, err := join.ReadBootstrapData(ctx, client)
+		if err != nil {
+			return err
+		}
+		if old, err := bootstrapdata.Open(current, s.ServerToken.Secret); current == nil || err != nil || !old.Equal(bundle) {
+			sealed, err := bootstrapdata.Seal(bundle, s.ServerToken.Secret)
+			if err != nil {
+				return err
+			}
+			if err := join.PublishBootstrapData(ctx, client, sealed); err != nil {
+				return err
+			}
+		}
+		return join.PublishEtcdMember(ctx, client, s.cfg.NodeName, e.RemoteClientURL())
+	})
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, fs.ErrNotExist)
+}
