@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/k1s-io/k1s/internal/addons"
+	"github.com/k1s-io/k1s/internal/agent/loadbalancer"
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
 	k1scontainerd "github.com/k1s-io/k1s/internal/containerd"
@@ -41,6 +42,10 @@ type Config struct {
 	// its CA hash, the server.
 	ServerURL string
 	Token     join.Token
+	// LBServerPort is where an agent's API load balancer listens on 127.0.0.1. OwnServer says
+	// that the node is a server's own, which talks to its own apiserver and has none.
+	LBServerPort int
+	OwnServer    bool
 	// InsecureSkipCAVerification allows a token without CA hash.
 	InsecureSkipCAVerification bool
 
@@ -129,6 +134,9 @@ func (c *completedConfig) complete() error {
 	if c.DataDir == "" {
 		c.DataDir = layout.DefaultDataDir
 	}
+	if c.LBServerPort == 0 {
+		c.LBServerPort = layout.LoadBalancerPort
+	}
 	abs, err := filepath.Abs(c.DataDir)
 	if err != nil {
 		return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
@@ -195,6 +203,10 @@ type Agent struct {
 	runtime []component.Component
 	joiner  component.Component
 	onNode  []component.Component
+	// lb is an agent's API load balancer (nil on a server's own node); lbFirst starts it
+	// before the join, lbAfterJoin keeps its servers current.
+	lb                   *loadbalancer.LoadBalancer
+	lbFirst, lbAfterJoin []component.Component
 }
 
 // Prepare checks what the node needs from the host and the user's arguments, extracts the
@@ -232,14 +244,23 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	lbPort, err := a.prepareLoadBalancer()
+	if err != nil {
+		return nil, err
+	}
+	a.lbFirst, a.lbAfterJoin = a.loadBalancerComponents()
 	// The kubelet exits the whole process when its port is taken: check first, on the
 	// ports the merged arguments give.
-	if err := network.CheckPortsFree([]network.ListenPort{
+	ports := []network.ListenPort{
 		{Host: cfg.NodeIP.String(), Port: strconv.Itoa(int(a.kubelet.scratch.Port)), Owner: "kubelet", Flag: "--kubelet-arg port=…"},
 		{Host: a.kubelet.scratch.HealthzBindAddress, Port: strconv.Itoa(int(a.kubelet.scratch.HealthzPort)), Owner: "kubelet health", Flag: "--kubelet-arg healthz-port=…"},
 		proxyHealth,
 		{Host: "127.0.0.1", Port: strconv.Itoa(layout.ContainerdStreamingPort), Owner: "containerd streaming", Flag: "a containerd config template"},
-	}); err != nil {
+	}
+	if lbPort != nil {
+		ports = append(ports, *lbPort)
+	}
+	if err := network.CheckPortsFree(ports); err != nil {
 		return nil, err
 	}
 	if err := host.RecordSysctls(cfg.DataDir); err != nil {
@@ -329,8 +350,8 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 	// Neither the pod network nor kube-proxy needs the kubelet, only the joined cluster's
 	// settings: they set up the host and sync while the kubelet starts and registers the node
 	// and the controller-manager gives it a pod CIDR.
-	a.onNode = []component.Component{component.Background(podNetwork), a.kubelet.component,
-		component.Background(kubeProxy), component.Await(podNetwork), component.Await(kubeProxy), nodeAddons}
+	a.onNode = append(a.lbAfterJoin, component.Background(podNetwork), a.kubelet.component,
+		component.Background(kubeProxy), component.Await(podNetwork), component.Await(kubeProxy), nodeAddons)
 	return a, nil
 }
 
@@ -342,7 +363,7 @@ func (a *Agent) Components() []component.Component { return a.ComponentsAround(n
 // the others run, the node joins, and the kubelet starts once containerd and the images are
 // ready too.
 func (a *Agent) ComponentsAround(others []component.Component) []component.Component {
-	var out []component.Component
+	out := append([]component.Component(nil), a.lbFirst...)
 	for _, c := range a.runtime {
 		out = append(out, component.Background(c))
 	}

@@ -51,7 +51,7 @@ func (a *Agent) join(ctx context.Context, progress component.Progress) error {
 		if err != nil {
 			return err
 		}
-		if err := join.WriteBootstrapKubeconfig(cfg.files.BootstrapKubeconfig(), cfg.ServerURL, caData, cfg.Token); err != nil {
+		if err := join.WriteBootstrapKubeconfig(cfg.files.BootstrapKubeconfig(), a.apiURL(), caData, cfg.Token); err != nil {
 			return err
 		}
 		if err := a.useIdentityKey(); err != nil {
@@ -68,6 +68,9 @@ func (a *Agent) join(ctx context.Context, progress component.Progress) error {
 			return fmt.Errorf("obtaining the node's client certificate: %w", err)
 		}
 		cfg.Log.Infof("joined the cluster at %s as node %s", cfg.ServerURL, cfg.NodeName)
+	}
+	if err := pointKubeconfigAt(cfg.files.KubeletKubeconfig(), a.apiURL()); err != nil {
+		return err
 	}
 	// The token is of no more use to this node: keep it nowhere on disk.
 	if err := os.Remove(cfg.files.BootstrapKubeconfig()); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -177,7 +177,9 @@ func runServer(c *cli.Context) error {
 	withNode := !c.Bool("disable-agent")
 	var node agent.CompletedConfig
 	if withNode {
-		if node, err = nodeConfig(c, completed.Dir().Root(), completed.NodeName, completed.NodeIP, completed.LocalAPIServerURL(), log).Complete(); err != nil {
+		nodeCfg := nodeConfig(c, completed.Dir().Root(), completed.NodeName, completed.NodeIP, completed.LocalAPIServerURL(), log)
+		nodeCfg.OwnServer = true
+		if node, err = nodeCfg.Complete(); err != nil {
 			return err
 		}
 	}

@@ -717,7 +717,12 @@ func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
 // with extra added, and waits (3 minutes) for its API.
 func (n *clusterNode) startServer(extra ...string) {
 	n.c.t.Helper()
-	n.proc = n.newProcess("server", n.name, append([]string{"--server", n.c.serverURL(), "--token", n.c.serverToken()}, extra...)...)
+	// Every apiserver of a cluster serves on one port: the kubernetes Service has one, and
+	// the agents' load balancers reach each server on it.
+	port := n.c.server().port
+	n.proc = n.newProcess("server", n.name, append([]string{"--server", n.c.serverURL(), "--token", n.c.serverToken(),
+		"--https-listen-port", strconv.Itoa(port)}, extra...)...)
+	n.proc.port = port
 	n.proc.start()
 	n.proc.waitReady(3 * time.Minute)
 }

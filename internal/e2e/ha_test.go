@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,21 +142,103 @@ func TestHA(t *testing.T) {
 		}
 	})
 
-	t.Run("a killed server rejoins as the same member", func(t *testing.T) {
-		before := threeVoters(t, c, first)
-		third.proc.kill()
-		// The two others keep a quorum and accept writes.
-		if out, err := first.proc.kubectl("create", "configmap", "ha-while-down", "--from-literal=k=v"); err != nil {
-			t.Fatalf("a write with one server of three down: %v\n%s", err, out)
+	t.Run("kill -9 of the etcd leader's server: no acknowledged write lost, it rejoins as the same member", func(t *testing.T) {
+		before := threeVoters(t, c, second)
+		var leader, other *clusterNode
+		for _, s := range c.Servers {
+			if before[s.name][3] == "true" {
+				leader = s
+			} else if other == nil {
+				other = s
+			}
 		}
-		third.proc.start()
-		third.proc.waitReady(3 * time.Minute)
-		after := threeVoters(t, c, third)
-		if after[third.name][0] != before[third.name][0] {
-			t.Fatalf("%s came back as member %s, was %s", third.name, after[third.name][0], before[third.name][0])
+		stop := make(chan struct{})
+		acked := make(chan []string)
+		go func() {
+			var names []string
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					acked <- names
+					return
+				default:
+				}
+				name := fmt.Sprintf("ha-write-%d", i)
+				if _, err := other.proc.kubectl("create", "configmap", name, "--request-timeout=5s"); err == nil {
+					names = append(names, name)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		time.Sleep(time.Second)
+		leader.proc.kill()
+		// The two others elect a leader and keep accepting writes.
+		killed := time.Now()
+		eventually(t, 30*time.Second, "a write through "+other.name+" after the leader died", func() error {
+			_, err := other.proc.kubectl("create", "configmap", fmt.Sprintf("ha-after-%d", time.Now().UnixNano()), "--request-timeout=5s")
+			return err
+		})
+		t.Logf("first write acknowledged %s after the leader's server (%s) died", time.Since(killed).Round(time.Millisecond), leader.name)
+		leader.proc.start()
+		leader.proc.waitReady(3 * time.Minute)
+		close(stop)
+		names := <-acked
+		after := threeVoters(t, c, leader)
+		if after[leader.name][0] != before[leader.name][0] {
+			t.Fatalf("%s came back as member %s, was %s", leader.name, after[leader.name][0], before[leader.name][0])
 		}
-		if out, err := third.proc.kubectl("get", "configmap", "ha-while-down"); err != nil {
-			t.Fatalf("the write made while %s was down, read through it: %v\n%s", third.name, err, out)
+		stored := strings.Fields(leader.proc.mustKubectl("get", "configmaps", "-o", "name"))
+		for _, name := range names {
+			if !slices.Contains(stored, "configmap/"+name) {
+				t.Errorf("acknowledged write %s is lost", name)
+			}
 		}
+		if len(names) < 5 {
+			t.Fatalf("only %d writes acknowledged around the kill", len(names))
+		}
+	})
+
+	t.Run("the agent survives the loss of the server it joined", func(t *testing.T) {
+		agent := c.Agents[0]
+		renewed := func() time.Time {
+			out, _ := second.proc.kubectl("-n", "kube-node-lease", "get", "lease", agent.name, "-o", "jsonpath={.spec.renewTime}")
+			at, _ := time.Parse(time.RFC3339Nano, strings.TrimSpace(out))
+			return at
+		}
+		first.proc.kill()
+		killed := time.Now()
+		// The kubelet renews its lease every 10 s: a renewal after the kill went through
+		// another server.
+		eventually(t, 40*time.Second, "the agent's kubelet renewing its lease through another server", func() error {
+			if at := renewed(); !at.After(killed) {
+				return fmt.Errorf("last renewal %s", at)
+			}
+			return nil
+		})
+		t.Logf("the agent's kubelet renewed its lease %s after its server died", time.Since(killed).Round(time.Millisecond))
+		manifest := fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: ha-pod}\nspec:\n  nodeSelector: {kubernetes.io/hostname: %s}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: main, image: %s, imagePullPolicy: Never, command: [sleep, \"3600\"]}\n", agent.name, "k1s.local/busybox:test")
+		if out, err := second.proc.kubectl("apply", "-f", c.file("ha-pod.yaml", manifest)); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		eventually(t, 90*time.Second, "a new pod running on the agent", func() error {
+			out, _ := second.proc.kubectl("get", "pod", "ha-pod", "-o", "jsonpath={.status.phase}")
+			if out != "Running" {
+				return fmt.Errorf("phase %q", out)
+			}
+			return nil
+		})
+		if ready, _ := second.proc.kubectl("get", "node", agent.name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`); ready != "True" {
+			t.Fatalf("the agent's Node is Ready=%q", ready)
+		}
+		first.proc.start()
+		first.proc.waitReady(3 * time.Minute)
+		threeVoters(t, c, first)
+		back := fmt.Sprintf("server %s:%d is back", first.ip, first.proc.port)
+		eventually(t, 30*time.Second, "the agent's load balancer taking "+first.name+" back", func() error {
+			if !strings.Contains(strings.Join(agent.proc.lines(), "\n"), back) {
+				return fmt.Errorf("no %q in the agent's log", back)
+			}
+			return nil
+		})
 	})
 }

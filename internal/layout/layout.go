@@ -41,6 +41,9 @@ const (
 	MetricsServerPort = 10251
 	// FlannelVXLANPort is the UDP port of the pod network's VXLAN backend (flannel's default).
 	FlannelVXLANPort = 8472
+	// LoadBalancerPort is where an agent's API load balancer listens, on 127.0.0.1 (k3s's
+	// --lb-server-port).
+	LoadBalancerPort = 6444
 	// ContainerdStreamingPort is where containerd's CRI serves exec and attach streams
 	// (on 127.0.0.1; the kubelet proxies them).
 	ContainerdStreamingPort = 10010
@@ -378,6 +381,10 @@ func (n Node) KubeletKubeconfig() string { return filepath.Join(n.dir, "kubelet.
 
 // BootstrapKubeconfig holds the join token while the node obtains its certificate.
 func (n Node) BootstrapKubeconfig() string { return filepath.Join(n.dir, "bootstrap.kubeconfig") }
+
+// LoadBalancerServers keeps the servers the node's API load balancer learned, for its next
+// start.
+func (n Node) LoadBalancerServers() string { return n.etc("loadbalancer-servers.json") }
 
 // IdentityKey is the key a node joins with. The server binds the node's name to it at the
 // first join, so that only this data directory can join under that name again.
