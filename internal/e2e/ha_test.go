@@ -241,4 +241,41 @@ func TestHA(t *testing.T) {
 			return nil
 		})
 	})
+
+	t.Run("kubectl delete node of a server removes its member, and it cannot start again", func(t *testing.T) {
+		if out, err := first.proc.kubectl("delete", "node", third.name, "--wait=false"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		eventually(t, 60*time.Second, "two etcd members, and "+third.name+"'s Node gone", func() error {
+			members, err := etcdMembers(t, first)
+			if err != nil {
+				return err
+			}
+			if _, ok := members[third.name]; ok || len(members) != 2 {
+				return fmt.Errorf("members %v", members)
+			}
+			if out, err := first.proc.kubectl("get", "node", third.name, "-o", "name"); err == nil {
+				return fmt.Errorf("the Node is still there: %s", out)
+			}
+			return nil
+		})
+		if out, err := second.proc.kubectl("create", "configmap", "ha-two-servers"); err != nil {
+			t.Fatalf("a write with two servers left: %v\n%s", err, out)
+		}
+		// The removed server stops (its peers tell its etcd); a restart is refused.
+		select {
+		case <-third.proc.exited:
+		case <-time.After(60 * time.Second):
+			third.proc.kill()
+		}
+		third.proc.start()
+		select {
+		case <-third.proc.exited:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("the removed server started again:\n%s", strings.Join(third.proc.lines(), "\n"))
+		}
+		if out := strings.Join(third.proc.lines(), "\n"); !strings.Contains(out, "etcd member was removed from its cluster") || !strings.Contains(out, "--server") {
+			t.Fatalf("the removed server's restart did not say why and how to rejoin:\n%s", out)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -19,6 +20,8 @@ import (
 	"go.etcd.io/etcd/pkg/v3/flags"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/logging"
@@ -40,6 +43,8 @@ type Config struct {
 	CAFile, CertFile, KeyFile string
 	// Peer makes this member one of a cluster that can grow; nil for a single server.
 	Peer *PeerConfig
+	// Tombstone is written when the cluster removes this member.
+	Tombstone string
 	// ExtraArgs are the user's --etcd-arg values, in etcd's own flag syntax.
 	ExtraArgs []string
 	Log       *logrus.Logger
@@ -70,6 +75,9 @@ type Server struct {
 	log      *logrus.Logger
 	// clustered says that the member listens for peers (Config.Peer).
 	clustered bool
+	// removed is set when etcd says the cluster removed this member; tombstone is then written.
+	removed   *atomic.Bool
+	tombstone string
 
 	mu     sync.Mutex
 	etcd   *embed.Etcd
@@ -176,14 +184,24 @@ func New(c Config) (*Server, error) {
 	}
 	stopping := &atomic.Bool{}
 	ecfg.Logger = "zap"
-	ecfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logging.NewZap(c.Log, "etcd", stopping))
+	removed := &atomic.Bool{}
+	// etcd says only in its log why its server stopped: a member the others removed is told
+	// so by its peers, and stops with this line.
+	zl := logging.NewZap(c.Log, "etcd", stopping).WithOptions(zap.Hooks(func(e zapcore.Entry) error {
+		if strings.Contains(e.Message, "data-dir used by this member must be removed") {
+			removed.Store(true)
+		}
+		return nil
+	}))
+	ecfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
 	if err := ecfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid etcd configuration: %w", err)
 	}
 	if len(ecfg.ListenPeerUrls) == 0 {
 		merged = append(merged, "--listen-peer-urls=")
 	}
-	return &Server{cfg: ecfg, args: merged, stopping: stopping, log: c.Log, exited: make(chan struct{}), clustered: c.Peer != nil}, nil
+	return &Server{cfg: ecfg, args: merged, stopping: stopping, log: c.Log, exited: make(chan struct{}), clustered: c.Peer != nil,
+		removed: removed, tombstone: c.Tombstone}, nil
 }
 
 // PeerListenURL is where etcd listens for its peers, or nil: by default it does not.
@@ -257,6 +275,9 @@ func (s *Server) Start(ctx context.Context) error {
 		case err = <-e.Err():
 		case <-e.Server.StopNotify():
 			err = errors.New("etcd server stopped")
+			if s.removed.Load() {
+				err = s.writeTombstone()
+			}
 		case <-ctx.Done():
 		}
 		e.Close()

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -218,3 +220,49 @@ func (s *Server) RemoteClientURL() string {
 	}
 	return s.cfg.AdvertiseClientUrls[0].String()
 }
+
+// ErrRemoved says how a server whose member was removed gets back into its cluster.
+func ErrRemoved(dbDir string) error {
+	return fmt.Errorf("this server's etcd member was removed from its cluster (its Node was deleted): to join again, stop k1s, move %s aside, and start it with --server https://<another server>:6443 and the server token", dbDir)
+}
+
+// writeTombstone marks the data of a removed member, so that it never starts again.
+func (s *Server) writeTombstone() error {
+	if s.tombstone != "" {
+		if err := os.WriteFile(s.tombstone, []byte("this member was removed from its etcd cluster\n"), 0o600); err != nil {
+			s.log.Warnf("writing the tombstone %s: %v", s.tombstone, err)
+		}
+	}
+	return ErrRemoved(filepath.Dir(s.cfg.Dir))
+}
+
+// Members is the member API of a cluster, through a client (the server's own etcd).
+type Members struct{ Client *clientv3.Client }
+
+// Member is an etcd member: its ID and name (empty while it has not started).
+type Member struct {
+	ID   uint64
+	Name string
+}
+
+// List lists the members.
+func (m Members) List(ctx context.Context) ([]Member, error) {
+	resp, err := m.Client.MemberList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Member, 0, len(resp.Members))
+	for _, x := range resp.Members {
+		out = append(out, Member{ID: x.ID, Name: x.Name})
+	}
+	return out, nil
+}
+
+// Remove removes a member.
+func (m Members) Remove(ctx context.Context, id uint64) error {
+	_, err := m.Client.MemberRemove(ctx, id)
+	return err
+}
+
+// Close closes the client.
+func (m Members) Close() error { return m.Client.Close() }

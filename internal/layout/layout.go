@@ -347,6 +347,10 @@ func (s Server) AuditLog() string { return filepath.Join(s.dir, "logs", "audit.l
 // EtcdDataDir is the embedded etcd's data directory.
 func (s Server) EtcdDataDir() string { return filepath.Join(s.dir, "db", "etcd") }
 
+// EtcdTombstone marks etcd data of a member that was removed from its cluster: a server with
+// it refuses to start (k3s's tombstone). It lives in the data it condemns.
+func (s Server) EtcdTombstone() string { return filepath.Join(s.EtcdDataDir(), "tombstone") }
+
 // SnapshotDir is where etcd snapshots are kept by default (--etcd-snapshot-dir).
 func (s Server) SnapshotDir() string { return filepath.Join(s.dir, "db", "snapshots") }
 

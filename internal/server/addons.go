@@ -55,7 +55,7 @@ func (c *completedConfig) addonSettings() (addons.Settings, error) {
 // so that one server runs them: the cluster-info publisher, the CSR approver, the add-on
 // deployer (the packaged add-ons, disabled ones removed, and the manifests directory), and the
 // add-ons' own controllers.
-func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Component, error) {
+func newControllers(cfg *completedConfig, admin *kubeclient.Lazy, etcdURL string) (component.Component, error) {
 	settings, err := cfg.addonSettings()
 	if err != nil {
 		return nil, err
@@ -97,6 +97,9 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy) (component.Com
 		})
 	}
 	cs = append(cs, addons.ClusterControllers(settings, cfg.Disable)...)
+	if cfg.clustered {
+		cs = append(cs, &controllers.EtcdMemberReconciler{Client: admin.Client, Members: cfg.etcdMembers(etcdURL), Log: cfg.Log})
+	}
 	return controllers.NewRunner(controllers.Config{
 		Client:      admin.Client,
 		Identity:    cfg.NodeName,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/k1s-io/k1s/internal/bootstrapdata"
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/controllers"
 	"github.com/k1s-io/k1s/internal/etcd"
 	"github.com/k1s-io/k1s/internal/fileutil"
 	"github.com/k1s-io/k1s/internal/join"
@@ -30,6 +31,9 @@ type joinState struct {
 // cluster's bootstrap data: all before anything is written, so that a wrong token or a
 // server that is not clustered leaves no trace.
 func planCluster(ctx context.Context, c *completedConfig) error {
+	if exists(c.files.EtcdTombstone()) {
+		return etcd.ErrRemoved(filepath.Dir(c.files.EtcdDataDir()))
+	}
 	hasData := exists(filepath.Join(c.files.EtcdDataDir(), "member"))
 	wasClustered := exists(c.files.EtcdClustered())
 	switch {
@@ -174,4 +178,34 @@ func (s *Server) newClusterBootstrap(admin *kubeclient.Lazy, e *etcd.Server) com
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return !errors.Is(err, fs.ErrNotExist)
+}
+
+// etcdMembers is the member API of the cluster's etcd, through this server's own member.
+func (c *completedConfig) etcdMembers(etcdURL string) func() (controllers.EtcdMemberAPI, error) {
+	return func() (controllers.EtcdMemberAPI, error) {
+		tlsCfg, err := c.etcdClientTLS()
+		if err != nil {
+			return nil, err
+		}
+		client, err := etcd.NewClient([]string{etcdURL}, tlsCfg)
+		if err != nil {
+			return nil, err
+		}
+		return etcdMemberAPI{etcd.Members{Client: client}}, nil
+	}
+}
+
+// etcdMemberAPI adapts etcd.Members to what the controllers package asks.
+type etcdMemberAPI struct{ etcd.Members }
+
+func (a etcdMemberAPI) List(ctx context.Context) ([]controllers.EtcdMember, error) {
+	members, err := a.Members.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]controllers.EtcdMember, 0, len(members))
+	for _, m := range members {
+		out = append(out, controllers.EtcdMember{ID: m.ID, Name: m.Name})
+	}
+	return out, nil
 }

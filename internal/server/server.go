@@ -83,7 +83,7 @@ func Prepare(ctx context.Context, completed CompletedConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	clusterControllers, err := newControllers(cfg, admin)
+	clusterControllers, err := newControllers(cfg, admin, etcdURL.String())
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +150,7 @@ func newEtcd(cfg *completedConfig, initialCluster string) (*etcd.Server, error) 
 		CertFile:   cfg.files.EtcdServing().Cert,
 		KeyFile:    cfg.files.EtcdServing().Key,
 		Peer:       cfg.etcdPeer(initialCluster),
+		Tombstone:  cfg.files.EtcdTombstone(),
 		ExtraArgs:  cfg.ExtraEtcdArgs,
 		Log:        cfg.Log,
 	})
