@@ -59,6 +59,7 @@ func serverCommand() *cli.Command {
 			etcdSnapshotDirFlag(),
 			etcdSnapshotCompressFlag(),
 			&cli.BoolFlag{Name: "etcd-disable-snapshots", Usage: "take no scheduled etcd snapshots"},
+			&cli.BoolFlag{Name: "cluster-reset", Usage: "on the stopped server: make its etcd a cluster of this one member, keeping its data (when the other servers are lost for good), then exit; start k1s again without this flag"},
 			&cli.StringFlag{Name: "cluster-reset-restore-path", Usage: "restore this etcd snapshot on the stopped server (the current database is moved aside), then exit; start k1s again without this flag"},
 			&cli.BoolFlag{Name: "cluster-init", EnvVars: []string{"K1S_CLUSTER_INIT"}, Usage: "make this the first server of a cluster other servers can join (etcd listens for peers on --advertise-address:2380 with mutual TLS; writes <data-dir>/server/token); converts a single server in place"},
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"K1S_URL"}, Usage: "join the cluster of this server (https://HOST:6443) as another server; a server with data ignores it"},
@@ -171,6 +172,9 @@ func runServer(c *cli.Context) error {
 	if file := c.String("cluster-reset-restore-path"); file != "" {
 		return restoreSnapshot(c, completed, file)
 	}
+	if c.Bool("cluster-reset") {
+		return resetCluster(c, completed)
+	}
 	// The server's own node is an agent like any other, joining this server through its
 	// loopback address with the server's default token; its options are checked before the
 	// server writes anything.
@@ -228,6 +232,21 @@ func restoreSnapshot(c *cli.Context, completed server.CompletedConfig, file stri
 		fmt.Fprintf(c.App.Writer, "restored etcd snapshot %s\n", abs)
 	}
 	fmt.Fprintln(c.App.Writer, "now start k1s again without --cluster-reset-restore-path (remove it from the config file or unit if it is there)")
+	return nil
+}
+
+// resetCluster turns the stopped server's etcd into a cluster of one member with its data, and
+// exits, saying what to do next (as restoreSnapshot does, for the same reason).
+func resetCluster(c *cli.Context, completed server.CompletedConfig) error {
+	ctx, stop := signalContext()
+	defer stop()
+	completed.Log.Infof("resetting the etcd cluster of %s to this one member", completed.Dir().Root())
+	if err := server.ResetCluster(ctx, completed); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.App.Writer, "etcd is now a cluster of this one member, with this server's data")
+	fmt.Fprintln(c.App.Writer, "now start k1s again without --cluster-reset (remove it from the config file or unit if it is there);")
+	fmt.Fprintf(c.App.Writer, "on each other server: stop k1s, move <data-dir>/server/db aside, and start it with --server https://%s:%d and the server token to join again\n", completed.AdvertiseAddress, completed.HTTPSPort)
 	return nil
 }
 

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -277,5 +278,39 @@ func TestHA(t *testing.T) {
 		if out := strings.Join(third.proc.lines(), "\n"); !strings.Contains(out, "etcd member was removed from its cluster") || !strings.Contains(out, "--server") {
 			t.Fatalf("the removed server's restart did not say why and how to rejoin:\n%s", out)
 		}
+	})
+
+	t.Run("quorum lost: requests fail with an error, --cluster-reset brings the survivor back with its data", func(t *testing.T) {
+		second.proc.kill()
+		begin := time.Now()
+		out, err := first.proc.kubectl("get", "configmap", "ha-written", "--request-timeout=10s")
+		if err == nil {
+			t.Fatalf("a read with one of two members answered: %s", out)
+		}
+		t.Logf("without quorum a read failed after %s: %s", time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
+		if time.Since(begin) > 30*time.Second {
+			t.Fatalf("a read without quorum took %s to fail", time.Since(begin))
+		}
+		eventually(t, 90*time.Second, "the quorum-lost line in the survivor's log", func() error {
+			if !strings.Contains(strings.Join(first.proc.lines(), "\n"), "etcd has had no leader") {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		first.proc.stop()
+		reset, err := runK1s(append(slices.Clone(first.proc.args), "--cluster-reset")...)
+		if err != nil || !strings.Contains(reset, "start k1s again without --cluster-reset") {
+			t.Fatalf("--cluster-reset: %v\n%s", err, reset)
+		}
+		first.proc.start()
+		first.proc.waitReady(3 * time.Minute)
+		members, err := etcdMembers(t, first)
+		if err != nil || len(members) != 1 || members[first.name][1] != "voter" {
+			t.Fatalf("members after the reset: %v %v", members, err)
+		}
+		if out := first.proc.mustKubectl("get", "configmap", "ha-written", "-o", "jsonpath={.data.via}"); out != second.name {
+			t.Fatalf("the data before the reset: %q", out)
+		}
+		first.proc.mustKubectl("create", "configmap", "ha-after-reset")
 	})
 }

@@ -131,7 +131,7 @@ func NewMembership(s *Server, remote []string, tlsCfg *tls.Config, peerURL strin
 			return err
 		}
 		close(done)
-		<-ctx.Done()
+		m.watchQuorum(ctx)
 		return nil
 	}, func(context.Context) error {
 		select {
@@ -266,3 +266,64 @@ func (m Members) Remove(ctx context.Context, id uint64) error {
 
 // Close closes the client.
 func (m Members) Close() error { return m.Client.Close() }
+
+// ForceNewCluster turns the stopped member's data into a one-member cluster of its own
+// (etcd's --force-new-cluster), keeping the data: how a server that lost its quorum for good
+// recovers. It starts etcd once, waits until it serves, and stops it.
+func (s *Server) ForceNewCluster(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(s.cfg.Dir, "member")); err != nil {
+		return fmt.Errorf("no etcd data in %s to reset: %w", s.cfg.Dir, err)
+	}
+	s.cfg.ForceNewCluster = true
+	if err := s.Start(ctx); err != nil {
+		return fmt.Errorf("starting etcd to reset its cluster: %w", err)
+	}
+	defer s.Stop()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	select {
+	case <-s.etcd.Server.ReadyNotify():
+		return nil
+	case <-s.exited:
+		return fmt.Errorf("etcd stopped while resetting its cluster: %v", s.err)
+	case <-ctx.Done():
+		return fmt.Errorf("etcd did not serve within 2 minutes of the reset: %w", ctx.Err())
+	}
+}
+
+// watchQuorum logs, once a minute while it lasts, that this member sees no leader: the
+// cluster lost its quorum, and the apiserver's requests fail until it is back.
+func (m *Membership) watchQuorum(ctx context.Context) {
+	m.etcd.mu.Lock()
+	e := m.etcd.etcd
+	m.etcd.mu.Unlock()
+	var lost time.Time
+	var logged time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+		if e.Server.Leader() != 0 {
+			if !lost.IsZero() {
+				m.log.Infof("etcd has a leader again: quorum is back after %s", time.Since(lost).Round(time.Second))
+			}
+			lost = time.Time{}
+			continue
+		}
+		if lost.IsZero() {
+			lost = time.Now()
+		}
+		if time.Since(logged) >= time.Minute && time.Since(lost) >= 5*time.Second {
+			logged = time.Now()
+			members := 0
+			for _, member := range e.Server.Cluster().Members() {
+				if !member.IsLearner {
+					members++
+				}
+			}
+			m.log.Warnf("etcd has had no leader for %s: fewer than %d of its %d voting members answer, and the API fails until they do; start the other servers, or if they are lost for good, stop k1s here and run 'k1s server --cluster-reset' (keeps this server's data)", time.Since(lost).Round(time.Second), members/2+1, members)
+		}
+	}
+}

@@ -184,6 +184,32 @@ func RestoreSnapshot(completed CompletedConfig, file string) (aside string, err 
 	return aside, nil
 }
 
+// ResetCluster makes the stopped server's etcd a one-member cluster with its data (quorum-loss
+// recovery): etcd starts once with --force-new-cluster and stops. It refuses while another k1s
+// holds the data directory.
+func ResetCluster(ctx context.Context, completed CompletedConfig) error {
+	cfg := completed.completedConfig
+	if cfg == nil {
+		return errors.New("server: ResetCluster needs a config from Complete")
+	}
+	etcdServer, err := newEtcd(cfg, "")
+	if err != nil {
+		return err
+	}
+	if err := datadir.EnsureWritable(cfg.DataDir); err != nil {
+		return err
+	}
+	lock, err := datadir.Acquire(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if exists(cfg.files.EtcdTombstone()) {
+		return etcd.ErrRemoved(filepath.Dir(cfg.files.EtcdDataDir()))
+	}
+	return etcdServer.ForceNewCluster(ctx)
+}
+
 // prepareHost checks the ports and writes the PKI, the join token and the policies.
 func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, etcdPeerURL *url.URL) error {
 	cfg := s.cfg
