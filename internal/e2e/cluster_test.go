@@ -672,7 +672,7 @@ func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
 	if !p.runsNode {
 		p.args = append(p.args, "--disable-agent")
 		if n.ip != "" {
-			p.args = append(p.args, "--advertise-address", n.ip)
+			p.args = append(p.args, "--node-name", name, "--node-ip", n.ip)
 		}
 	} else {
 		resolv := filepath.Join(base, "resolv.conf")

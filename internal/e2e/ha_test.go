@@ -314,3 +314,41 @@ func TestHA(t *testing.T) {
 		first.proc.mustKubectl("create", "configmap", "ha-after-reset")
 	})
 }
+
+// TestHAConversion: a single server restarted with --cluster-init keeps its data and takes a
+// control-plane-only server (--disable-agent) as the second member.
+func TestHAConversion(t *testing.T) {
+	c := newCluster(t, clusterSpec{Servers: 1, DisableAgent: true, Network: true})
+	first := c.Servers[0]
+	first.proc.mustKubectl("create", "configmap", "before-conversion", "--from-literal=k=v")
+	if err, _ := first.proc.stop(); err != nil {
+		t.Fatalf("stopping the single server: %v", err)
+	}
+	// Its etcd now also serves the other servers on the bridge.
+	for i, a := range first.proc.args {
+		if strings.HasPrefix(a, "listen-client-urls=") {
+			port := a[strings.LastIndex(a, ":")+1:]
+			first.proc.args[i] = a + ",https://" + first.ip + ":" + port
+		}
+	}
+	first.proc.args = append(first.proc.args, "--cluster-init")
+	first.proc.start()
+	first.proc.waitReady(3 * time.Minute)
+	second := c.addServer("server-b")
+	var members map[string][4]string
+	eventually(t, 60*time.Second, "two voting members", func() error {
+		var err error
+		if members, err = etcdMembers(t, second); err != nil {
+			return err
+		}
+		for _, s := range []*clusterNode{first, second} {
+			if m := members[s.name]; m[1] != "voter" || m[2] != "healthy" {
+				return fmt.Errorf("member %s: %v", s.name, members)
+			}
+		}
+		return nil
+	})
+	if out := second.proc.mustKubectl("get", "configmap", "before-conversion", "-o", "jsonpath={.data.k}"); out != "v" {
+		t.Fatalf("the single server's data through the new server: %q", out)
+	}
+}

@@ -195,6 +195,10 @@ func (c *completedConfig) complete() error {
 	if c.NodeName, err = network.NodeName(c.NodeName); err != nil {
 		return err
 	}
+	if c.NodeIP == nil && c.WithoutNode && c.AdvertiseAddress != nil {
+		// A server without a node has no other address than the one it advertises.
+		c.NodeIP = c.AdvertiseAddress
+	}
 	if c.NodeIP, err = network.NodeIP(c.NodeIP); err != nil {
 		return err
 	}
