@@ -222,7 +222,9 @@ func restoreSnapshot(c *cli.Context, completed server.CompletedConfig, file stri
 		return fmt.Errorf("--cluster-reset-restore-path %q: %w", file, err)
 	}
 	completed.Log.Infof("restoring etcd snapshot %s into %s", abs, completed.Dir().Server().EtcdDataDir())
-	aside, err := server.RestoreSnapshot(completed, abs)
+	ctx, stop := signalContext()
+	defer stop()
+	aside, err := server.RestoreSnapshot(ctx, completed, abs, completed.JoinToken)
 	if err != nil {
 		return err
 	}

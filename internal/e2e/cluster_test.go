@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -640,7 +641,9 @@ func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
 		}
 		dataDir = filepath.Join(base, "d")
 	}
-	p := &process{t: t, node: n, dataDir: dataDir, port: 6443, runsNode: role == "agent" || !c.spec.DisableAgent}
+	// A server runs a node unless the cluster's or its own flags say --disable-agent.
+	runsNode := role == "agent" || (!c.spec.DisableAgent && !slices.Contains(extra, "--disable-agent"))
+	p := &process{t: t, node: n, dataDir: dataDir, port: 6443, runsNode: runsNode}
 	// The default config file must not leak into tests; an explicit --config that does not
 	// exist is an error, so give an empty one.
 	config := filepath.Join(base, "no-config.yaml")

@@ -73,7 +73,8 @@ func threeVoters(t *testing.T, c *cluster, on *clusterNode) map[string][4]string
 
 // TestHA: three servers on embedded etcd and an agent, each server in its own namespaces.
 func TestHA(t *testing.T) {
-	c := newCluster(t, clusterSpec{Servers: 3, Agents: 1})
+	// Secrets encryption too: its key reaches the joining servers, and a restore elsewhere.
+	c := newCluster(t, clusterSpec{Servers: 3, Agents: 1, ServerArgs: []string{"--secrets-encryption"}})
 	c.waitNodesReady(t, 4)
 	first, second, third := c.Servers[0], c.Servers[1], c.Servers[2]
 
@@ -241,6 +242,42 @@ func TestHA(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("a snapshot restored on a new machine with the server token", func(t *testing.T) {
+		first.proc.mustKubectl("create", "secret", "generic", "ha-secret", "--from-literal=password=s3cret")
+		first.proc.mustKubectl("create", "configmap", "before-snapshot")
+		out, err := first.k1s("etcd-snapshot", "save", "--name", "ha", "--data-dir", first.proc.dataDir)
+		if err != nil {
+			t.Fatalf("etcd-snapshot save: %v\n%s", err, out)
+		}
+		lines := strings.Fields(out)
+		snap := lines[len(lines)-1]
+		first.proc.mustKubectl("create", "configmap", "after-snapshot")
+
+		n := c.addNode("server-r")
+		p := n.newProcess("server", "server-r", "--disable-agent")
+		if out, err := n.k1s(append(slices.Clone(p.args), "--cluster-reset-restore-path", snap)...); err == nil || !strings.Contains(out, "needs the server token") {
+			t.Fatalf("a restore on a new machine without the token: %v\n%s", err, out)
+		}
+		out, err = n.k1s(append(slices.Clone(p.args), "--cluster-reset-restore-path", snap, "--token", c.serverToken())...)
+		if err != nil || !strings.Contains(out, "start k1s again without --cluster-reset-restore-path") {
+			t.Fatalf("restore with the server token: %v\n%s", err, out)
+		}
+		p.start()
+		p.waitReady(3 * time.Minute)
+		if out := strings.TrimSpace(p.mustKubectl("get", "configmap", "before-snapshot", "-o", "name")); out != "configmap/before-snapshot" {
+			t.Fatalf("the ConfigMap from before the snapshot: %q", out)
+		}
+		if out, err := p.kubectl("get", "configmap", "after-snapshot"); err == nil || !strings.Contains(out, "NotFound") {
+			t.Fatalf("the ConfigMap from after the snapshot: %v %s", err, out)
+		}
+		if out := strings.TrimSpace(p.mustKubectl("get", "secret", "ha-secret", "-o", "jsonpath={.data.password}")); out != "czNjcmV0" {
+			t.Fatalf("the encrypted Secret restored: %q", out)
+		}
+		if err, _ := p.stop(); err != nil {
+			t.Errorf("stopping the restored server: %v", err)
+		}
 	})
 
 	t.Run("kubectl delete node of a server removes its member, and it cannot start again", func(t *testing.T) {

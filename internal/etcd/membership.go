@@ -18,6 +18,7 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 
 	"github.com/k1s-io/k1s/internal/component"
@@ -326,4 +327,51 @@ func (m *Membership) watchQuorum(ctx context.Context) {
 			m.log.Warnf("etcd has had no leader for %s: fewer than %d of its %d voting members answer, and the API fails until they do; start the other servers, or if they are lost for good, stop k1s here and run 'k1s server --cluster-reset' (keeps this server's data)", time.Since(lost).Round(time.Second), members/2+1, members)
 		}
 	}
+}
+
+// BootstrapKey is where k1s keeps the cluster's sealed bootstrap data in etcd itself, beside
+// the apiserver's /registry: a snapshot then carries it, and a restore on a new machine opens
+// it with the server token (the Secret copy may be encrypted with a key inside it).
+const BootstrapKey = "/k1s/bootstrap"
+
+// Put writes key through an in-process client. etcd must be ready.
+func (s *Server) Put(ctx context.Context, key string, value []byte) error {
+	s.mu.Lock()
+	e := s.etcd
+	s.mu.Unlock()
+	if e == nil {
+		return errors.New("etcd is not running")
+	}
+	client := v3client.New(e.Server)
+	defer client.Close()
+	if _, err := client.Put(ctx, key, string(value)); err != nil {
+		return fmt.Errorf("writing %s to etcd: %w", key, err)
+	}
+	return nil
+}
+
+// Peek starts the stopped etcd on its data (as a single member, no peers), reads key, and
+// stops it; nil when the key is absent.
+func (s *Server) Peek(ctx context.Context, key string) ([]byte, error) {
+	if err := s.Start(ctx); err != nil {
+		return nil, fmt.Errorf("starting etcd: %w", err)
+	}
+	defer s.Stop()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	select {
+	case <-s.etcd.Server.ReadyNotify():
+	case <-s.exited:
+		return nil, fmt.Errorf("etcd stopped: %v", s.err)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("etcd did not serve within 2 minutes: %w", ctx.Err())
+	}
+	var value []byte
+	err := s.RangePrefix(ctx, key, func(k, v []byte) error {
+		if string(k) == key {
+			value = v
+		}
+		return nil
+	})
+	return value, err
 }

@@ -158,18 +158,21 @@ func (s *Server) newClusterBootstrap(admin *kubeclient.Lazy, e *etcd.Server) com
 		if err != nil {
 			return err
 		}
-		current, err := join.ReadBootstrapData(ctx, client)
+		sealed, err := join.ReadBootstrapData(ctx, client)
 		if err != nil {
 			return err
 		}
-		if old, err := bootstrapdata.Open(current, s.ServerToken.Secret); current == nil || err != nil || !old.Equal(bundle) {
-			sealed, err := bootstrapdata.Seal(bundle, s.ServerToken.Secret)
-			if err != nil {
+		if old, err := bootstrapdata.Open(sealed, s.ServerToken.Secret); sealed == nil || err != nil || !old.Equal(bundle) {
+			if sealed, err = bootstrapdata.Seal(bundle, s.ServerToken.Secret); err != nil {
 				return err
 			}
 			if err := join.PublishBootstrapData(ctx, client, sealed); err != nil {
 				return err
 			}
+		}
+		// And in etcd beside the apiserver's data, for a restore on a new machine.
+		if err := e.Put(ctx, etcd.BootstrapKey, sealed); err != nil {
+			return err
 		}
 		return join.PublishEtcdMember(ctx, client, s.cfg.NodeName, e.RemoteClientURL())
 	})

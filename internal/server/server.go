@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/k1s-io/k1s/internal/args"
+	"github.com/k1s-io/k1s/internal/bootstrapdata"
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/etcd"
@@ -158,8 +159,10 @@ func newEtcd(cfg *completedConfig, initialCluster string) (*etcd.Server, error) 
 
 // RestoreSnapshot replaces the etcd data of a stopped server with the snapshot file's (see
 // etcd.Server.Restore) and returns where the previous data was moved. It refuses while
-// another k1s holds the data directory. aside is "" when there was no data to move.
-func RestoreSnapshot(completed CompletedConfig, file string) (aside string, err error) {
+// another k1s holds the data directory. aside is "" when there was no data to move. On a
+// machine without the cluster's certificates (a new one), the server token opens them from
+// the snapshot's sealed bootstrap data.
+func RestoreSnapshot(ctx context.Context, completed CompletedConfig, file string, token join.Token) (aside string, err error) {
 	cfg := completed.completedConfig
 	if cfg == nil {
 		return "", errors.New("server: RestoreSnapshot needs a config from Complete")
@@ -176,12 +179,51 @@ func RestoreSnapshot(completed CompletedConfig, file string) (aside string, err 
 		return "", err
 	}
 	defer lock.Release()
+	newMachine := !exists(cfg.files.ServerCA().Key)
+	if newMachine && token.ID == "" {
+		return "", fmt.Errorf("%s has none of the cluster's certificates: restoring on a new machine needs the server token (--token, the old server's <data-dir>/server/token) to open them from the snapshot", cfg.DataDir)
+	}
 	aside = cfg.files.EtcdDataDirAside(time.Now().UTC().Format("20060102T150405Z"))
 	moved, err := etcdServer.Restore(etcd.RestoreConfig{Snapshot: file, Staging: cfg.files.EtcdRestoreStaging(), Aside: aside})
-	if err != nil || !moved {
+	if err != nil {
 		return "", err
 	}
+	if !moved {
+		aside = ""
+	}
+	if newMachine {
+		if err := restoreBootstrapData(ctx, cfg, token); err != nil {
+			return aside, err
+		}
+	}
 	return aside, nil
+}
+
+// restoreBootstrapData writes the cluster's certificates, keys and encryption configuration
+// from the restored etcd's sealed bootstrap data, opened with the server token.
+func restoreBootstrapData(ctx context.Context, cfg *completedConfig, token join.Token) error {
+	e, err := newEtcd(cfg, "")
+	if err != nil {
+		return err
+	}
+	sealed, err := e.Peek(ctx, etcd.BootstrapKey)
+	if err != nil {
+		return fmt.Errorf("reading the restored etcd: %w", err)
+	}
+	if sealed == nil {
+		return errors.New("the snapshot holds no bootstrap data (it was taken on a server without --cluster-init): restore it on the data directory it came from, which has the cluster's certificates")
+	}
+	bundle, err := bootstrapdata.Open(sealed, token.Secret)
+	if errors.Is(err, bootstrapdata.ErrWrongSecret) {
+		return errors.New("the snapshot's bootstrap data does not open with this token: give the server token of the cluster the snapshot was taken of")
+	}
+	if err != nil {
+		return err
+	}
+	if err := bundle.WriteTo(cfg.files.Dir()); err != nil {
+		return fmt.Errorf("writing the cluster's certificates: %w", err)
+	}
+	return fileutil.WriteAtomic(cfg.files.ServerToken(), []byte(token.String()+"\n"), 0o600)
 }
 
 // ResetCluster makes the stopped server's etcd a one-member cluster with its data (quorum-loss
