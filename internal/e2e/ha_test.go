@@ -26,7 +26,7 @@ var etcdMemberLine = regexp.MustCompile(`^([0-9a-f]+)\s+(\S+)\s+(\S+)\s+(voter|l
 
 // etcdMembers runs `k1s etcd member list` on the server and returns its members by name,
 // each as its ID, role, health and whether it leads.
-func etcdMembers(t *testing.T, n *clusterNode) (map[string][4]string, error) {
+func etcdMembers(t testing.TB, n *clusterNode) (map[string][4]string, error) {
 	t.Helper()
 	out, err := n.k1s("etcd", "member", "list", "--data-dir", n.proc.dataDir)
 	if err != nil {
@@ -45,7 +45,7 @@ func etcdMembers(t *testing.T, n *clusterNode) (map[string][4]string, error) {
 
 // threeVoters checks that the cluster's etcd has exactly the servers as healthy voters, one of
 // them the leader, and returns the members.
-func threeVoters(t *testing.T, c *cluster, on *clusterNode) map[string][4]string {
+func threeVoters(t testing.TB, c *cluster, on *clusterNode) map[string][4]string {
 	t.Helper()
 	var members map[string][4]string
 	eventually(t, 90*time.Second, "three healthy voting etcd members", func() error {
