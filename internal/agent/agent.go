@@ -42,10 +42,10 @@ type Config struct {
 	// its CA hash, the server.
 	ServerURL string
 	Token     join.Token
-	// LBServerPort is where an agent's API load balancer listens on 127.0.0.1. OwnServer says
-	// that the node is a server's own, which talks to its own apiserver and has none.
-	LBServerPort int
-	OwnServer    bool
+	// LBServerPort is where the node's API load balancer listens on 127.0.0.1.
+	// WithoutLoadBalancer is for a single server's node: only its own apiserver to talk to.
+	LBServerPort        int
+	WithoutLoadBalancer bool
 	// InsecureSkipCAVerification allows a token without CA hash.
 	InsecureSkipCAVerification bool
 
@@ -360,14 +360,15 @@ func (a *Agent) Components() []component.Component { return a.ComponentsAround(n
 
 // ComponentsAround returns the node's components arranged around other components (the
 // control plane of a server): containerd and the image import start first in the background,
-// the others run, the node joins, and the kubelet starts once containerd and the images are
-// ready too.
+// the others run, the API load balancer starts and the node joins, and the kubelet starts once
+// containerd and the images are ready too.
 func (a *Agent) ComponentsAround(others []component.Component) []component.Component {
-	out := append([]component.Component(nil), a.lbFirst...)
+	var out []component.Component
 	for _, c := range a.runtime {
 		out = append(out, component.Background(c))
 	}
-	out = append(append(out, others...), a.joiner)
+	// The load balancer starts once a server's own apiserver (among others) serves.
+	out = append(append(append(out, others...), a.lbFirst...), a.joiner)
 	for _, c := range a.runtime {
 		out = append(out, component.Await(c))
 	}

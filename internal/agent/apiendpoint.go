@@ -21,12 +21,13 @@ import (
 	"github.com/k1s-io/k1s/internal/network"
 )
 
-// prepareLoadBalancer gives an agent its API load balancer: the kubelet, kube-proxy and the
-// pod network reach the API through it, and it fails over between the cluster's servers. A
-// server's own node talks to its own apiserver on loopback and has none.
+// prepareLoadBalancer gives the node its API load balancer: the kubelet, kube-proxy and the
+// pod network reach the API through it, and it fails over between the cluster's servers,
+// starting from --server (a server's own node: its own apiserver). A single server's node has
+// none.
 func (a *Agent) prepareLoadBalancer() (*network.ListenPort, error) {
 	cfg := a.cfg
-	if cfg.OwnServer {
+	if cfg.WithoutLoadBalancer {
 		return nil, nil
 	}
 	u, err := url.Parse(cfg.ServerURL)

@@ -13,7 +13,6 @@ import (
 	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/gotune"
 	"github.com/k1s-io/k1s/internal/join"
-	"github.com/k1s-io/k1s/internal/layout"
 	"github.com/k1s-io/k1s/internal/logging"
 	"github.com/k1s-io/k1s/internal/version"
 )
@@ -29,7 +28,6 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, EnvVars: []string{"K1S_URL"}, Usage: "the server to join: https://HOST:6443"},
 			&cli.StringFlag{Name: "token", Aliases: []string{"t"}, EnvVars: []string{"K1S_TOKEN"}, Usage: "join token (the server's <data-dir>/server/node-token, or 'k1s token create'); not needed once the node has joined"},
 			&cli.StringFlag{Name: "token-file", EnvVars: []string{"K1S_TOKEN_FILE"}, Usage: "file holding the join token"},
-			&cli.IntFlag{Name: "lb-server-port", EnvVars: []string{"K1S_LB_SERVER_PORT"}, Value: layout.LoadBalancerPort, Usage: "port on 127.0.0.1 of the node's API load balancer, which fails over between the cluster's servers"},
 			&cli.BoolFlag{Name: "insecure-skip-ca-verification", Usage: "accept a bare <id>.<secret> token without CA hash (the server is then not authenticated by a pinned CA)"},
 			dataDirFlag("directory for all state"),
 		}, nodeFlags()...)...),
@@ -63,16 +61,11 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	log := logs.Logger
-	nodeCfg := nodeConfig(c, c.String("data-dir"), c.String("node-name"), nodeIP, serverURL, log)
-	nodeCfg.LBServerPort = c.Int("lb-server-port")
-	cfg, err := nodeCfg.Complete()
+	cfg, err := nodeConfig(c, c.String("data-dir"), c.String("node-name"), nodeIP, serverURL, log).Complete()
 	if err != nil {
 		return err
 	}
 	cfg.Token = token
-	if err := datadir.EnsureWritable(cfg.DataDir); err != nil {
-		return err
-	}
 	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
 		return err
@@ -122,6 +115,7 @@ func nodeConfig(c *cli.Context, dataDir, nodeName string, nodeIP net.IP, serverU
 		NodeName:                       nodeName,
 		NodeIP:                         nodeIP,
 		ServerURL:                      serverURL,
+		LBServerPort:                   c.Int("lb-server-port"),
 		InsecureSkipCAVerification:     c.Bool("insecure-skip-ca-verification"),
 		ResolvConf:                     c.String("resolv-conf"),
 		NodeLabels:                     c.StringSlice("node-label"),

@@ -44,8 +44,16 @@ func certificateRotate(c *cli.Context) error {
 		return fmt.Errorf("%s is not a k1s server's data directory (%v): give the --data-dir the server runs with", dir.Root(), errors.Unwrap(err))
 	}
 	services := c.StringSlice("service")
+	clustered := fileExists(dir.Server().EtcdClustered())
 	if len(services) == 0 {
 		services = server.ServiceNames()
+		if clustered {
+			// Every server signs and verifies with the one shared key.
+			services = slices.DeleteFunc(services, func(s string) bool { return s == pki.ServiceAccountService })
+		}
+	}
+	if clustered && slices.Contains(services, pki.ServiceAccountService) {
+		return fmt.Errorf("--service %s: the service-account key is shared by every server of this cluster, and rotating it on one server is not supported yet", pki.ServiceAccountService)
 	}
 	request := dir.Server().RotateRequest()
 	if err := server.RequestCertificateRotation(request, services); err != nil {

@@ -58,6 +58,7 @@ func nodeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "node-name", EnvVars: []string{"K1S_NODE_NAME"}, Usage: "node name (default: host name)"},
 		&cli.StringFlag{Name: "node-ip", Usage: "this node's address (default: the address of the default route's interface)"},
+		&cli.IntFlag{Name: "lb-server-port", EnvVars: []string{"K1S_LB_SERVER_PORT"}, Value: layout.LoadBalancerPort, Usage: "port on 127.0.0.1 of the node's API load balancer, which fails over between the cluster's servers (agents, and the nodes of servers that can be joined)"},
 		&cli.StringFlag{Name: "resolv-conf", EnvVars: []string{"K1S_RESOLV_CONF"}, Value: "/etc/resolv.conf", Usage: "resolv.conf for the kubelet (and so for CoreDNS's upstream)"},
 		&cli.StringSliceFlag{Name: "node-label", Usage: "key=value label to register the node with (repeatable)"},
 		&cli.StringSliceFlag{Name: "node-taint", Usage: "key=value:Effect taint to register the node with (repeatable)"},
@@ -154,4 +155,10 @@ func repeatable(f cli.Flag) bool {
 		return ok
 	}
 	return false
+}
+
+// fileExists says whether path exists.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

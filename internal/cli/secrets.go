@@ -78,6 +78,9 @@ func secretsRotateKeys(c *cli.Context) error {
 		}
 	}
 	client, files, err := supervisorClient(c)
+	if err == nil && fileExists(files.EtcdClustered()) {
+		return fmt.Errorf("rotate-keys: the Secrets encryption key is shared by every server of this cluster, and rotating it on one server is not supported yet")
+	}
 	if err != nil {
 		return err
 	}

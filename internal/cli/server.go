@@ -181,9 +181,7 @@ func runServer(c *cli.Context) error {
 	withNode := !c.Bool("disable-agent")
 	var node agent.CompletedConfig
 	if withNode {
-		nodeCfg := nodeConfig(c, completed.Dir().Root(), completed.NodeName, completed.NodeIP, completed.LocalAPIServerURL(), log)
-		nodeCfg.OwnServer = true
-		if node, err = nodeCfg.Complete(); err != nil {
+		if node, err = nodeConfig(c, completed.Dir().Root(), completed.NodeName, completed.NodeIP, completed.LocalAPIServerURL(), log).Complete(); err != nil {
 			return err
 		}
 	}
@@ -199,6 +197,9 @@ func runServer(c *cli.Context) error {
 	components := srv.Components()
 	if withNode {
 		node.Token = srv.NodeToken
+		// A single server's node has only its own apiserver to talk to; a node of a server
+		// that can be joined fails over to the others through its load balancer.
+		node.WithoutLoadBalancer = !srv.Clustered()
 		agentNode, err := agent.Prepare(node)
 		if err != nil {
 			return err

@@ -25,10 +25,12 @@ import (
 // Node of a server removes the server from the cluster's etcd.
 const EtcdMemberFinalizer = "etcd.k1s.io/member"
 
-// EtcdMember is an etcd member, by ID and name (a server's member name is its node name).
+// EtcdMember is an etcd member, by ID, name (a server's member name is its node name) and the
+// hosts of its peer URLs.
 type EtcdMember struct {
-	ID   uint64
-	Name string
+	ID        uint64
+	Name      string
+	PeerHosts []string
 }
 
 // EtcdMemberAPI lists and removes the cluster's etcd members.
@@ -37,13 +39,16 @@ type EtcdMemberAPI interface {
 	Remove(ctx context.Context, id uint64) error
 }
 
-// EtcdMemberReconciler puts EtcdMemberFinalizer on the Node of every etcd member, and when
-// such a Node is deleted, removes its member (never the last one), its entry in the etcd
-// members ConfigMap, and then the finalizer.
+// EtcdMemberReconciler puts EtcdMemberFinalizer on the Node of every etcd member (the Node of
+// the member's name and address), and when such a Node is deleted, removes its member (never
+// the last one), its entry in the etcd members ConfigMap, and then the finalizer.
 type EtcdMemberReconciler struct {
 	Client  func() (kubernetes.Interface, error)
 	Members func() (EtcdMemberAPI, error)
-	Log     logrus.FieldLogger
+	// AddFinalizers is off on a single server: it only releases Nodes that still carry the
+	// finalizer (restored from a cluster's snapshot).
+	AddFinalizers bool
+	Log           logrus.FieldLogger
 }
 
 // Name implements Controller.
@@ -62,11 +67,17 @@ const (
 )
 
 // decideEtcd is the reconciler's decision for node, given the members.
-func decideEtcd(node *corev1.Node, members []EtcdMember) (etcdAction, *EtcdMember) {
-	i := slices.IndexFunc(members, func(m EtcdMember) bool { return m.Name == node.Name })
+func decideEtcd(node *corev1.Node, members []EtcdMember, addFinalizers bool) (etcdAction, *EtcdMember) {
+	// A member's Node has its name and one of its addresses: an agent that registers a Node
+	// under a control-plane-only server's name does not make it that server's.
+	i := slices.IndexFunc(members, func(m EtcdMember) bool {
+		return m.Name == node.Name && slices.ContainsFunc(node.Status.Addresses, func(a corev1.NodeAddress) bool {
+			return a.Type == corev1.NodeInternalIP && slices.Contains(m.PeerHosts, a.Address)
+		})
+	})
 	has := slices.Contains(node.Finalizers, EtcdMemberFinalizer)
 	if node.DeletionTimestamp == nil {
-		if i >= 0 && !has {
+		if i >= 0 && !has && addFinalizers {
 			return etcdAddFinalizer, &members[i]
 		}
 		return etcdNothing, nil
@@ -145,7 +156,7 @@ func (r *EtcdMemberReconciler) reconcile(ctx context.Context, client kubernetes.
 	if err != nil {
 		return fmt.Errorf("listing etcd members: %w", err)
 	}
-	action, member := decideEtcd(node, members)
+	action, member := decideEtcd(node, members, r.AddFinalizers)
 	switch action {
 	case etcdAddFinalizer:
 		return patchFinalizers(ctx, client, node, append(slices.Clone(node.Finalizers), EtcdMemberFinalizer))

@@ -31,9 +31,12 @@ func EnsureWritable(dir string) error {
 // Lock is an exclusive lock on a data directory, held for the life of the process.
 type Lock struct{ f *os.File }
 
-// Acquire takes the data directory's lock, so that a second k1s on the same directory stops
-// before it touches anything.
+// Acquire makes sure the data directory is writable (EnsureWritable) and takes its lock, so
+// that a second k1s on the same directory stops before it touches anything.
 func Acquire(dataDir string) (*Lock, error) {
+	if err := EnsureWritable(dataDir); err != nil {
+		return nil, err
+	}
 	path := layout.DataDir(dataDir).Lock()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {

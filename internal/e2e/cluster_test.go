@@ -381,17 +381,7 @@ func (c *cluster) clustered() bool { return c.spec.ClusterInit || c.spec.Servers
 func (c *cluster) serverToken() string {
 	c.t.Helper()
 	if c.srvToken == "" {
-		tokenFile := filepath.Join(c.server().dataDir, "server", "token")
-		eventually(c.t, 30*time.Second, "the server's server token", func() error {
-			data, err := os.ReadFile(tokenFile)
-			if err != nil {
-				return err
-			}
-			if c.srvToken = joinTokenPattern.FindString(string(data)); c.srvToken == "" {
-				return fmt.Errorf("%s holds no token: %q", tokenFile, data)
-			}
-			return nil
-		})
+		c.srvToken = c.readToken("token")
 		// The token is written before the server starts; a server joins once the first has
 		// published its token and the bootstrap data.
 		eventually(c.t, 60*time.Second, "the server's bootstrap data", func() error {
@@ -414,19 +404,28 @@ func (c *cluster) serverURL() string {
 func (c *cluster) joinToken() string {
 	c.t.Helper()
 	if c.token == "" {
-		tokenFile := filepath.Join(c.server().dataDir, "server", "node-token")
-		eventually(c.t, 30*time.Second, "the server's node-token", func() error {
-			data, err := os.ReadFile(tokenFile)
-			if err != nil {
-				return err
-			}
-			if c.token = joinTokenPattern.FindString(string(data)); c.token == "" {
-				return fmt.Errorf("%s holds no join token: %q", tokenFile, data)
-			}
-			return nil
-		})
+		c.token = c.readToken("node-token")
 	}
 	return c.token
+}
+
+// readToken reads a token file of the first server (<data-dir>/server/<name>) once it is
+// written, within 30 s.
+func (c *cluster) readToken(name string) string {
+	c.t.Helper()
+	tokenFile := filepath.Join(c.server().dataDir, "server", name)
+	var token string
+	eventually(c.t, 30*time.Second, "the server's "+name, func() error {
+		data, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return err
+		}
+		if token = joinTokenPattern.FindString(string(data)); token == "" {
+			return fmt.Errorf("%s holds no token: %q", tokenFile, data)
+		}
+		return nil
+	})
+	return token
 }
 
 // joinArgs are the flags that make a node join this cluster.
@@ -670,6 +669,7 @@ func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
 			"--metrics-server-port", strconv.Itoa(freePort(t)),
 			"--kube-controller-manager-arg", "secure-port="+strconv.Itoa(freePort(t)),
 			"--kube-scheduler-arg", "secure-port="+strconv.Itoa(freePort(t)),
+			"--lb-server-port", strconv.Itoa(freePort(t)),
 			"--etcd-arg", "listen-client-urls="+etcdURLs)
 	}
 	if !p.runsNode {

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -124,12 +125,20 @@ func TestHA(t *testing.T) {
 		if !apierrors.IsForbidden(err) {
 			t.Fatalf("reading the bootstrap data with the agent token: %v, want forbidden", err)
 		}
-		// In etcd the bootstrap data is sealed: no key, no certificate, no file name shows.
-		raw := etcdGet(t, first.proc, "/registry/secrets/kube-system/k1s-server-bootstrap")
+		// In etcd the bootstrap data is sealed (k1s's own copy, which the apiserver does not
+		// encrypt): no key, no certificate, no file name shows.
+		raw := etcdGet(t, first.proc, "/k1s/bootstrap")
 		for _, clear := range []string{"PRIVATE KEY", "CERTIFICATE", "server-ca", "service.key"} {
 			if bytes.Contains(raw, []byte(clear)) {
 				t.Fatalf("the bootstrap data in etcd shows %q", clear)
 			}
+		}
+		// And the cluster does not hold what unseals it: the server token's Secret has a
+		// secret derived from the token's, not the token's own.
+		id, secret, _ := strings.Cut(strings.SplitN(c.serverToken(), "::", 2)[1], ".")
+		stored := first.proc.mustKubectl("-n", "kube-system", "get", "secret", "bootstrap-token-"+id, "-o", "jsonpath={.data.token-secret}")
+		if decoded, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(stored)); len(decoded) != 16 || string(decoded) == secret {
+			t.Fatalf("the server token's Secret holds %q: want a derived secret, not the token's own", decoded)
 		}
 
 		n := c.addNode("server-x")

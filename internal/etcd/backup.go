@@ -13,7 +13,6 @@ import (
 	"github.com/robfig/cron/v3"
 	"github.com/sirupsen/logrus"
 	etcdutl "go.etcd.io/etcd/etcdutl/v3/snapshot"
-	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/etcd/snapshot"
@@ -29,13 +28,10 @@ const restoreRevisionBump = 1_000_000_000
 // Snapshot streams a snapshot of the running etcd (etcd's format: the database, then its
 // sha256) through an in-process client. The caller closes it.
 func (s *Server) Snapshot(ctx context.Context) (io.ReadCloser, error) {
-	s.mu.Lock()
-	e := s.etcd
-	s.mu.Unlock()
-	if e == nil {
-		return nil, errors.New("etcd is not running")
+	client, err := s.localClient()
+	if err != nil {
+		return nil, err
 	}
-	client := v3client.New(e.Server)
 	rc, err := client.Snapshot(ctx)
 	if err != nil {
 		client.Close()

@@ -224,17 +224,26 @@ func (s *Server) ClientURL() *url.URL {
 
 func (s *Server) Name() string { return "etcd" }
 
-// RangePrefix calls fn with the key and value of every key under prefix, a page at a time,
-// through an in-process client (no listener, no TLS): for what k1s reads of its own data
-// before the apiserver starts. etcd must be ready.
-func (s *Server) RangePrefix(ctx context.Context, prefix string, fn func(key, value []byte) error) error {
+// localClient is a client of the running etcd without listener or TLS, for k1s's own reads and
+// writes. The caller closes it.
+func (s *Server) localClient() (*clientv3.Client, error) {
 	s.mu.Lock()
 	e := s.etcd
 	s.mu.Unlock()
 	if e == nil {
-		return errors.New("etcd is not running")
+		return nil, errors.New("etcd is not running")
 	}
-	client := v3client.New(e.Server)
+	return v3client.New(e.Server), nil
+}
+
+// RangePrefix calls fn with the key and value of every key under prefix, a page at a time,
+// through an in-process client (no listener, no TLS): for what k1s reads of its own data
+// before the apiserver starts. etcd must be ready.
+func (s *Server) RangePrefix(ctx context.Context, prefix string, fn func(key, value []byte) error) error {
+	client, err := s.localClient()
+	if err != nil {
+		return err
+	}
 	defer client.Close()
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	// Every page at the first one's revision: one consistent view.

@@ -16,9 +16,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 
 	"github.com/k1s-io/k1s/internal/component"
@@ -54,7 +54,11 @@ func AddLearner(ctx context.Context, client *clientv3.Client, name, peerURL stri
 		return "", fmt.Errorf("listing the cluster's etcd members at %s: %w", strings.Join(client.Endpoints(), ","), err)
 	}
 	for _, m := range list.Members {
-		if m.Name == name || slices.Contains(m.PeerURLs, peerURL) {
+		if m.Name == name && !slices.Contains(m.PeerURLs, peerURL) {
+			return "", fmt.Errorf("etcd member %q already exists at %s: another server has this node name (choose another --node-name), or if it is this server's earlier self at another address, remove it first (kubectl delete node %s)", m.Name, strings.Join(m.PeerURLs, ","), m.Name)
+		}
+		if slices.Contains(m.PeerURLs, peerURL) {
+			// This server's own earlier member (a join that failed, or data since lost).
 			log.Infof("removing etcd member %x (%q at %s) that this server left before", m.ID, m.Name, strings.Join(m.PeerURLs, ","))
 			if _, err := client.MemberRemove(ctx, m.ID); err != nil {
 				return "", fmt.Errorf("removing the earlier etcd member %x of this server: %w", m.ID, err)
@@ -68,6 +72,16 @@ func AddLearner(ctx context.Context, client *clientv3.Client, name, peerURL stri
 		}
 	}
 	added, err := client.MemberAddAsLearner(ctx, []string{peerURL})
+	for attempt := 1; err != nil && errors.Is(err, rpctypes.ErrTooManyLearners) && attempt < 10; attempt++ {
+		// Another server is joining: etcd takes one learner at a time.
+		log.Infof("another server is joining etcd; waiting for its promotion (attempt %d)", attempt)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+		added, err = client.MemberAddAsLearner(ctx, []string{peerURL})
+	}
 	if err != nil {
 		return "", fmt.Errorf("adding this server to etcd as a learner: %w", err)
 	}
@@ -153,10 +167,16 @@ func (m *Membership) run(ctx context.Context, progress func(string)) error {
 		return errors.New("etcd is not running")
 	}
 	id := uint64(e.Server.MemberID())
-	// A learner serves no member API: a joining member asks the others.
-	endpoints := m.remote
-	if len(endpoints) == 0 {
-		endpoints = []string{m.etcd.ClientURL().String()}
+	// A learner serves no member API: it asks the others (those it joined through, or after a
+	// restart before its promotion, the members its data knows).
+	endpoints := []string{m.etcd.ClientURL().String()}
+	if e.Server.IsLearner() {
+		endpoints = m.remote
+		for _, member := range e.Server.Cluster().Members() {
+			if uint64(member.ID) != id {
+				endpoints = append(endpoints, member.ClientURLs...)
+			}
+		}
 	}
 	client, err := NewClient(endpoints, m.tls)
 	if err != nil {
@@ -240,10 +260,12 @@ func (s *Server) writeTombstone() error {
 // Members is the member API of a cluster, through a client (the server's own etcd).
 type Members struct{ Client *clientv3.Client }
 
-// Member is an etcd member: its ID and name (empty while it has not started).
+// Member is an etcd member: its ID, name (empty while it has not started) and the hosts of
+// its peer URLs.
 type Member struct {
-	ID   uint64
-	Name string
+	ID        uint64
+	Name      string
+	PeerHosts []string
 }
 
 // List lists the members.
@@ -254,7 +276,13 @@ func (m Members) List(ctx context.Context) ([]Member, error) {
 	}
 	out := make([]Member, 0, len(resp.Members))
 	for _, x := range resp.Members {
-		out = append(out, Member{ID: x.ID, Name: x.Name})
+		m := Member{ID: x.ID, Name: x.Name}
+		for _, u := range x.PeerURLs {
+			if parsed, err := url.Parse(u); err == nil {
+				m.PeerHosts = append(m.PeerHosts, parsed.Hostname())
+			}
+		}
+		out = append(out, m)
 	}
 	return out, nil
 }
@@ -276,19 +304,27 @@ func (s *Server) ForceNewCluster(ctx context.Context) error {
 		return fmt.Errorf("no etcd data in %s to reset: %w", s.cfg.Dir, err)
 	}
 	s.cfg.ForceNewCluster = true
+	return s.runOnce(ctx, func(context.Context) error { return nil })
+}
+
+// runOnce starts the stopped etcd, calls fn once it serves, and stops it.
+func (s *Server) runOnce(ctx context.Context, fn func(ctx context.Context) error) error {
 	if err := s.Start(ctx); err != nil {
-		return fmt.Errorf("starting etcd to reset its cluster: %w", err)
+		return fmt.Errorf("starting etcd: %w", err)
 	}
 	defer s.Stop()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	select {
 	case <-s.etcd.Server.ReadyNotify():
-		return nil
+		return fn(ctx)
 	case <-s.exited:
-		return fmt.Errorf("etcd stopped while resetting its cluster: %v", s.err)
+		s.mu.Lock()
+		err := s.err
+		s.mu.Unlock()
+		return fmt.Errorf("etcd stopped: %v", err)
 	case <-ctx.Done():
-		return fmt.Errorf("etcd did not serve within 2 minutes of the reset: %w", ctx.Err())
+		return fmt.Errorf("etcd did not serve within 2 minutes: %w", ctx.Err())
 	}
 }
 
@@ -336,13 +372,10 @@ const BootstrapKey = "/k1s/bootstrap"
 
 // Put writes key through an in-process client. etcd must be ready.
 func (s *Server) Put(ctx context.Context, key string, value []byte) error {
-	s.mu.Lock()
-	e := s.etcd
-	s.mu.Unlock()
-	if e == nil {
-		return errors.New("etcd is not running")
+	client, err := s.localClient()
+	if err != nil {
+		return err
 	}
-	client := v3client.New(e.Server)
 	defer client.Close()
 	if _, err := client.Put(ctx, key, string(value)); err != nil {
 		return fmt.Errorf("writing %s to etcd: %w", key, err)
@@ -353,25 +386,14 @@ func (s *Server) Put(ctx context.Context, key string, value []byte) error {
 // Peek starts the stopped etcd on its data (as a single member, no peers), reads key, and
 // stops it; nil when the key is absent.
 func (s *Server) Peek(ctx context.Context, key string) ([]byte, error) {
-	if err := s.Start(ctx); err != nil {
-		return nil, fmt.Errorf("starting etcd: %w", err)
-	}
-	defer s.Stop()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	select {
-	case <-s.etcd.Server.ReadyNotify():
-	case <-s.exited:
-		return nil, fmt.Errorf("etcd stopped: %v", s.err)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("etcd did not serve within 2 minutes: %w", ctx.Err())
-	}
 	var value []byte
-	err := s.RangePrefix(ctx, key, func(k, v []byte) error {
-		if string(k) == key {
-			value = v
-		}
-		return nil
+	err := s.runOnce(ctx, func(ctx context.Context) error {
+		return s.RangePrefix(ctx, key, func(k, v []byte) error {
+			if string(k) == key {
+				value = v
+			}
+			return nil
+		})
 	})
 	return value, err
 }

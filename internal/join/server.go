@@ -36,24 +36,33 @@ const (
 	ServerTokenDescription = "the server token (server/token): joins servers to the cluster"
 )
 
-// ServerTokenSecret is the Secret of the server token: a bootstrap token in ServerTokenGroup.
-func ServerTokenSecret(token Token) *corev1.Secret {
-	s := BootstrapTokenSecret(token, ServerTokenDescription, metav1.Time{})
+// ErrNotServerToken is the error of a server joining with a token that joins nodes only.
+var ErrNotServerToken = errors.New("this token cannot join a server: it is not a server token (an agent's node-token or a 'k1s token create' token joins nodes only); use <data-dir>/server/token of a server started with --cluster-init")
+
+// ServerTokenSecret is the Secret of a server token's authentication (Token.ServerAuth): a
+// bootstrap token in ServerTokenGroup.
+func ServerTokenSecret(auth Token) *corev1.Secret {
+	s := BootstrapTokenSecret(auth, ServerTokenDescription, metav1.Time{})
 	s.Data[bootstrapapi.BootstrapTokenExtraGroupsKey] = []byte(ServerTokenGroup)
 	return s
 }
 
-// EnsureServerTokenSecret is EnsureTokenSecret for the server token.
+// EnsureServerTokenSecret is EnsureTokenSecret for the server token: the cluster gets only
+// its authentication (Token.ServerAuth), never its own secret.
 func EnsureServerTokenSecret(ctx context.Context, client kubernetes.Interface, token Token, createdMarker string) (bool, error) {
-	return ensureTokenSecret(ctx, client, token, createdMarker, ServerTokenSecret(token))
+	auth, err := token.ServerAuth()
+	if err != nil {
+		return false, err
+	}
+	return ensureTokenSecret(ctx, client, auth, createdMarker, ServerTokenSecret(auth))
 }
 
-// FetchBootstrapData reads, with the server token and over TLS verified with caPEM (as
-// Discover returned it), the cluster's sealed bootstrap data and its etcd members' client
+// FetchBootstrapData reads, with the server token's authentication (Token.ServerAuth) and
+// over TLS verified with caPEM (as Discover returned it), the cluster's sealed bootstrap data and its etcd members' client
 // URLs. An agent token is refused here, before the joining server writes anything. While the
 // first server is still publishing them (or its RBAC), it waits with progress in the log.
-func FetchBootstrapData(ctx context.Context, log *logrus.Logger, server string, caPEM []byte, token Token) (sealed []byte, etcdURLs []string, err error) {
-	cfg := &rest.Config{Host: server, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}, BearerToken: token.Bootstrap(), Timeout: 10 * time.Second}
+func FetchBootstrapData(ctx context.Context, log *logrus.Logger, server string, caPEM []byte, auth Token) (sealed []byte, etcdURLs []string, err error) {
+	cfg := &rest.Config{Host: server, TLSClientConfig: rest.TLSClientConfig{CAData: caPEM}, BearerToken: auth.Bootstrap(), Timeout: 10 * time.Second}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -88,7 +97,7 @@ func fetchBootstrapDataOnce(ctx context.Context, client kubernetes.Interface, se
 			return nil, nil, fmt.Errorf("reading the bootstrap data: %v; asking who this token is: %w", err, rerr)
 		}
 		if !slices.Contains(review.Status.UserInfo.Groups, ServerTokenGroup) {
-			return nil, nil, joinError{errors.New("this token cannot join a server: it is not a server token (an agent's node-token or a 'k1s token create' token joins nodes only); use <data-dir>/server/token of a server started with --cluster-init")}
+			return nil, nil, joinError{ErrNotServerToken}
 		}
 		return nil, nil, fmt.Errorf("the server token may not read the bootstrap data yet (the first server is still applying its RBAC): %w", err)
 	case apierrors.IsNotFound(err):

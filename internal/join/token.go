@@ -1,6 +1,7 @@
 package join
 
 import (
+	"crypto/hkdf"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -79,4 +80,21 @@ func (t Token) Bootstrap() string { return bootstraputil.TokenFromIDAndSecret(t.
 func CAHash(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	return hex.EncodeToString(sum[:])
+}
+
+// ServerAuth is the bootstrap token the cluster knows a server token by: the same id, and a
+// secret derived from the server token's (HKDF-SHA256, one way). The cluster keeps only the
+// derived secret (the token's Secret, in etcd and in every snapshot), while the server
+// token's own secret seals the bootstrap data: neither etcd nor a snapshot holds what opens it.
+func (t Token) ServerAuth() (Token, error) {
+	key, err := hkdf.Key(sha256.New, []byte(t.Secret), nil, "k1s server token: bootstrap authentication", 16)
+	if err != nil {
+		return Token{}, err
+	}
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	secret := make([]byte, len(key))
+	for i, b := range key {
+		secret[i] = alphabet[int(b)%len(alphabet)]
+	}
+	return Token{CAHash: t.CAHash, ID: t.ID, Secret: string(secret)}, nil
 }

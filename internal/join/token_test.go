@@ -131,3 +131,23 @@ func TestNodeNameTakenMessageNamesTheFix(t *testing.T) {
 		}
 	}
 }
+
+// A server token's authentication secret is derived, stable, a valid bootstrap secret, and
+// not the sealing secret.
+func TestServerAuth(t *testing.T) {
+	token, err := ParseToken("K10" + strings.Repeat("ab", 32) + "::abcdef.0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := token.ServerAuth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := token.ServerAuth()
+	if auth != again || auth.ID != token.ID || auth.CAHash != token.CAHash || auth.Secret == token.Secret {
+		t.Fatalf("server auth %+v of %+v", auth, token)
+	}
+	if _, err := ParseToken(auth.Bootstrap()); err != nil {
+		t.Fatalf("derived %q is not a bootstrap token: %v", auth.Bootstrap(), err)
+	}
+}

@@ -97,9 +97,7 @@ func newControllers(cfg *completedConfig, admin *kubeclient.Lazy, etcdURL string
 		})
 	}
 	cs = append(cs, addons.ClusterControllers(settings, cfg.Disable)...)
-	if cfg.clustered {
-		cs = append(cs, &controllers.EtcdMemberReconciler{Client: admin.Client, Members: cfg.etcdMembers(etcdURL), Log: cfg.Log})
-	}
+	cs = append(cs, &controllers.EtcdMemberReconciler{Client: admin.Client, Members: cfg.etcdMembers(etcdURL), AddFinalizers: cfg.clustered, Log: cfg.Log})
 	return controllers.NewRunner(controllers.Config{
 		Client:      admin.Client,
 		Identity:    cfg.NodeName,

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/k1s-io/k1s/internal/bootstrapdata"
 	"github.com/k1s-io/k1s/internal/component"
@@ -54,11 +56,20 @@ func planCluster(ctx context.Context, c *completedConfig) error {
 		return err
 	}
 	c.Log.Infof("joining the cluster of %s as server %s", c.JoinServer, c.NodeName)
-	caPEM, err := join.Discover(ctx, c.Log, c.JoinServer, c.JoinToken, false)
+	// The cluster knows the server token by its authentication only (see Token.ServerAuth).
+	auth, err := c.JoinToken.ServerAuth()
 	if err != nil {
 		return err
 	}
-	sealed, etcdURLs, err := join.FetchBootstrapData(ctx, c.Log, c.JoinServer, caPEM, c.JoinToken)
+	caPEM, err := join.Discover(ctx, c.Log, c.JoinServer, auth, false)
+	if err != nil {
+		// A token the cluster knows as it is joins nodes, not servers.
+		if _, nodeErr := join.Discover(ctx, c.Log, c.JoinServer, c.JoinToken, false); nodeErr == nil {
+			return join.ErrNotServerToken
+		}
+		return err
+	}
+	sealed, etcdURLs, err := join.FetchBootstrapData(ctx, c.Log, c.JoinServer, caPEM, auth)
 	if err != nil {
 		return err
 	}
@@ -162,13 +173,19 @@ func (s *Server) newClusterBootstrap(admin *kubeclient.Lazy, e *etcd.Server) com
 		if err != nil {
 			return err
 		}
-		if old, err := bootstrapdata.Open(sealed, s.ServerToken.Secret); sealed == nil || err != nil || !old.Equal(bundle) {
+		// The first server publishes; the others never overwrite what every server shares
+		// (a server restarting with older files would take the cluster back to them).
+		if sealed == nil {
 			if sealed, err = bootstrapdata.Seal(bundle, s.ServerToken.Secret); err != nil {
 				return err
 			}
 			if err := join.PublishBootstrapData(ctx, client, sealed); err != nil {
 				return err
 			}
+		} else if published, err := bootstrapdata.Open(sealed, s.ServerToken.Secret); err != nil {
+			s.cfg.Log.Infof("the cluster's bootstrap data does not open with this server's token (%v): joining servers need the token of the server that published it", err)
+		} else if !published.Equal(bundle) {
+			s.cfg.Log.Infof("this server's copy of the keys every server shares differs from the cluster's bootstrap data (%s): servers joining now get the cluster's", strings.Join(differing(published, bundle), ", "))
 		}
 		// And in etcd beside the apiserver's data, for a restore on a new machine.
 		if err := e.Put(ctx, etcd.BootstrapKey, sealed); err != nil {
@@ -176,6 +193,22 @@ func (s *Server) newClusterBootstrap(admin *kubeclient.Lazy, e *etcd.Server) com
 		}
 		return join.PublishEtcdMember(ctx, client, s.cfg.NodeName, e.RemoteClientURL())
 	})
+}
+
+// differing are the names of the files two bundles do not agree on.
+func differing(a, b bootstrapdata.Bundle) []string {
+	var out []string
+	for _, name := range a.Names() {
+		if !bytes.Equal(a.Files[name], b.Files[name]) {
+			out = append(out, name)
+		}
+	}
+	for _, name := range b.Names() {
+		if _, ok := a.Files[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func exists(path string) bool {
@@ -208,7 +241,7 @@ func (a etcdMemberAPI) List(ctx context.Context) ([]controllers.EtcdMember, erro
 	}
 	out := make([]controllers.EtcdMember, 0, len(members))
 	for _, m := range members {
-		out = append(out, controllers.EtcdMember{ID: m.ID, Name: m.Name})
+		out = append(out, controllers.EtcdMember{ID: m.ID, Name: m.Name, PeerHosts: m.PeerHosts})
 	}
 	return out, nil
 }

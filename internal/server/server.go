@@ -67,6 +67,11 @@ func Prepare(ctx context.Context, completed CompletedConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if remote, _ := url.Parse(etcdServer.RemoteClientURL()); cfg.clustered && remote != nil {
+		if ip := net.ParseIP(remote.Hostname()); ip != nil && ip.IsLoopback() {
+			return nil, fmt.Errorf("--etcd-arg listen-client-urls serves etcd on loopback only, where the other servers cannot reach it: add https://%s:%d", cfg.AdvertiseAddress, layout.EtcdClientPort)
+		}
+	}
 	etcdURL := etcdServer.ClientURL()
 	argv.apiserver = append(argv.apiserver, "--etcd-servers="+etcdURL.String())
 
@@ -89,9 +94,6 @@ func Prepare(ctx context.Context, completed CompletedConfig) (*Server, error) {
 		return nil, err
 	}
 
-	if err := datadir.EnsureWritable(cfg.DataDir); err != nil {
-		return nil, err
-	}
 	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -171,9 +173,6 @@ func RestoreSnapshot(ctx context.Context, completed CompletedConfig, file string
 	if err != nil {
 		return "", err
 	}
-	if err := datadir.EnsureWritable(cfg.DataDir); err != nil {
-		return "", err
-	}
 	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
 		return "", err
@@ -193,7 +192,15 @@ func RestoreSnapshot(ctx context.Context, completed CompletedConfig, file string
 	}
 	if newMachine {
 		if err := restoreBootstrapData(ctx, cfg, token); err != nil {
-			return aside, err
+			// Without the certificates the restored data is of no use here: put back what
+			// was there before.
+			if rerr := os.RemoveAll(cfg.files.EtcdDataDir()); rerr == nil && aside != "" {
+				rerr = os.Rename(aside, cfg.files.EtcdDataDir())
+				if rerr != nil {
+					return aside, fmt.Errorf("%w; and putting the previous etcd data back from %s: %v", err, aside, rerr)
+				}
+			}
+			return "", err
 		}
 	}
 	return aside, nil
@@ -236,9 +243,6 @@ func ResetCluster(ctx context.Context, completed CompletedConfig) error {
 	}
 	etcdServer, err := newEtcd(cfg, "")
 	if err != nil {
-		return err
-	}
-	if err := datadir.EnsureWritable(cfg.DataDir); err != nil {
 		return err
 	}
 	lock, err := datadir.Acquire(cfg.DataDir)
@@ -328,6 +332,10 @@ func (s *Server) writeAdminKubeconfig() error {
 	}
 	return nil
 }
+
+// Clustered says whether the server's etcd is one of a cluster that can grow (--cluster-init,
+// joined, or either before).
+func (s *Server) Clustered() bool { return s.cfg.clustered }
 
 // Components are the control plane's components in start order.
 func (s *Server) Components() []component.Component { return s.components }

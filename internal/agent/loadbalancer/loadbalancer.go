@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -54,6 +55,10 @@ type LoadBalancer struct {
 	// failed counts each server's failed health checks in a row.
 	failed map[string]int
 	conns  map[string]map[net.Conn]struct{}
+	// sweeps counts the times each server's connections were closed (markUnhealthy): a
+	// connection dialled across one is closed too. closed is set at shutdown.
+	sweeps map[string]int
+	closed bool
 }
 
 // failuresToDrop is how many health checks in a row a server fails before it is dropped: a
@@ -67,7 +72,7 @@ func New(cfg Config) (*LoadBalancer, error) {
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = 2 * time.Second
 	}
-	lb := &LoadBalancer{cfg: cfg, unhealthy: map[string]bool{}, failed: map[string]int{}, conns: map[string]map[net.Conn]struct{}{},
+	lb := &LoadBalancer{cfg: cfg, unhealthy: map[string]bool{}, failed: map[string]int{}, sweeps: map[string]int{}, conns: map[string]map[net.Conn]struct{}{},
 		// Only the server's liveness is read here; the clients verify it on their own TLS.
 		client: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}}}
@@ -158,6 +163,9 @@ func (lb *LoadBalancer) proxy(ctx context.Context, client net.Conn) {
 	var upstream net.Conn
 	var server string
 	d := net.Dialer{Timeout: 3 * time.Second}
+	lb.mu.Lock()
+	sweeps := maps.Clone(lb.sweeps)
+	lb.mu.Unlock()
 	for _, s := range lb.candidates() {
 		conn, err := d.DialContext(ctx, "tcp", s)
 		if err == nil {
@@ -171,6 +179,13 @@ func (lb *LoadBalancer) proxy(ctx context.Context, client net.Conn) {
 		return
 	}
 	lb.mu.Lock()
+	if lb.closed || lb.sweeps[server] != sweeps[server] {
+		// Dropped (or shut down) during the dial: its sweep is over.
+		lb.mu.Unlock()
+		client.Close()
+		upstream.Close()
+		return
+	}
 	if lb.active != server && !lb.unhealthy[server] {
 		// Stay on the server that answered.
 		lb.active = server
@@ -200,6 +215,7 @@ func (lb *LoadBalancer) markUnhealthy(server string, why error) {
 		return
 	}
 	lb.unhealthy[server] = true
+	lb.sweeps[server]++
 	conns := lb.conns[server]
 	delete(lb.conns, server)
 	if lb.active == server {
@@ -279,6 +295,7 @@ func (lb *LoadBalancer) closeAll() {
 	lb.mu.Lock()
 	all := lb.conns
 	lb.conns = map[string]map[net.Conn]struct{}{}
+	lb.closed = true
 	lb.mu.Unlock()
 	for _, conns := range all {
 		for c := range conns {
