@@ -326,7 +326,7 @@ func TestHA(t *testing.T) {
 		}
 	})
 
-	t.Run("quorum lost: requests fail with an error, --cluster-reset brings the survivor back with its data", func(t *testing.T) {
+	t.Run("quorum lost: requests fail with the reason, --cluster-reset brings the survivor back with its data", func(t *testing.T) {
 		second.proc.kill()
 		begin := time.Now()
 		out, err := first.proc.kubectl("get", "configmap", "ha-written", "--request-timeout=10s")
@@ -343,6 +343,13 @@ func TestHA(t *testing.T) {
 			}
 			return nil
 		})
+		// From then on the apiserver says so at once.
+		begin = time.Now()
+		out, err = first.proc.kubectl("get", "configmap", "ha-written", "--request-timeout=20s")
+		if took := time.Since(begin); err == nil || !strings.Contains(out, "etcd has lost its quorum") || took > 5*time.Second {
+			t.Fatalf("a read once quorum is known lost: %v after %s: %s", err, took, out)
+		}
+		t.Logf("once quorum is known lost, a read fails in %s: %s", time.Since(begin).Round(time.Millisecond), strings.TrimSpace(out))
 		first.proc.stop()
 		reset, err := runK1s(append(slices.Clone(first.proc.args), "--cluster-reset")...)
 		if err != nil || !strings.Contains(reset, "start k1s again without --cluster-reset") {

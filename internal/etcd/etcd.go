@@ -78,6 +78,9 @@ type Server struct {
 	// removed is set when etcd says the cluster removed this member; tombstone is then written.
 	removed   *atomic.Bool
 	tombstone string
+	// quorumLost says why the member's cluster cannot answer, while it cannot (set by the
+	// Membership component).
+	quorumLost atomic.Pointer[string]
 
 	mu     sync.Mutex
 	etcd   *embed.Etcd

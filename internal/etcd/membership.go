@@ -343,6 +343,7 @@ func (m *Membership) watchQuorum(ctx context.Context) {
 		case <-time.After(2 * time.Second):
 		}
 		if e.Server.Leader() != 0 {
+			m.etcd.quorumLost.Store(nil)
 			if !lost.IsZero() {
 				m.log.Infof("etcd has a leader again: quorum is back after %s", time.Since(lost).Round(time.Second))
 			}
@@ -352,14 +353,19 @@ func (m *Membership) watchQuorum(ctx context.Context) {
 		if lost.IsZero() {
 			lost = time.Now()
 		}
-		if time.Since(logged) >= time.Minute && time.Since(lost) >= 5*time.Second {
-			logged = time.Now()
-			members := 0
-			for _, member := range e.Server.Cluster().Members() {
-				if !member.IsLearner {
-					members++
-				}
+		if time.Since(lost) < 5*time.Second {
+			continue
+		}
+		members := 0
+		for _, member := range e.Server.Cluster().Members() {
+			if !member.IsLearner {
+				members++
 			}
+		}
+		why := fmt.Sprintf("etcd has lost its quorum: fewer than %d of its %d voting members (servers) answer; the API is unavailable until they do (start the other servers, or see 'k1s server --cluster-reset')", members/2+1, members)
+		m.etcd.quorumLost.Store(&why)
+		if time.Since(logged) >= time.Minute {
+			logged = time.Now()
 			m.log.Warnf("etcd has had no leader for %s: fewer than %d of its %d voting members answer, and the API fails until they do; start the other servers, or if they are lost for good, stop k1s here and run 'k1s server --cluster-reset' (keeps this server's data)", time.Since(lost).Round(time.Second), members/2+1, members)
 		}
 	}
@@ -396,4 +402,12 @@ func (s *Server) Peek(ctx context.Context, key string) ([]byte, error) {
 		})
 	})
 	return value, err
+}
+
+// QuorumLost says why the member's cluster cannot answer requests ("" while it can).
+func (s *Server) QuorumLost() string {
+	if why := s.quorumLost.Load(); why != nil {
+		return *why
+	}
+	return ""
 }

@@ -2,13 +2,19 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"slices"
 	"time"
 
 	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/klog/v2"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
@@ -45,7 +51,8 @@ func withComponentLogger(ctx context.Context, name string) context.Context {
 
 // newAPIServer parses the apiserver's arguments now, so that a bad --kube-apiserver-arg stops
 // k1s before anything starts, and returns the component that completes and runs them.
-func newAPIServer(argv []string, admin *kubeclient.Lazy) (component.Component, error) {
+// quorumLost, when it is set, says why etcd cannot answer ("" while it can).
+func newAPIServer(argv []string, admin *kubeclient.Lazy, quorumLost func() string) (component.Component, error) {
 	opts := apiserveroptions.NewServerRunOptions()
 	if err := parseUpstreamFlags("kube-apiserver-arg", opts.Flags(), argv); err != nil {
 		return nil, err
@@ -64,7 +71,38 @@ func newAPIServer(argv []string, admin *kubeclient.Lazy) (component.Component, e
 		if errs := completed.Validate(); len(errs) != 0 {
 			return utilerrors.NewAggregate(errs)
 		}
-		return apiserverapp.Run(ctx, completed)
+		// apiserverapp.Run's steps, with k1s's quorum filter around the whole chain.
+		if completed.InformerName == nil {
+			name, err := cache.NewInformerName("kube-apiserver")
+			if err != nil {
+				return err
+			}
+			completed.InformerName = name
+		}
+		config, err := apiserverapp.NewConfig(completed)
+		if err != nil {
+			return err
+		}
+		if quorumLost != nil {
+			generic := &config.Aggregator.GenericConfig.Config
+			chain := generic.BuildHandlerChainFunc
+			generic.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
+				return failWithoutQuorum(chain(h, c), quorumLost)
+			}
+		}
+		completedConfig, err := config.Complete()
+		if err != nil {
+			return err
+		}
+		srv, err := apiserverapp.CreateServerChain(completedConfig)
+		if err != nil {
+			return err
+		}
+		prepared, err := srv.PrepareRun()
+		if err != nil {
+			return err
+		}
+		return prepared.Run(ctx)
 	}
 	ready := func(ctx context.Context) error {
 		client, err := admin.Client()
@@ -123,4 +161,22 @@ func newScheduler(argv []string, healthURL string) (component.Component, error) 
 		return schedulerapp.Run(ctx, cc, sched)
 	}
 	return component.NewFunc("kube-scheduler", run, component.HTTPReady(healthURL, true)), nil
+}
+
+// failWithoutQuorum answers every request but the health checks at once, with 503 and why,
+// while etcd has lost its quorum: upstream would hold each one until it times out.
+func failWithoutQuorum(next http.Handler, quorumLost func() string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		why := quorumLost()
+		if why == "" || slices.Contains([]string{"/livez", "/readyz", "/healthz", "/version"}, r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		status := metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}, Status: metav1.StatusFailure,
+			Message: why, Reason: metav1.StatusReasonServiceUnavailable, Code: http.StatusServiceUnavailable}
+		// No Retry-After: client-go would wait and retry ten times before saying anything.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(status)
+	})
 }

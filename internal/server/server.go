@@ -77,7 +77,9 @@ func Prepare(ctx context.Context, completed CompletedConfig) (*Server, error) {
 
 	// The admin client reads its credentials when first used, after the PKI exists.
 	admin := kubeclient.NewLazy(cfg.files.SupervisorKubeconfig())
-	apiServer, err := newAPIServer(argv.apiserver, admin)
+	// The apiserver answers at once, not at its timeout, while etcd has no quorum (etcdServer
+	// may be replaced below by a joining server's).
+	apiServer, err := newAPIServer(argv.apiserver, admin, func() string { return etcdServer.QuorumLost() })
 	if err != nil {
 		return nil, err
 	}
