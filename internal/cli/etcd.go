@@ -10,7 +10,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/k1s-io/k1s/internal/datadir"
 	"github.com/k1s-io/k1s/internal/etcd"
 )
 
@@ -38,10 +37,7 @@ func etcdMemberList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !datadir.Held(dir.Root()) {
-		return fmt.Errorf("no k1s server is running on %s: etcd member list needs the running server (start it, or give the --data-dir it runs with)", dir.Root())
-	}
-	client, endpoint, _, err := etcdClient(dir)
+	client, endpoint, _, err := etcdClient(dir, "etcd member list")
 	if err != nil {
 		return err
 	}

@@ -101,11 +101,7 @@ func etcdSnapshotSave(c *cli.Context) error {
 			compress = true
 		}
 	}
-	// Without this, a stopped server's etcd would only show as a dial that never succeeds.
-	if !datadir.Held(dir.Root()) {
-		return fmt.Errorf("no k1s server is running on %s: etcd-snapshot save needs the running server (start it, or give the --data-dir it runs with)", dir.Root())
-	}
-	client, endpoint, node, err := etcdClient(dir)
+	client, endpoint, node, err := etcdClient(dir, "etcd-snapshot save")
 	if err != nil {
 		return err
 	}
@@ -136,8 +132,13 @@ func etcdSnapshotSave(c *cli.Context) error {
 }
 
 // etcdClient is a client of the running server's etcd with the server's own client
-// credentials, at the address the server recorded; node is its member (node) name.
-func etcdClient(dir layout.DataDir) (client *clientv3.Client, endpoint, node string, err error) {
+// credentials, at the address the server recorded; node is its member (node) name. command
+// names what needs it when no server runs.
+func etcdClient(dir layout.DataDir, command string) (client *clientv3.Client, endpoint, node string, err error) {
+	// Without this, a stopped server's etcd would only show as a dial that never succeeds.
+	if !datadir.Held(dir.Root()) {
+		return nil, "", "", fmt.Errorf("no k1s server is running on %s: %s needs the running server (start it, or give the --data-dir it runs with)", dir.Root(), command)
+	}
 	files := dir.Server()
 	recorded := dir.ArgsFile(layout.PartServer, "etcd")
 	data, err := os.ReadFile(recorded)

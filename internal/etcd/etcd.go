@@ -73,8 +73,6 @@ type Server struct {
 	args     []string
 	stopping *atomic.Bool
 	log      *logrus.Logger
-	// clustered says that the member listens for peers (Config.Peer).
-	clustered bool
 	// removed is set when etcd says the cluster removed this member; tombstone is then written.
 	removed   *atomic.Bool
 	tombstone string
@@ -203,7 +201,7 @@ func New(c Config) (*Server, error) {
 	if len(ecfg.ListenPeerUrls) == 0 {
 		merged = append(merged, "--listen-peer-urls=")
 	}
-	return &Server{cfg: ecfg, args: merged, stopping: stopping, log: c.Log, exited: make(chan struct{}), clustered: c.Peer != nil,
+	return &Server{cfg: ecfg, args: merged, stopping: stopping, log: c.Log, exited: make(chan struct{}),
 		removed: removed, tombstone: c.Tombstone}, nil
 }
 

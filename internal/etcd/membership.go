@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -44,8 +43,8 @@ func NewClient(endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error)
 // AddLearner adds this server (name, at peerURL) to the cluster of the members at endpoints
 // as a learner, and returns the initial-cluster it starts with. Before the add it checks that
 // every member's peer port answers from here (so that a firewall mistake never leaves a dead
-// learner behind), and removes a member this server left before: one at its peer URL that
-// never started (a join that failed), or one of its name (this server's data is gone).
+// learner behind), and removes the member this server left before at its peer URL (a join
+// that failed, or data since lost). A member of its name at another address is refused.
 func AddLearner(ctx context.Context, client *clientv3.Client, name, peerURL string, log *logrus.Logger) (initialCluster string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -118,11 +117,9 @@ func portOf(peerURL string) string {
 	return "the peer port"
 }
 
-// Membership is the component, after etcd, that makes this member what the server asks: its
-// peer URL the current one (a single server turned into the first of a cluster, or an address
-// that changed), and a voter (a learner is promoted once it has caught up with the leader).
-// It is ready when the member is a voter with that peer URL, so the apiserver starts only on a
-// voting member.
+// Membership makes this member what the server asks: its peer URL the current one (a single
+// server turned into the first of a cluster, or an address that changed), and a voter (a
+// learner is promoted once it has caught up with the leader).
 type Membership struct {
 	etcd *Server
 	// remote are other members' client URLs (a joining server's); the local member serves
@@ -131,35 +128,22 @@ type Membership struct {
 	tls     *tls.Config
 	peerURL string
 	log     *logrus.Logger
-	*component.Func
 }
 
-// NewMembership returns the Membership component of s.
-func NewMembership(s *Server, remote []string, tlsCfg *tls.Config, peerURL string, log *logrus.Logger) *Membership {
+// NewMembership returns the components that run after etcd on a server of a cluster: one
+// ready when the member is a voter with its peer URL (so the apiserver starts only on a voting
+// member), and the watch that notices a lost quorum (see QuorumLost).
+func NewMembership(s *Server, remote []string, tlsCfg *tls.Config, peerURL string, log *logrus.Logger) (membership, quorumWatch component.Component) {
 	m := &Membership{etcd: s, remote: remote, tls: tlsCfg, peerURL: peerURL, log: log}
-	done := make(chan struct{})
-	var state atomic.Pointer[string]
-	starting := "starting"
-	state.Store(&starting)
-	m.Func = component.NewFunc("etcd membership", func(ctx context.Context) error {
-		if err := m.run(ctx, func(s string) { state.Store(&s) }); err != nil {
-			return err
-		}
-		close(done)
+	membership = component.Task("etcd membership", "making this member a voter", m.run)
+	quorumWatch = component.NewFunc("etcd quorum watch", func(ctx context.Context) error {
 		m.watchQuorum(ctx)
 		return nil
-	}, func(context.Context) error {
-		select {
-		case <-done:
-			return nil
-		default:
-			return errors.New(*state.Load())
-		}
-	})
-	return m
+	}, nil)
+	return membership, quorumWatch
 }
 
-func (m *Membership) run(ctx context.Context, progress func(string)) error {
+func (m *Membership) run(ctx context.Context, progress component.Progress) error {
 	m.etcd.mu.Lock()
 	e := m.etcd.etcd
 	m.etcd.mu.Unlock()
@@ -394,12 +378,19 @@ func (s *Server) Put(ctx context.Context, key string, value []byte) error {
 func (s *Server) Peek(ctx context.Context, key string) ([]byte, error) {
 	var value []byte
 	err := s.runOnce(ctx, func(ctx context.Context) error {
-		return s.RangePrefix(ctx, key, func(k, v []byte) error {
-			if string(k) == key {
-				value = v
-			}
-			return nil
-		})
+		client, err := s.localClient()
+		if err != nil {
+			return err
+		}
+		defer client.Close()
+		resp, err := client.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("reading %s from etcd: %w", key, err)
+		}
+		if len(resp.Kvs) > 0 {
+			value = resp.Kvs[0].Value
+		}
+		return nil
 	})
 	return value, err
 }

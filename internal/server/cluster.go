@@ -84,23 +84,33 @@ func planCluster(ctx context.Context, c *completedConfig) error {
 	return nil
 }
 
-// writeJoinData writes what a joining server received: the shared CAs and keys, and the
-// server token it joined with (its own from now on).
+// writeJoinData writes what a joining server received (see writeBootstrapData).
 func (s *Server) writeJoinData() error {
-	j := s.cfg.join
-	if j == nil {
-		return nil
+	if j := s.cfg.join; j != nil {
+		return writeBootstrapData(s.cfg.files, j.bundle, j.token)
 	}
-	if err := j.bundle.WriteTo(s.cfg.files.Dir()); err != nil {
-		return fmt.Errorf("writing the cluster's bootstrap data: %w", err)
+	return nil
+}
+
+// writeBootstrapData writes the cluster's shared CAs, keys and encryption configuration, and
+// the server token that opened them (this server's own from now on): on a joining server, and
+// on a new machine a snapshot is restored on.
+func writeBootstrapData(files layout.Server, bundle bootstrapdata.Bundle, token join.Token) error {
+	if err := bundle.WriteTo(files.Dir()); err != nil {
+		return fmt.Errorf("writing the cluster's certificates and keys: %w", err)
 	}
-	return fileutil.WriteAtomic(s.cfg.files.ServerToken(), []byte(j.token.String()+"\n"), 0o600)
+	return fileutil.WriteAtomic(files.ServerToken(), []byte(token.String()+"\n"), 0o600)
 }
 
 // etcdClientTLS is how this server's k1s talks to etcd members.
 func (c *completedConfig) etcdClientTLS() (*tls.Config, error) {
 	client := c.files.EtcdAPIServerClient()
 	return etcd.ClientTLS(c.files.EtcdCA().Cert, client.Cert, client.Key)
+}
+
+// etcdPeerURL is where this member meets its peers.
+func (c *completedConfig) etcdPeerURL() string {
+	return etcd.PeerURL(c.AdvertiseAddress, layout.EtcdPeerPort)
 }
 
 // etcdPeer is this member's peer configuration; nil for a single server.
@@ -126,7 +136,7 @@ func (s *Server) addLearner(ctx context.Context) (*etcd.Server, error) {
 		return nil, err
 	}
 	defer client.Close()
-	initial, err := etcd.AddLearner(ctx, client, cfg.NodeName, etcd.PeerURL(cfg.AdvertiseAddress, layout.EtcdPeerPort), cfg.Log)
+	initial, err := etcd.AddLearner(ctx, client, cfg.NodeName, cfg.etcdPeerURL(), cfg.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -134,8 +144,9 @@ func (s *Server) addLearner(ctx context.Context) (*etcd.Server, error) {
 	return newEtcd(cfg, initial)
 }
 
-// newMembership is the component that promotes this member and keeps its peer URL current.
-func (s *Server) newMembership(e *etcd.Server) (component.Component, error) {
+// newMembership is the components that promote this member, keep its peer URL current and
+// watch its quorum.
+func (s *Server) newMembership(e *etcd.Server) ([]component.Component, error) {
 	tlsCfg, err := s.cfg.etcdClientTLS()
 	if err != nil {
 		return nil, err
@@ -144,7 +155,8 @@ func (s *Server) newMembership(e *etcd.Server) (component.Component, error) {
 	if s.cfg.join != nil {
 		remote = s.cfg.join.etcdURLs
 	}
-	return etcd.NewMembership(e, remote, tlsCfg, etcd.PeerURL(s.cfg.AdvertiseAddress, layout.EtcdPeerPort), s.cfg.Log), nil
+	membership, quorumWatch := etcd.NewMembership(e, remote, tlsCfg, s.cfg.etcdPeerURL(), s.cfg.Log)
+	return []component.Component{membership, quorumWatch}, nil
 }
 
 // newClusterBootstrap is what a server of a cluster that can grow puts into the cluster for

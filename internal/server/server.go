@@ -126,7 +126,7 @@ func Prepare(ctx context.Context, completed CompletedConfig) (*Server, error) {
 			lock.Release()
 			return nil, err
 		}
-		s.components = append(s.components, membership)
+		s.components = append(s.components, membership...)
 	}
 	if !cfg.EtcdDisableSnapshots {
 		s.components = append(s.components, etcd.NewSnapshotter(etcdServer, etcd.SnapshotSchedule{
@@ -167,15 +167,7 @@ func newEtcd(cfg *completedConfig, initialCluster string) (*etcd.Server, error) 
 // machine without the cluster's certificates (a new one), the server token opens them from
 // the snapshot's sealed bootstrap data.
 func RestoreSnapshot(ctx context.Context, completed CompletedConfig, file string, token join.Token) (aside string, err error) {
-	cfg := completed.completedConfig
-	if cfg == nil {
-		return "", errors.New("server: RestoreSnapshot needs a config from Complete")
-	}
-	etcdServer, err := newEtcd(cfg, "")
-	if err != nil {
-		return "", err
-	}
-	lock, err := datadir.Acquire(cfg.DataDir)
+	cfg, etcdServer, lock, err := stoppedEtcd(completed)
 	if err != nil {
 		return "", err
 	}
@@ -193,7 +185,7 @@ func RestoreSnapshot(ctx context.Context, completed CompletedConfig, file string
 		aside = ""
 	}
 	if newMachine {
-		if err := restoreBootstrapData(ctx, cfg, token); err != nil {
+		if err := restoreBootstrapData(ctx, cfg, etcdServer, token); err != nil {
 			// Without the certificates the restored data is of no use here: put back what
 			// was there before.
 			if rerr := os.RemoveAll(cfg.files.EtcdDataDir()); rerr == nil && aside != "" {
@@ -210,11 +202,7 @@ func RestoreSnapshot(ctx context.Context, completed CompletedConfig, file string
 
 // restoreBootstrapData writes the cluster's certificates, keys and encryption configuration
 // from the restored etcd's sealed bootstrap data, opened with the server token.
-func restoreBootstrapData(ctx context.Context, cfg *completedConfig, token join.Token) error {
-	e, err := newEtcd(cfg, "")
-	if err != nil {
-		return err
-	}
+func restoreBootstrapData(ctx context.Context, cfg *completedConfig, e *etcd.Server, token join.Token) error {
 	sealed, err := e.Peek(ctx, etcd.BootstrapKey)
 	if err != nil {
 		return fmt.Errorf("reading the restored etcd: %w", err)
@@ -229,25 +217,14 @@ func restoreBootstrapData(ctx context.Context, cfg *completedConfig, token join.
 	if err != nil {
 		return err
 	}
-	if err := bundle.WriteTo(cfg.files.Dir()); err != nil {
-		return fmt.Errorf("writing the cluster's certificates: %w", err)
-	}
-	return fileutil.WriteAtomic(cfg.files.ServerToken(), []byte(token.String()+"\n"), 0o600)
+	return writeBootstrapData(cfg.files, bundle, token)
 }
 
 // ResetCluster makes the stopped server's etcd a one-member cluster with its data (quorum-loss
 // recovery): etcd starts once with --force-new-cluster and stops. It refuses while another k1s
 // holds the data directory.
 func ResetCluster(ctx context.Context, completed CompletedConfig) error {
-	cfg := completed.completedConfig
-	if cfg == nil {
-		return errors.New("server: ResetCluster needs a config from Complete")
-	}
-	etcdServer, err := newEtcd(cfg, "")
-	if err != nil {
-		return err
-	}
-	lock, err := datadir.Acquire(cfg.DataDir)
+	cfg, etcdServer, lock, err := stoppedEtcd(completed)
 	if err != nil {
 		return err
 	}
@@ -256,6 +233,24 @@ func ResetCluster(ctx context.Context, completed CompletedConfig) error {
 		return etcd.ErrRemoved(filepath.Dir(cfg.files.EtcdDataDir()))
 	}
 	return etcdServer.ForceNewCluster(ctx)
+}
+
+// stoppedEtcd is the etcd of a stopped server, for a command that works on its data, with
+// the data directory locked (so that it refuses while k1s runs). The caller releases the lock.
+func stoppedEtcd(completed CompletedConfig) (*completedConfig, *etcd.Server, *datadir.Lock, error) {
+	cfg := completed.completedConfig
+	if cfg == nil {
+		return nil, nil, nil, errors.New("server: a stopped server's etcd needs a config from Complete")
+	}
+	e, err := newEtcd(cfg, "")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	lock, err := datadir.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, e, lock, nil
 }
 
 // prepareHost checks the ports and writes the PKI, the join token and the policies.
