@@ -142,6 +142,9 @@ func New(c Config) (*Server, error) {
 			user[k] = v
 		}
 	}
+	for k, v := range singleMemberTiming(c.Peer != nil, user) {
+		defaults[k] = v
+	}
 	for listen, advertised := range map[string][]string{
 		"listen-client-urls": {"advertise-client-urls"},
 		"listen-peer-urls":   {"initial-advertise-peer-urls", "initial-cluster"},
@@ -325,4 +328,24 @@ func (s *Server) Stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
+}
+
+// singleMemberTiming is raft's timing for a member that has no peers and listens for none.
+// At every start a lone member waits for its election timeout before it elects itself: etcd
+// skips all but the last tick of it, but raft randomises the timeout to up to twice its value,
+// so with etcd's defaults (a 100 ms tick, a 1 s timeout) the wait is 0.1–1 s, 0.55 s on
+// average, during which nothing else of the server can start. Ticks of 50 ms and a timeout of
+// 5 of them make it 0.05–0.25 s. The timeout only matters against peers, which such a member
+// has none of; the cost is 10 more timer wake-ups a second. A member that can have peers, or
+// a user who set either value, keeps etcd's.
+func singleMemberTiming(canHavePeers bool, user map[string]string) map[string]string {
+	if canHavePeers {
+		return nil
+	}
+	for _, k := range []string{"listen-peer-urls", "heartbeat-interval", "election-timeout"} {
+		if _, set := user[k]; set {
+			return nil
+		}
+	}
+	return map[string]string{"heartbeat-interval": "50", "election-timeout": "250"}
 }
