@@ -32,16 +32,20 @@ var pinnedLabels = map[string]string{
 // newImageImport imports the payload's system images and every tarball in the images
 // directory into containerd, once containerd serves. A tarball that cannot be imported is
 // logged and skipped: one bad file must not keep the node from starting.
-func (a *Agent) newImageImport(containerd *k1scontainerd.Process, systemImages []string) component.Component {
-	return component.Task("image import", "importing images into containerd", func(ctx context.Context, _ component.Progress) error {
-		// Started in the background beside containerd: wait for it to serve.
-		for containerd.Ready(ctx) != nil {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-containerd.Exited():
-				return fmt.Errorf("containerd exited before the images were imported")
-			case <-time.After(50 * time.Millisecond):
+func (a *Agent) newImageImport(containerd *k1scontainerd.Process, extract component.Component, systemImages []string) component.Component {
+	return component.Task("image import", "importing images into containerd", func(ctx context.Context, progress component.Progress) error {
+		// Started in the background beside containerd and the payload's extraction: wait for
+		// both.
+		for _, dep := range []component.Component{extract, containerd} {
+			for dep.Ready(ctx) != nil {
+				progress(dep.Name())
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-dep.Exited():
+					return fmt.Errorf("%s ended before the images were imported", dep.Name())
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 		}
 		c, err := containerd.Client()

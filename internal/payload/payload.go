@@ -15,9 +15,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/k1s-io/k1s/internal/fileutil"
 	"github.com/k1s-io/k1s/internal/layout"
@@ -37,9 +40,15 @@ type Dir struct {
 // BinDir holds the helper programs (and links to k1s's own multicall names).
 func (d *Dir) BinDir() string { return filepath.Join(d.Root, "bin") }
 
-// ImageTarballs are the system images, to import at start.
-func (d *Dir) ImageTarballs() ([]string, error) {
-	return filepath.Glob(filepath.Join(d.Root, "images", "*.tar"))
+// ImageTarballs are the system images, to import at start: images/<short name>.tar
+// (scripts/build-payload.sh), known before the payload is extracted.
+func (d *Dir) ImageTarballs() []string {
+	var out []string
+	for name := range d.Images {
+		out = append(out, filepath.Join(d.Root, "images", name+".tar"))
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Available reports whether this binary carries a payload.
@@ -51,15 +60,13 @@ func Available() bool { return len(compressed) > 0 }
 // rename wins. Older payloads are pruned, except the one in use before this start (its shims
 // may still run pods).
 func Extract(dataDir string, links []string) (*Dir, error) {
-	if !Available() {
-		return nil, ErrMissing
+	final, hash, err := location(dataDir)
+	if err != nil {
+		return nil, err
 	}
-	hash := strings.TrimSpace(compressedHash)
-	if len(hash) < 16 {
-		return nil, fmt.Errorf("payload checksum %q is malformed: rebuild with `make build`", hash)
-	}
-	base := layout.DataDir(dataDir).PayloadDir()
-	final := filepath.Join(base, hash[:16])
+	base := filepath.Dir(final)
+	// Nothing else reads the compressed payload (ImageRefs a few pages of it).
+	defer releaseEmbedded()
 	if _, err := os.Stat(filepath.Join(final, "SHA256SUMS")); err != nil {
 		if err := os.MkdirAll(base, 0o700); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", base, err)
@@ -103,6 +110,66 @@ func Extract(dataDir string, links []string) (*Dir, error) {
 		return nil, err
 	}
 	return &Dir{Root: final, Images: images}, nil
+}
+
+// Locate returns the directory Extract extracts the embedded payload into, with its system
+// images, without extracting it: a node configures its components while the payload is
+// extracted beside the control plane's start, and only the kubelet and the image import
+// need its files.
+func Locate(dataDir string) (*Dir, error) {
+	final, _, err := location(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	images, err := ImageRefs()
+	if err != nil {
+		return nil, err
+	}
+	return &Dir{Root: final, Images: images}, nil
+}
+
+// location is where the embedded payload is extracted under dataDir, and its checksum.
+func location(dataDir string) (dir, hash string, err error) {
+	if !Available() {
+		return "", "", ErrMissing
+	}
+	hash = strings.TrimSpace(compressedHash)
+	if len(hash) < 16 {
+		return "", "", fmt.Errorf("payload checksum %q is malformed: rebuild with `make build`", hash)
+	}
+	return filepath.Join(layout.DataDir(dataDir).PayloadDir(), hash[:16]), hash, nil
+}
+
+// embeddedPayload is the binary's own payload: tests swap payloads of their own, on the heap,
+// into compressed, and those must never be released.
+var embeddedPayload = unsafe.SliceData(compressed)
+
+// releaseEmbedded gives the embedded payload's memory back: extracting it reads all of it
+// (29 MB on amd64), and the kernel keeps those pages mapped in the process, counted in its
+// memory for as long as it runs, although nothing reads them again. They are unmodified pages
+// of the binary's file, so a later read (ImageRefs) maps them from the file again.
+func releaseEmbedded() {
+	if len(compressed) == 0 || unsafe.SliceData(compressed) != embeddedPayload {
+		return
+	}
+	skip, n := wholePages(uintptr(unsafe.Pointer(embeddedPayload)), uintptr(len(compressed)), uintptr(os.Getpagesize()))
+	if n == 0 {
+		return
+	}
+	pages := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(embeddedPayload), skip)), n)
+	// Advice only: without it the pages stay counted, nothing else changes.
+	_ = unix.Madvise(pages, unix.MADV_DONTNEED)
+}
+
+// wholePages returns the offset and length of the whole pages inside [addr, addr+length): a
+// page the payload shares with other variables may hold their writes, which releasing it
+// would undo.
+func wholePages(addr, length, page uintptr) (skip, n uintptr) {
+	skip = (page - addr%page) % page
+	if length <= skip || (length-skip)&^(page-1) == 0 {
+		return 0, 0
+	}
+	return skip, (length - skip) &^ (page - 1)
 }
 
 // unpack decompresses the payload into dir and verifies every file against SHA256SUMS.

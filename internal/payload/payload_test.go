@@ -162,3 +162,19 @@ func TestMissingPayload(t *testing.T) {
 		t.Fatalf("Extract = %v, want ErrMissing", err)
 	}
 }
+
+func TestWholePages(t *testing.T) {
+	for _, tc := range []struct{ addr, length, skip, n uintptr }{
+		{4096, 3 * 4096, 0, 3 * 4096},        // aligned
+		{4096 + 1, 3 * 4096, 4095, 2 * 4096}, // starts inside a page: that page is kept
+		{4096, 3*4096 + 100, 0, 3 * 4096},    // ends inside a page: that page is kept
+		{4096 + 10, 4000, 0, 0},              // inside one page
+		{4096 + 10, 4096 + 4086, 4086, 4096}, // exactly one whole page
+		{8191, 2, 0, 0},                      // across a boundary, no whole page
+	} {
+		skip, n := wholePages(tc.addr, tc.length, 4096)
+		if skip != tc.skip || n != tc.n {
+			t.Errorf("wholePages(%d, %d) = %d, %d; want %d, %d", tc.addr, tc.length, skip, n, tc.skip, tc.n)
+		}
+	}
+}
