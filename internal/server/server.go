@@ -134,12 +134,16 @@ func Prepare(ctx context.Context, completed CompletedConfig) (*Server, error) {
 			Retention: cfg.EtcdSnapshotRetention, Compress: cfg.EtcdSnapshotCompress, Log: cfg.Log,
 		}))
 	}
-	s.components = append(s.components, secretsEnc.check(), apiServer, secretsEnc.rewrite(admin), controllerManager, scheduler, s.newBootstrap(admin),
-		newRBAC(admin))
+	// The controller-manager and the scheduler need only the apiserver, and nothing after
+	// them needs them ready: they start while k1s writes what nodes join with, which is mostly
+	// waiting on the apiserver. Their place in the order stays, and so does their stop.
+	s.components = append(s.components, secretsEnc.check(), apiServer, secretsEnc.rewrite(admin),
+		component.Background(controllerManager), component.Background(scheduler), s.newBootstrap(admin), newRBAC(admin))
 	if cfg.clustered {
 		s.components = append(s.components, s.newClusterBootstrap(admin, etcdServer))
 	}
-	s.components = append(s.components, clusterControllers, s.newCertificateRenewal(admin))
+	s.components = append(s.components, clusterControllers, s.newCertificateRenewal(admin),
+		component.Await(controllerManager), component.Await(scheduler))
 	return s, nil
 }
 
