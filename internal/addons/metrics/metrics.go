@@ -275,6 +275,10 @@ func (c Config) Args() []string {
 		// The kubelet's port may be changed through --kubelet-arg; its Node says which.
 		"kubelet-use-node-status-port": "true",
 		"metric-resolution":            MetricResolution.String(),
+		// HTTP/1.1 only: the one client is the apiserver's proxy, with a few requests a
+		// minute. Over HTTP/2 a stop waits for that client to hang up after the server's
+		// GOAWAY, up to HTTP/2's fixed second, and every stop of k1s paid it.
+		"disable-http2-serving": "true",
 	}, nil)
 	return argv
 }
