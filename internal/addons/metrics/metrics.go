@@ -71,6 +71,10 @@ const (
 	resync = 30 * time.Second
 	// pollObjects is how often Run looks for the objects the deployer creates.
 	pollObjects = 2 * time.Second
+	// shutdownWait bounds the wait for the server's graceful shutdown once Run's context
+	// ends: it waits for its clients, up to 5 s for a connection that has not sent its
+	// first request, and k1s's stop must not. The listener is Run's own, closed on return.
+	shutdownWait = 500 * time.Millisecond
 )
 
 // Config is what the controller needs; the files are layout's.
@@ -164,7 +168,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			<-stopped // the port is free once it returns
+			select {
+			case <-stopped:
+			case <-time.After(shutdownWait):
+				c.cfg.Log.Debugf("metrics-server is still closing its connections; leaving it to finish")
+			}
 			return nil
 		case err := <-stopped:
 			if err == nil {
