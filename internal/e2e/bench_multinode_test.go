@@ -161,8 +161,8 @@ func processTreeMemory(pid int, dataDir string) (pss, rss float64) {
 			return
 		}
 		seen[n] = true
-		ps, rs := smapsRollup(fmt.Sprintf("/proc/%d", n))
-		pss, rss = pss+ps, rss+rs
+		m := smapsRollup(fmt.Sprintf("/proc/%d", n))
+		pss, rss = pss+m.pss, rss+m.rss
 		for _, c := range children[n] {
 			walk(c)
 		}
