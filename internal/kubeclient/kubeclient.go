@@ -20,11 +20,6 @@ func Config(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("loading %s: %w", kubeconfig, err)
 	}
 	cfg.UserAgent = UserAgent
-	// client-go's default limit (5 requests a second after a burst of 10) is a client's own
-	// courtesy to a shared apiserver; it made k1s's start wait on itself (the packaged RBAC
-	// alone, 14 requests, waited 0.6 s). The apiserver's priority and fairness is what keeps
-	// clients from crowding it out.
-	cfg.QPS, cfg.Burst = 50, 100
 	return cfg, nil
 }
 
