@@ -291,8 +291,12 @@ func (s *Server) ForceNewCluster(ctx context.Context) error {
 	return s.runOnce(ctx, func(context.Context) error { return nil })
 }
 
-// runOnce starts the stopped etcd, calls fn once it serves, and stops it.
+// runOnce starts the stopped etcd, calls fn once it serves, and stops it. It opens no client
+// listener: fn reads through the in-process client, and the listener's certificates may not
+// exist yet (a restore on a new machine writes them from what it reads). Without this, etcd,
+// once elected, fails to load them and stops while fn reads.
 func (s *Server) runOnce(ctx context.Context, fn func(ctx context.Context) error) error {
+	s.cfg.ListenClientUrls, s.cfg.ListenClientHttpUrls, s.cfg.ListenMetricsUrls = nil, nil, nil
 	if err := s.Start(ctx); err != nil {
 		return fmt.Errorf("starting etcd: %w", err)
 	}
