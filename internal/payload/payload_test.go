@@ -178,3 +178,32 @@ func TestWholePages(t *testing.T) {
 		}
 	}
 }
+
+func TestLocateAgreesWithExtract(t *testing.T) {
+	usePayload(t, map[string]string{"bin/runc": "runc", "images/pause.tar": "image"}, false)
+	dataDir := t.TempDir()
+	before, err := Locate(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	extracted, err := Extract(dataDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := Locate(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []*Dir{before, after} {
+		if d.Root != extracted.Root || d.Images["pause"] != extracted.Images["pause"] || len(d.Images) != len(extracted.Images) {
+			t.Fatalf("Locate gave %+v, Extract %+v", d, extracted)
+		}
+		tarballs := d.ImageTarballs()
+		if len(tarballs) != 1 {
+			t.Fatalf("image tarballs %v", tarballs)
+		}
+		if _, err := os.Stat(tarballs[0]); err != nil {
+			t.Fatalf("the located tarball is not what Extract wrote: %v", err)
+		}
+	}
+}
