@@ -25,10 +25,12 @@ TAGS    := providerless k1s_payload
 # Unit and e2e test binaries do not embed the payload: `go test ./...` works on a fresh clone.
 TEST_TAGS := providerless
 # One build cache for vet, tests and binaries: the same flags compile each package once.
+# No DWARF from the compiler: the binaries are stripped (-s -w) and nothing debugs the test
+# binaries, and without it every package compiles about a fifth faster.
 # `go test` runs with -vet=off: `go vet` (with the e2e tag, so it sees the e2e tests too) has
 # just vetted every package, and go test's own vet, with other analyzer flags, would analyse
 # every dependency a second time (minutes on a cold cache).
-export GOFLAGS := -trimpath
+export GOFLAGS := -trimpath -gcflags=all=-dwarf=false
 export CGO_ENABLED ?= 0
 
 HOST_ARCH   := $(shell $(GO) env GOARCH)

@@ -35,7 +35,9 @@ echo "payload: for linux/$GOARCH"
 mkdir -p "$work/bin" "$work/images" "$work/build"
 # go install refuses GOBIN for cross builds; a private GOPATH (sharing the module cache) puts the
 # binaries in $GOPATH/bin or $GOPATH/bin/linux_$GOARCH instead.
-export GOMODCACHE="${GOMODCACHE:-$(go env GOMODCACHE)}" GOPATH="$work/gopath" GOFLAGS="-trimpath -buildvcs=false"
+# make's GOFLAGS (with -trimpath) are kept: the same flags let the shim and CoreDNS reuse the
+# packages k1s compiled.
+export GOMODCACHE="${GOMODCACHE:-$(go env GOMODCACHE)}" GOPATH="$work/gopath" GOFLAGS="${GOFLAGS:--trimpath} -buildvcs=false"
 unset GOBIN
 gobin="$GOPATH/bin"
 [ "$GOARCH" = "$host_arch" ] || gobin="$GOPATH/bin/linux_$GOARCH"
