@@ -23,6 +23,9 @@ import (
 var (
 	distDir    = flag.String("dist", "", "make dist's output: k1s-<arch>, sha256sum-<arch>.txt, install.sh")
 	upgradeDir = flag.String("upgrade", "", "a second host build (k1s-<arch>, sha256sum-<arch>.txt) that differs in its version")
+	// make test builds one cross release (and type-checks the other); make test-release
+	// builds and tests both.
+	armReleases = flag.String("arm-releases", "arm64,arm", "the arm releases in -dist that TestArmBinaries runs (arm64, arm)")
 )
 
 // distFile returns a file of make dist, skipping nothing: a missing one fails the test.
@@ -61,13 +64,23 @@ func releaseDir(t testing.TB, versions map[string]string) string {
 	return root
 }
 
-// TestArmBinaries runs the arm64 and armv7 release binaries under qemu-user: they name their
-// architecture, check the host, and the arm64 one runs a control plane to /readyz.
+// TestArmBinaries runs the arm64 and armv7 release binaries (those -arm-releases names) under
+// qemu-user: they name their architecture, check the host, and the arm64 one runs a control
+// plane to /readyz.
 func TestArmBinaries(t *testing.T) {
+	releases := strings.Split(*armReleases, ",")
+	for _, arch := range releases {
+		if arch != "arm64" && arch != "arm" {
+			t.Fatalf("-arm-releases %q: want arm64, arm or both", *armReleases)
+		}
+	}
 	for _, tc := range []struct{ arch, qemu, names string }{
 		{"arm64", "qemu-aarch64-static", "linux/arm64"},
 		{"arm", "qemu-arm-static", "linux/armv7"},
 	} {
+		if !slices.Contains(releases, tc.arch) {
+			continue
+		}
 		t.Run(tc.arch, func(t *testing.T) {
 			bin := distFile(t, "k1s-"+tc.arch)
 			qemu, err := exec.LookPath(tc.qemu)
