@@ -1,10 +1,12 @@
 // Command typecheck type-checks packages and all their dependencies from source for the
-// GOOS/GOARCH in its environment, without compiling them:
+// GOOS/GOARCH in its environment, without compiling them. It is built for the host, and
+// the environment it runs in names the target:
 //
-//	GOARCH=arm GOARM=7 go run ./scripts/typecheck -tags providerless ./...
+//	go build -o bin/typecheck ./scripts/typecheck
+//	GOARCH=arm GOARM=7 bin/typecheck -tags providerless ./...
 //
 // `make test` builds and runs one cross-built release in full; for the other it runs this,
-// which finds in a minute or two what breaks only there (a constant that overflows a 32-bit
+// which finds in half a minute what breaks only there (a constant that overflows a 32-bit
 // int, a file missing for the architecture), where compiling Kubernetes for it once more
 // would take a quarter of an hour on a 2-core machine. `make dist` still builds every release.
 package main
