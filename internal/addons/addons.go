@@ -116,7 +116,8 @@ func Registry() []Addon {
 					Kubeconfig: s.Files.MetricsServerKubeconfig(), Serving: s.Files.MetricsServerServing(),
 					KubeletClient: s.Files.MetricsServerClient(), ServerCA: s.Files.ServerCA().Cert,
 					KubeletServingCA: s.Files.KubeletCABundle(),
-					Client:           s.Client, Log: s.Log,
+					ClientCA:         s.Files.ClientCA().Cert, RequestHeaderCA: s.Files.RequestHeaderCA().Cert,
+					Client: s.Client, Log: s.Log,
 				})}
 			},
 		},

@@ -13,3 +13,19 @@ var TLSCipherSuites = []string{
 
 // TLSMinVersion is the lowest TLS version the apiserver and kubelets speak.
 const TLSMinVersion = "VersionTLS12"
+
+// RequestHeaderArgs are the request-header authentication flags of the apiserver and of the
+// extension servers k1s runs behind its aggregation proxy (metrics-server): who may proxy
+// (AuthProxyUser, with a certificate of the CA in caFile) and the headers that carry the user.
+// Given as flags, an extension server loads the CA from the file before it serves; without
+// them it reads the extension-apiserver-authentication ConfigMap through an informer, and
+// refuses the proxy's requests until that has synced.
+func RequestHeaderArgs(caFile string) map[string]string {
+	return map[string]string{
+		"requestheader-allowed-names":        AuthProxyUser,
+		"requestheader-client-ca-file":       caFile,
+		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
+		"requestheader-group-headers":        "X-Remote-Group",
+		"requestheader-username-headers":     "X-Remote-User",
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -372,28 +373,23 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		// The aggregator dials an APIService's endpoints, not its cluster IP: the apiserver
 		// runs in the host network, where cluster IPs route only through a local kube-proxy,
 		// which a --disable-agent server lacks.
-		"enable-aggregator-routing":          "true",
-		"enable-bootstrap-token-auth":        "true",
-		"etcd-cafile":                        f.EtcdCA().Cert,
-		"etcd-certfile":                      f.EtcdAPIServerClient().Cert,
-		"etcd-keyfile":                       f.EtcdAPIServerClient().Key,
-		"kubelet-certificate-authority":      f.KubeletCABundle(),
-		"kubelet-client-certificate":         f.APIServerKubeletClient().Cert,
-		"kubelet-client-key":                 f.APIServerKubeletClient().Key,
-		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
-		"profiling":                          "false",
-		"proxy-client-cert-file":             f.AuthProxyClient().Cert,
-		"proxy-client-key-file":              f.AuthProxyClient().Key,
-		"requestheader-allowed-names":        pki.AuthProxyUser,
-		"requestheader-client-ca-file":       f.RequestHeaderCA().Cert,
-		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
-		"requestheader-group-headers":        "X-Remote-Group",
-		"requestheader-username-headers":     "X-Remote-User",
-		"service-account-issuer":             ServiceAccountIssuer,
-		"service-account-key-file":           f.ServiceAccountVerifyKeys(),
-		"service-account-signing-key-file":   f.ServiceAccountKey(),
-		"service-cluster-ip-range":           cfg.ServiceCIDR.String(),
-		"service-node-port-range":            "30000-32767",
+		"enable-aggregator-routing":        "true",
+		"enable-bootstrap-token-auth":      "true",
+		"etcd-cafile":                      f.EtcdCA().Cert,
+		"etcd-certfile":                    f.EtcdAPIServerClient().Cert,
+		"etcd-keyfile":                     f.EtcdAPIServerClient().Key,
+		"kubelet-certificate-authority":    f.KubeletCABundle(),
+		"kubelet-client-certificate":       f.APIServerKubeletClient().Cert,
+		"kubelet-client-key":               f.APIServerKubeletClient().Key,
+		"kubelet-preferred-address-types":  "InternalIP,ExternalIP,Hostname",
+		"profiling":                        "false",
+		"proxy-client-cert-file":           f.AuthProxyClient().Cert,
+		"proxy-client-key-file":            f.AuthProxyClient().Key,
+		"service-account-issuer":           ServiceAccountIssuer,
+		"service-account-key-file":         f.ServiceAccountVerifyKeys(),
+		"service-account-signing-key-file": f.ServiceAccountKey(),
+		"service-cluster-ip-range":         cfg.ServiceCIDR.String(),
+		"service-node-port-range":          "30000-32767",
 		// On stop the apiserver ends its watches itself instead of waiting for their clients:
 		// the in-process kubelet never closes its own, so the HTTP server's drain (bounded
 		// by request-timeout, a minute) and then etcd's would hold k1s for seconds.
@@ -404,9 +400,8 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"tls-min-version":                         pki.TLSMinVersion,
 		"tls-private-key-file":                    f.APIServerServing().Key,
 	}
-	for k, v := range auditLogArgs {
-		apiserver[k] = v
-	}
+	maps.Copy(apiserver, auditLogArgs)
+	maps.Copy(apiserver, pki.RequestHeaderArgs(f.RequestHeaderCA().Cert))
 	if cfg.encryptionEnabled() {
 		apiserver["encryption-provider-config"] = f.EncryptionConfig()
 		apiserver["encryption-provider-config-automatic-reload"] = "true"

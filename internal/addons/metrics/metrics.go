@@ -2,8 +2,8 @@
 // metrics.k8s.io API that `kubectl top` and HorizontalPodAutoscalers read), run in-process by
 // the server that holds the controllers' lease. It scrapes each kubelet's /metrics/resource
 // with a client certificate of its own and verifies the kubelets' serving certificates
-// against the server CA. The apiserver's aggregator reaches it through the add-on's
-// selectorless Service, whose one endpoint this controller points at its own node IP.
+// against their CA. The apiserver's aggregator reaches it through the add-on's selectorless
+// Service, whose one endpoint this controller points at its own node IP.
 package metrics
 
 import (
@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"strconv"
@@ -95,6 +96,9 @@ type Config struct {
 	// KubeletServingCA holds the CAs of the kubelets' serving certificates: metrics-server
 	// verifies kubelets with it.
 	KubeletServingCA string
+	// ClientCA and RequestHeaderCA are the apiserver's own: metrics-server verifies its
+	// clients' certificates, and the aggregation proxy's, with them.
+	ClientCA, RequestHeaderCA string
 	// Client returns k1s's own client, which keeps the endpoints and the caBundle
 	// (metrics-server's identity may not).
 	Client func() (kubernetes.Interface, error)
@@ -263,7 +267,7 @@ func modelName(name string) string {
 // Args are metrics-server's command-line arguments, as its upstream Deployment would pass
 // them, with k1s's files and TLS policy.
 func (c Config) Args() []string {
-	argv, _ := args.Merge(map[string]string{
+	defaults := map[string]string{
 		"authentication-kubeconfig": c.Kubeconfig,
 		"authorization-kubeconfig":  c.Kubeconfig,
 		"kubeconfig":                c.Kubeconfig,
@@ -287,7 +291,13 @@ func (c Config) Args() []string {
 		// minute. Over HTTP/2 a stop waits for that client to hang up after the server's
 		// GOAWAY, up to HTTP/2's fixed second, and every stop of k1s paid it.
 		"disable-http2-serving": "true",
-	}, nil)
+		// The CAs from the apiserver's files rather than its extension-apiserver-authentication
+		// ConfigMap: the metrics-server reads that through an informer, and until it has synced
+		// refuses every request the aggregator proxies, the first of them at every start.
+		"client-ca-file": c.ClientCA,
+	}
+	maps.Copy(defaults, pki.RequestHeaderArgs(c.RequestHeaderCA))
+	argv, _ := args.Merge(defaults, nil)
 	return argv
 }
 

@@ -30,6 +30,8 @@ func testConfig(ip string, port int) Config {
 		KubeletClient:    layout.Pair{Cert: "/d/tls/client-metrics-server.crt", Key: "/d/tls/client-metrics-server.key"},
 		ServerCA:         "/d/tls/server-ca.crt",
 		KubeletServingCA: "/d/tls/kubelet-serving-ca.crt",
+		ClientCA:         "/d/tls/client-ca.crt",
+		RequestHeaderCA:  "/d/tls/request-header-ca.crt",
 	}
 }
 
@@ -50,6 +52,13 @@ func TestOptionsFromArgs(t *testing.T) {
 	if o.Kubeconfig != cfg.Kubeconfig || o.Authentication.RemoteKubeConfigFile != cfg.Kubeconfig ||
 		o.Authorization.RemoteKubeConfigFile != cfg.Kubeconfig {
 		t.Errorf("kubeconfigs: %q, authn %q, authz %q", o.Kubeconfig, o.Authentication.RemoteKubeConfigFile, o.Authorization.RemoteKubeConfigFile)
+	}
+	// The apiserver's CA files, as its own flags name them: read before metrics-server serves.
+	authn := o.Authentication
+	if authn.ClientCert.ClientCA != cfg.ClientCA || authn.RequestHeader.ClientCAFile != cfg.RequestHeaderCA ||
+		!slices.Equal(authn.RequestHeader.AllowedNames, []string{pki.AuthProxyUser}) ||
+		!slices.Equal(authn.RequestHeader.UsernameHeaders, []string{"X-Remote-User"}) {
+		t.Errorf("authentication: client CA %q, request header %+v", authn.ClientCert.ClientCA, authn.RequestHeader)
 	}
 	if o.MetricResolution != 15*time.Second {
 		t.Errorf("metric resolution %s", o.MetricResolution)

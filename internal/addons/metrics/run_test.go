@@ -28,10 +28,11 @@ import (
 )
 
 // fakeAPIServer answers what the controller and metrics-server ask: the add-on's objects,
-// the authentication ConfigMap, SubjectAccessReviews (the user "tester" may), and lists and watches of
-// nodes (its node) and pods (none). It records the bodies of the applies.
+// SubjectAccessReviews (the user "tester" may), and lists and watches of nodes (its node) and
+// pods (none). It records the bodies of the applies. It has no extension-apiserver-authentication
+// ConfigMap: metrics-server must take its CAs from k1s's files.
 type fakeAPIServer struct {
-	node, configMap string // the one Node and extension-apiserver-authentication, as JSON
+	node string // the one Node, as JSON
 
 	mu      sync.Mutex
 	applied map[string]string
@@ -48,11 +49,6 @@ func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		kind, apiVersion = "EndpointSlice", "discovery.k8s.io/v1"
 	case p == "/api/v1/namespaces/kube-system/services/metrics-server":
 		kind = "Service"
-	case p == "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication":
-		fmt.Fprint(w, f.configMap)
-		return
-	case p == "/api/v1/namespaces/kube-system/configmaps":
-		kind, items = "ConfigMap", []string{f.configMap}
 	case p == "/api/v1/nodes":
 		kind, items = "Node", []string{f.node}
 	case p == "/api/v1/pods":
@@ -86,7 +82,7 @@ func (f *fakeAPIServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.applied[kind+" "+path.Base(r.URL.Path)] = string(body)
 		f.mu.Unlock()
 		fmt.Fprintf(w, `{"kind":%q,"apiVersion":%q,"metadata":{"name":%q,"resourceVersion":"2"}}`, kind, apiVersion, path.Base(r.URL.Path))
-	case r.URL.Path == "/api/v1/nodes" || r.URL.Path == "/api/v1/pods" || r.URL.Path == "/api/v1/namespaces/kube-system/configmaps":
+	case r.URL.Path == "/api/v1/nodes" || r.URL.Path == "/api/v1/pods":
 		fmt.Fprintf(w, `{"kind":"%sList","apiVersion":%q,"metadata":{"resourceVersion":"1"},"items":[%s]}`, kind, apiVersion, strings.Join(items, ","))
 	default:
 		fmt.Fprintf(w, `{"kind":%q,"apiVersion":%q,"metadata":{"name":%q,"namespace":"kube-system","uid":"u1","resourceVersion":"1"}}`, kind, apiVersion, path.Base(r.URL.Path))
@@ -130,32 +126,6 @@ func fakeKubelet(t *testing.T, serving pki.Pair, clientCA *x509.Certificate) (po
 	kubelet.StartTLS()
 	t.Cleanup(kubelet.Close)
 	return kubelet.Listener.Addr().(*net.TCPAddr).Port, by
-}
-
-// authenticationConfigMap is extension-apiserver-authentication as the apiserver publishes it
-// with k1s's flags.
-func authenticationConfigMap(t *testing.T, clientCA, requestHeaderCA *pki.CA) string {
-	pem := func(ca *pki.CA) string {
-		data, err := os.ReadFile(ca.CertFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(data)
-	}
-	cm, err := json.Marshal(map[string]any{"kind": "ConfigMap", "apiVersion": "v1",
-		"metadata": map[string]string{"name": "extension-apiserver-authentication", "namespace": "kube-system", "resourceVersion": "1"},
-		"data": map[string]string{
-			"client-ca-file":                     pem(clientCA),
-			"requestheader-client-ca-file":       pem(requestHeaderCA),
-			"requestheader-allowed-names":        `["` + pki.AuthProxyUser + `"]`,
-			"requestheader-username-headers":     `["X-Remote-User"]`,
-			"requestheader-group-headers":        `["X-Remote-Group"]`,
-			"requestheader-extra-headers-prefix": `["X-Remote-Extra-"]`,
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(cm)
 }
 
 func writeKubeconfig(t *testing.T, path, server string) {
@@ -212,8 +182,7 @@ func TestRunServesScrapesAndReleasesPort(t *testing.T) {
 	kubeletPort, scrapedBy := fakeKubelet(t, kubeletServing, clientCA.Cert)
 	fake := &fakeAPIServer{applied: map[string]string{},
 		// Hostname first: metrics-server must prefer the InternalIP (n1 resolves nowhere).
-		configMap: authenticationConfigMap(t, clientCA, requestHeaderCA),
-		node:      fmt.Sprintf(`{"kind":"Node","apiVersion":"v1","metadata":{"name":"n1","resourceVersion":"1"},"status":{"addresses":[{"type":"Hostname","address":"n1"},{"type":"InternalIP","address":"127.0.0.1"}],"daemonEndpoints":{"kubeletEndpoint":{"Port":%d}}}}`, kubeletPort)}
+		node: fmt.Sprintf(`{"kind":"Node","apiVersion":"v1","metadata":{"name":"n1","resourceVersion":"1"},"status":{"addresses":[{"type":"Hostname","address":"n1"},{"type":"InternalIP","address":"127.0.0.1"}],"daemonEndpoints":{"kubeletEndpoint":{"Port":%d}}}}`, kubeletPort)}
 	api := httptest.NewServer(fake)
 	defer api.Close()
 	defer api.CloseClientConnections()
@@ -227,7 +196,8 @@ func TestRunServesScrapesAndReleasesPort(t *testing.T) {
 		Serving: files("serving-metrics-server"), KubeletClient: files("client-metrics-server"), ServerCA: serverCA.CertFile,
 		// The fake kubelet's certificate comes from the same CA here.
 		KubeletServingCA: serverCA.CertFile,
-		Client:           func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(&rest.Config{Host: api.URL}) }, Log: log})
+		ClientCA:         clientCA.CertFile, RequestHeaderCA: requestHeaderCA.CertFile,
+		Client: func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(&rest.Config{Host: api.URL}) }, Log: log})
 	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
 	// The aggregator's view: the server CA and the Service's name; the auth-proxy client
 	// certificate, with the user in headers.
@@ -272,15 +242,10 @@ func TestRunServesScrapesAndReleasesPort(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		// The API and its OpenAPI (which the aggregator merges) are served, to the aggregator
-		// once metrics-server has read the request-header CA.
-		for time.Now().Before(deadline) {
-			if code, _, _ := get("/apis/metrics.k8s.io/v1beta1"); code == http.StatusOK {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		// The API and its OpenAPI (which the aggregator merges) are served to the aggregator
+		// from the first request on: the request-header CA was read before serving.
 		for path, want := range map[string]string{
+			"/apis/metrics.k8s.io/v1beta1":            `"kind":"APIResourceList"`,
 			"/apis/metrics.k8s.io/v1beta1/nodes":      `"kind":"NodeMetricsList"`,
 			"/apis/metrics.k8s.io/v1beta1/pods":       `"kind":"PodMetricsList"`,
 			"/openapi/v2":                             "io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics",
