@@ -1,12 +1,14 @@
-// Package logging routes every upstream logger (klog, etcd's zap) into one logrus logger, so
-// that k1s prints one stream with a `component` field on each line.
+// Package logging routes every upstream logger (klog, etcd's zap, Go's log package) into one
+// logrus logger, so that k1s prints one stream with a `component` field on each line.
 package logging
 
 import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
@@ -65,5 +67,27 @@ func Setup(opts Options) (*Logs, error) {
 	logs := &Logs{Logger: log}
 	klog.SetLogger(logr.New(&klogSink{log: log, verbosity: opts.Verbosity, stopping: &logs.stopping}))
 	klog.SetOutput(io.Discard)
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(stdlogWriter{log})
 	return logs, nil
+}
+
+// stdlogWriter takes the lines of Go's log package: what HTTP servers without an error
+// logger of their own print (the kubelet's, kube-proxy's), and slog's default logger. They
+// were raw lines on stderr before; info lines now, as their level is not known.
+type stdlogWriter struct{ log *logrus.Logger }
+
+// tlsHandshakeError starts the line net/http prints for every connection whose TLS handshake
+// fails: a client without the CA, a scanner, or a kubelet asked for TLS before its serving
+// certificate is issued. The apiserver logs these at -v 5; so does k1s, at debug.
+const tlsHandshakeError = "http: TLS handshake error"
+
+func (w stdlogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if strings.HasPrefix(line, tlsHandshakeError) {
+		w.log.Debug(line)
+	} else {
+		w.log.Info(line)
+	}
+	return len(p), nil
 }

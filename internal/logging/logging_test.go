@@ -3,6 +3,7 @@ package logging
 import (
 	"bytes"
 	"errors"
+	stdlog "log"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -115,5 +116,22 @@ func TestComponentOf(t *testing.T) {
 		if got := ComponentOf(tc.stack); got != tc.want {
 			t.Errorf("ComponentOf(%v) = %q, want %q", tc.stack, got, tc.want)
 		}
+	}
+}
+
+// Go's log package, which HTTP servers without an error logger print to, goes through logrus
+// too: a failed TLS handshake at debug, anything else at info.
+func TestStdlogRouting(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := Setup(Options{Output: &out}); err != nil {
+		t.Fatal(err)
+	}
+	stdlog.Printf("http: TLS handshake error from 192.0.2.1:4321: no serving certificate available for the kubelet")
+	if out.Len() != 0 {
+		t.Errorf("a failed TLS handshake is shown at the default level: %s", out.String())
+	}
+	stdlog.Printf("http: panic serving 192.0.2.1:4321: boom")
+	if s := out.String(); !strings.Contains(s, "level=info") || !strings.Contains(s, `msg="http: panic serving 192.0.2.1:4321: boom"`) {
+		t.Errorf("a log line is not shown at info: %q", s)
 	}
 }
