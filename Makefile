@@ -131,7 +131,7 @@ typecheck-%:
 	$(GO) build -o $(BIN)/typecheck ./scripts/typecheck
 	@$(TIMED) typecheck-$* env GOARCH=$* $(BIN)/typecheck -tags '$(TEST_TAGS)' ./...
 
-# Every release built, and the arm ones run under qemu.
+# Every release built, and the arm ones run under qemu (each a control plane to /readyz).
 test-release: dist upgrade-build
 	@$(SUBMAKE) e2e-run E2E_RUN='$(ARM_TESTS)'
 
