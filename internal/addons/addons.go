@@ -44,7 +44,10 @@ type Settings struct {
 	NodeIP net.IP
 	// Files names the server's certificates and kubeconfigs.
 	Files layout.Server
-	Log   logrus.FieldLogger
+	// APIServerClientAuth are the apiserver's client-ca-file and requestheader-* flags as it
+	// runs with them (pki.ClientAuthArgs and the user's --kube-apiserver-arg).
+	APIServerClientAuth map[string]string
+	Log                 logrus.FieldLogger
 }
 
 // NodeSettings are what a node-side component of an add-on is built with.
@@ -116,8 +119,8 @@ func Registry() []Addon {
 					Kubeconfig: s.Files.MetricsServerKubeconfig(), Serving: s.Files.MetricsServerServing(),
 					KubeletClient: s.Files.MetricsServerClient(), ServerCA: s.Files.ServerCA().Cert,
 					KubeletServingCA: s.Files.KubeletCABundle(),
-					ClientCA:         s.Files.ClientCA().Cert, RequestHeaderCA: s.Files.RequestHeaderCA().Cert,
-					Client: s.Client, Log: s.Log,
+					ClientAuth:       s.APIServerClientAuth,
+					Client:           s.Client, Log: s.Log,
 				})}
 			},
 		},

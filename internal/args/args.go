@@ -108,3 +108,20 @@ func Value(merged []string, key string) (string, bool) {
 	}
 	return value, found
 }
+
+// Effective returns each key of defaults with the value it has once the user's arguments are
+// merged in (its last value; a key the user emptied is left out): what a component started
+// with them uses, for another component that must agree with it.
+func Effective(defaults map[string]string, user []string) (map[string]string, error) {
+	merged, err := Merge(defaults, user)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(defaults))
+	for key := range defaults {
+		if v, ok := Value(merged, key); ok {
+			out[key] = v
+		}
+	}
+	return out, nil
+}

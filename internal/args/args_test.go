@@ -1,6 +1,7 @@
 package args
 
 import (
+	"maps"
 	"reflect"
 	"testing"
 )
@@ -80,5 +81,21 @@ func TestSplitMinusInKey(t *testing.T) {
 	key, value, err := Split("--node-labels=a=b")
 	if err != nil || key != "node-labels" || value != "a=b" {
 		t.Fatalf("Split = %q %q %v", key, value, err)
+	}
+}
+
+// Effective gives the defaults' keys as the user's arguments leave them, and nothing else.
+func TestEffective(t *testing.T) {
+	got, err := Effective(map[string]string{"client-ca-file": "/k1s/ca.crt", "names": "a"},
+		[]string{"--client-ca-file=/user/ca.crt", "names+=b", "profiling=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"client-ca-file": "/user/ca.crt", "names": "a,b"}
+	if !maps.Equal(got, want) {
+		t.Errorf("Effective = %v, want %v", got, want)
+	}
+	if _, err := Effective(map[string]string{"k": "v"}, []string{"bad key=1"}); err == nil {
+		t.Error("a malformed user argument is accepted")
 	}
 }

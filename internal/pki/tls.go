@@ -14,16 +14,18 @@ var TLSCipherSuites = []string{
 // TLSMinVersion is the lowest TLS version the apiserver and kubelets speak.
 const TLSMinVersion = "VersionTLS12"
 
-// RequestHeaderArgs are the request-header authentication flags of the apiserver and of the
-// extension servers k1s runs behind its aggregation proxy (metrics-server): who may proxy
-// (AuthProxyUser, with a certificate of the CA in caFile) and the headers that carry the user.
-// Given as flags, an extension server loads the CA from the file before it serves; without
-// them it reads the extension-apiserver-authentication ConfigMap through an informer, and
-// refuses the proxy's requests until that has synced.
-func RequestHeaderArgs(caFile string) map[string]string {
+// ClientAuthArgs are the apiserver's flags for client certificates: the CA of its clients'
+// certificates, and request-header authentication (who may proxy: AuthProxyUser, with a
+// certificate of requestHeaderCA; the headers that carry the user). The extension servers k1s
+// runs behind the aggregation proxy (metrics-server) get the same: given as flags, an
+// extension server loads the CAs from their files before it serves, whereas from the
+// extension-apiserver-authentication ConfigMap it would read them through an informer, and
+// refuse the proxy's requests until that has synced.
+func ClientAuthArgs(clientCA, requestHeaderCA string) map[string]string {
 	return map[string]string{
+		"client-ca-file":                     clientCA,
 		"requestheader-allowed-names":        AuthProxyUser,
-		"requestheader-client-ca-file":       caFile,
+		"requestheader-client-ca-file":       requestHeaderCA,
 		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
 		"requestheader-group-headers":        "X-Remote-Group",
 		"requestheader-username-headers":     "X-Remote-User",

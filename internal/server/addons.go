@@ -31,6 +31,11 @@ func rbacAddon() deploy.Addon {
 func (c *completedConfig) addonSettings() (addons.Settings, error) {
 	s := addons.Settings{ClusterDNS: c.ClusterDNS, ClusterDomain: c.ClusterDomain, ResolvConf: c.ResolvConf,
 		APIServerPort: c.HTTPSPort, MetricsServerPort: c.MetricsServerPort, NodeIP: c.NodeIP, Files: c.files, Log: c.Log}
+	clientAuth, err := c.apiserverClientAuth()
+	if err != nil {
+		return s, err
+	}
+	s.APIServerClientAuth = clientAuth
 	for _, a := range addons.Enabled(c.Disable) {
 		if len(a.Images) == 0 {
 			continue

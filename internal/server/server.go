@@ -368,7 +368,6 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"bind-address":                  cfg.BindAddress.String(),
 		"secure-port":                   strconv.Itoa(cfg.HTTPSPort),
 		"cert-dir":                      f.APIServerCertDir(),
-		"client-ca-file":                f.ClientCA().Cert,
 		"enable-admission-plugins":      "NodeRestriction",
 		// The aggregator dials an APIService's endpoints, not its cluster IP: the apiserver
 		// runs in the host network, where cluster IPs route only through a local kube-proxy,
@@ -401,7 +400,7 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"tls-private-key-file":                    f.APIServerServing().Key,
 	}
 	maps.Copy(apiserver, auditLogArgs)
-	maps.Copy(apiserver, pki.RequestHeaderArgs(f.RequestHeaderCA().Cert))
+	maps.Copy(apiserver, cfg.clientAuthDefaults())
 	if cfg.encryptionEnabled() {
 		apiserver["encryption-provider-config"] = f.EncryptionConfig()
 		apiserver["encryption-provider-config-automatic-reload"] = "true"
@@ -524,4 +523,19 @@ func listenAddress(argv []string) (host, port string) {
 		host = "0.0.0.0"
 	}
 	return host, port
+}
+
+// clientAuthDefaults are k1s's client-certificate flags for the apiserver (pki.ClientAuthArgs).
+func (c *completedConfig) clientAuthDefaults() map[string]string {
+	return pki.ClientAuthArgs(c.files.ClientCA().Cert, c.files.RequestHeaderCA().Cert)
+}
+
+// apiserverClientAuth is how this server's apiserver verifies client certificates, the user's
+// --kube-apiserver-arg included: the extension servers k1s runs must trust the same CAs.
+func (c *completedConfig) apiserverClientAuth() (map[string]string, error) {
+	auth, err := args.Effective(c.clientAuthDefaults(), c.ExtraAPIServerArgs)
+	if err != nil {
+		return nil, fmt.Errorf("--kube-apiserver-arg: %w", err)
+	}
+	return auth, nil
 }

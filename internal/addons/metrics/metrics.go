@@ -96,9 +96,9 @@ type Config struct {
 	// KubeletServingCA holds the CAs of the kubelets' serving certificates: metrics-server
 	// verifies kubelets with it.
 	KubeletServingCA string
-	// ClientCA and RequestHeaderCA are the apiserver's own: metrics-server verifies its
-	// clients' certificates, and the aggregation proxy's, with them.
-	ClientCA, RequestHeaderCA string
+	// ClientAuth are the apiserver's client-ca-file and requestheader-* flags: metrics-server
+	// verifies its clients' certificates, and the aggregation proxy's, as the apiserver does.
+	ClientAuth map[string]string
 	// Client returns k1s's own client, which keeps the endpoints and the caBundle
 	// (metrics-server's identity may not).
 	Client func() (kubernetes.Interface, error)
@@ -291,12 +291,11 @@ func (c Config) Args() []string {
 		// minute. Over HTTP/2 a stop waits for that client to hang up after the server's
 		// GOAWAY, up to HTTP/2's fixed second, and every stop of k1s paid it.
 		"disable-http2-serving": "true",
-		// The CAs from the apiserver's files rather than its extension-apiserver-authentication
-		// ConfigMap: the metrics-server reads that through an informer, and until it has synced
-		// refuses every request the aggregator proxies, the first of them at every start.
-		"client-ca-file": c.ClientCA,
 	}
-	maps.Copy(defaults, pki.RequestHeaderArgs(c.RequestHeaderCA))
+	// The CAs from the apiserver's files rather than its extension-apiserver-authentication
+	// ConfigMap: metrics-server reads that through an informer, and until it has synced
+	// refuses every request the aggregator proxies, the first of them at every start.
+	maps.Copy(defaults, c.ClientAuth)
 	argv, _ := args.Merge(defaults, nil)
 	return argv
 }

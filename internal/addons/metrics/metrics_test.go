@@ -30,8 +30,7 @@ func testConfig(ip string, port int) Config {
 		KubeletClient:    layout.Pair{Cert: "/d/tls/client-metrics-server.crt", Key: "/d/tls/client-metrics-server.key"},
 		ServerCA:         "/d/tls/server-ca.crt",
 		KubeletServingCA: "/d/tls/kubelet-serving-ca.crt",
-		ClientCA:         "/d/tls/client-ca.crt",
-		RequestHeaderCA:  "/d/tls/request-header-ca.crt",
+		ClientAuth:       pki.ClientAuthArgs("/d/tls/client-ca.crt", "/d/tls/request-header-ca.crt"),
 	}
 }
 
@@ -55,7 +54,7 @@ func TestOptionsFromArgs(t *testing.T) {
 	}
 	// The apiserver's CA files, as its own flags name them: read before metrics-server serves.
 	authn := o.Authentication
-	if authn.ClientCert.ClientCA != cfg.ClientCA || authn.RequestHeader.ClientCAFile != cfg.RequestHeaderCA ||
+	if authn.ClientCert.ClientCA != "/d/tls/client-ca.crt" || authn.RequestHeader.ClientCAFile != "/d/tls/request-header-ca.crt" ||
 		!slices.Equal(authn.RequestHeader.AllowedNames, []string{pki.AuthProxyUser}) ||
 		!slices.Equal(authn.RequestHeader.UsernameHeaders, []string{"X-Remote-User"}) {
 		t.Errorf("authentication: client CA %q, request header %+v", authn.ClientCert.ClientCA, authn.RequestHeader)

@@ -196,8 +196,8 @@ func TestRunServesScrapesAndReleasesPort(t *testing.T) {
 		Serving: files("serving-metrics-server"), KubeletClient: files("client-metrics-server"), ServerCA: serverCA.CertFile,
 		// The fake kubelet's certificate comes from the same CA here.
 		KubeletServingCA: serverCA.CertFile,
-		ClientCA:         clientCA.CertFile, RequestHeaderCA: requestHeaderCA.CertFile,
-		Client: func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(&rest.Config{Host: api.URL}) }, Log: log})
+		ClientAuth:       pki.ClientAuthArgs(clientCA.CertFile, requestHeaderCA.CertFile),
+		Client:           func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(&rest.Config{Host: api.URL}) }, Log: log})
 	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
 	// The aggregator's view: the server CA and the Service's name; the auth-proxy client
 	// certificate, with the user in headers.
