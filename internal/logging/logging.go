@@ -73,8 +73,9 @@ func Setup(opts Options) (*Logs, error) {
 }
 
 // stdlogWriter takes the lines of Go's log package: what HTTP servers without an error
-// logger of their own print (the kubelet's, kube-proxy's), and slog's default logger. They
-// were raw lines on stderr before; info lines now, as their level is not known.
+// logger of their own print (the kubelet's, kube-proxy's), and slog's default logger (whose
+// level stays in the message). They were raw lines on stderr before; info lines now, as Go's
+// log package has no levels.
 type stdlogWriter struct{ log *logrus.Logger }
 
 // tlsHandshakeError starts the line net/http prints for every connection whose TLS handshake

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/sirupsen/logrus"
 	"k8s.io/klog/v2"
 )
 
@@ -122,14 +123,24 @@ func TestComponentOf(t *testing.T) {
 // Go's log package, which HTTP servers without an error logger print to, goes through logrus
 // too: a failed TLS handshake at debug, anything else at info.
 func TestStdlogRouting(t *testing.T) {
+	flags, writer := stdlog.Flags(), stdlog.Writer()
+	t.Cleanup(func() { stdlog.SetFlags(flags); stdlog.SetOutput(writer) })
 	var out bytes.Buffer
-	if _, err := Setup(Options{Output: &out}); err != nil {
+	logs, err := Setup(Options{Output: &out})
+	if err != nil {
 		t.Fatal(err)
 	}
 	stdlog.Printf("http: TLS handshake error from 192.0.2.1:4321: no serving certificate available for the kubelet")
 	if out.Len() != 0 {
 		t.Errorf("a failed TLS handshake is shown at the default level: %s", out.String())
 	}
+	logs.SetLevel(logrus.DebugLevel)
+	stdlog.Printf("http: TLS handshake error from 192.0.2.1:4321: EOF")
+	if s := out.String(); !strings.Contains(s, "level=debug") || !strings.Contains(s, "192.0.2.1:4321: EOF") {
+		t.Errorf("a failed TLS handshake is not a debug line: %q", s)
+	}
+	logs.SetLevel(logrus.InfoLevel)
+	out.Reset()
 	stdlog.Printf("http: panic serving 192.0.2.1:4321: boom")
 	if s := out.String(); !strings.Contains(s, "level=info") || !strings.Contains(s, `msg="http: panic serving 192.0.2.1:4321: boom"`) {
 		t.Errorf("a log line is not shown at info: %q", s)

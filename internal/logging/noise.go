@@ -67,7 +67,7 @@ var noise = []struct {
 	{component: "metrics-server", message: "Failed to scrape node", errorHas: "connect: connection refused",
 		why: "at a restart the metrics-server's first scrape comes before the node's kubelet listens again; a kubelet that stays down makes its Node NotReady, which says so"},
 	{component: "metrics-server", message: "Failed to scrape node", errorHas: "remote error: tls: internal error",
-		why: "a kubelet serves TLS only once its serving certificate is issued, and its CSR can be approved only for the addresses of its registered Node: for about a second after a node registers, its kubelet ends every handshake so. The next scrape, 15 s later, reaches it; a serving CSR that k1s denies is a warning of k1s's own"},
+		why: "a kubelet serves TLS only once its serving certificate is issued, and its CSR can be approved only for the addresses of its registered Node: for about a second after a node registers, its kubelet ends every handshake so. The next scrape, 15 s later, reaches it. A kubelet that stays without one says so itself: k1s warns of a serving CSR it denies, and the kubelet's certificate manager of one it cannot get or renew"},
 	{component: "network-policy", message: "syncing", errorHas: "no such file or directory",
 		why: "kube-network-policies retries its nftables table 5 times after each relevant change; on kernels without CONFIG_NFT_QUEUE the kernel refuses its queue rule (ENOENT), and k1s, which found that out at start and said which datapath it uses instead (iptables NFQUEUE), does not need the table"},
 	{component: "network-policy", message: "Unhandled Error", errorHas: "no such file or directory",
