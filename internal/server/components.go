@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	cliflag "k8s.io/component-base/cli/flag"
@@ -24,6 +26,7 @@ import (
 	schedulerapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
+	"github.com/k1s-io/k1s/internal/bootstrappolicy"
 	"github.com/k1s-io/k1s/internal/component"
 	"github.com/k1s-io/k1s/internal/kubeclient"
 )
@@ -83,6 +86,11 @@ func newAPIServer(argv []string, admin *kubeclient.Lazy, quorumLost func() strin
 		if err != nil {
 			return err
 		}
+		kubeAPIs := config.KubeAPIs.ControlPlane.Generic
+		kubeAPIs.DisabledPostStartHooks.Insert(bootstrappolicy.UpstreamHooks()...)
+		if err := kubeAPIs.AddPostStartHook(bootstrapPolicyHook, ensureBootstrapPolicy); err != nil {
+			return err
+		}
 		if quorumLost != nil {
 			generic := &config.Aggregator.GenericConfig.Config
 			chain := generic.BuildHandlerChainFunc
@@ -118,6 +126,35 @@ func newAPIServer(argv []string, admin *kubeclient.Lazy, quorumLost func() strin
 		return nil
 	}
 	return component.NewFunc("kube-apiserver", run, ready), nil
+}
+
+// bootstrapPolicyHook does the work of the hooks bootstrappolicy.UpstreamHooks, which k1s
+// disables; /healthz and /readyz wait for it as they did for them.
+const bootstrapPolicyHook = "k1s/bootstrap-policy"
+
+func ensureBootstrapPolicy(hook genericapiserver.PostStartHookContext) error {
+	client, err := kubernetes.NewForConfig(hook.LoopbackClientConfig)
+	if err != nil {
+		return err
+	}
+	// Retried until it succeeds, for as long as the apiserver runs: upstream's hooks give up
+	// after 30 s and take the process down with them, while k1s keeps reporting what the
+	// apiserver still waits for.
+	logger, start := klog.FromContext(hook), time.Now()
+	return wait.PollUntilContextCancel(hook, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		result, err := bootstrappolicy.Ensure(ctx, client, bootstrappolicy.Workers)
+		if err != nil {
+			// Quiet while the apiserver may still be starting; then it says why it is not ready.
+			v := 2
+			if time.Since(start) > 5*time.Second {
+				v = 0
+			}
+			logger.V(v).Info("Writing the bootstrap policy failed, retrying", "err", err)
+			return false, nil
+		}
+		logger.V(2).Info("Wrote the bootstrap policy", "created", result.Created, "updated", result.Updated)
+		return true, nil
+	})
 }
 
 func newControllerManager(argv []string, healthURL string) (component.Component, error) {
