@@ -117,7 +117,10 @@ func newAPIServer(argv []string, admin *kubeclient.Lazy, quorumLost func() strin
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// The apiserver's socket listens before it serves: a check sent then waits for it to
+		// begin serving, and a client giving up while it answers makes it log a warning. Its
+		// own slowest check (etcd's) gives up after 2 s.
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "").DoRaw(ctx)
 		if err != nil {
