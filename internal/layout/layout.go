@@ -223,6 +223,13 @@ func (s Server) ControllerManagerClient() Pair {
 }
 func (s Server) SchedulerClient() Pair { return pair(s.TLSDir(), "client-scheduler") }
 
+// ControllerManagerServing and SchedulerServing are their secure ports' certificates (server
+// CA), for 127.0.0.1; without them each would make an RSA key at every start.
+func (s Server) ControllerManagerServing() Pair {
+	return pair(s.TLSDir(), "serving-kube-controller-manager")
+}
+func (s Server) SchedulerServing() Pair { return pair(s.TLSDir(), "serving-kube-scheduler") }
+
 // EtcdPeerCA signs the certificates etcd members authenticate each other with: a CA of its
 // own, so that no etcd client certificate passes for a member.
 func (s Server) EtcdPeerCA() Pair { return pair(s.etcdTLS(), "peer-ca") }

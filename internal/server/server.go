@@ -443,6 +443,8 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"secure-port":                      strconv.Itoa(layout.ControllerManagerPort),
 		"service-account-private-key-file": f.ServiceAccountKey(),
 		"service-cluster-ip-range":         cfg.ServiceCIDR.String(),
+		"tls-cert-file":                    f.ControllerManagerServing().Cert,
+		"tls-private-key-file":             f.ControllerManagerServing().Key,
 		"use-service-account-credentials":  "true",
 	}
 	scheduler := map[string]string{
@@ -453,6 +455,8 @@ func buildArgs(cfg *completedConfig) (*componentArgs, error) {
 		"leader-elect":              "false",
 		"profiling":                 "false",
 		"secure-port":               strconv.Itoa(layout.SchedulerPort),
+		"tls-cert-file":             f.SchedulerServing().Cert,
+		"tls-private-key-file":      f.SchedulerServing().Key,
 	}
 	if cfg.clustered {
 		controllerManager["leader-elect"] = "true"
