@@ -41,10 +41,8 @@ func BenchmarkControlPlane(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	fmt.Printf("exec to /readyz ok, cold start on a fresh data dir: median %s of %v\n", median(cold), cold)
-	fmt.Printf("exec to /readyz ok, restart on an existing data dir: median %s of %v\n", median(warm), warm)
-	b.ReportMetric(median(cold).Seconds(), "s-cold-start")
-	b.ReportMetric(median(warm).Seconds(), "s-restart")
+	printFigure(b, "control plane, exec to /readyz, fresh", cold, 2500*time.Millisecond, "s-cold-start")
+	printFigure(b, "control plane, exec to /readyz, restart", warm, 0, "s-restart")
 
 }
 
