@@ -1,10 +1,11 @@
 // Package bootstrappolicy writes the apiserver's built-in policy objects: upstream's bootstrap
 // RBAC roles and bindings, and the system PriorityClasses.
 //
-// The apiserver's own post-start hooks for them (UpstreamHooks) each sleep a second before
-// their first attempt (wait.Poll), then reconcile the objects one request at a time. On a
-// fresh cluster that holds /healthz and /readyz, and so the controller-manager, the scheduler
-// and every joining node, for about 1.7 s after the apiserver serves. k1s disables those two
+// The apiserver's own post-start hooks for them (rbac/bootstrap-roles and
+// scheduling/bootstrap-system-priority-classes) each sleep a second before their first
+// attempt (wait.Poll), then reconcile the objects one request at a time. On a fresh cluster
+// that holds /healthz, /livez and /readyz, and so the controller-manager, the scheduler and
+// every joining node, for about 1.7 s after the apiserver serves. k1s disables those two
 // hooks and runs Ensure in one of its own instead: upstream's reconciliation on upstream's
 // objects, several at a time, which is also what a second apiserver of an HA cluster does at
 // the same moment (a create that loses a race reconciles again).
@@ -17,11 +18,15 @@ package bootstrappolicy
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	schedulingv1api "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
@@ -30,38 +35,41 @@ import (
 	"k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac/bootstrappolicy"
 )
 
-// UpstreamHooks are the apiserver's post-start hooks whose work Ensure does.
-func UpstreamHooks() []string {
-	return []string{"rbac/bootstrap-roles", "scheduling/bootstrap-system-priority-classes"}
-}
-
-// Workers is how many objects Ensure reconciles at a time: enough to keep a small machine's
-// apiserver and etcd busy, few enough to leave the requests of the components starting beside
-// it room in the apiserver's priority-and-fairness queues.
+// Workers is how many objects Ensure reconciles at a time. The apiserver's loopback client is
+// in system:masters, which priority and fairness exempts: the bound is Ensure's own.
 const Workers = 8
 
-// Result counts what Ensure changed.
+// Result says what Ensure changed, and which objects it left alone because an admin annotated
+// them rbac.authorization.kubernetes.io/autoupdate=false although they lack upstream's rules or
+// subjects.
 type Result struct {
 	Created, Updated int
+	Protected        []string
 }
 
-// Ensure creates, or adds what is missing to, every object UpstreamHooks write, as they would:
-// a role or binding annotated rbac.authorization.kubernetes.io/autoupdate=false is left as it
-// is. The policy is read from upstream when Ensure is called, so it follows the process's
-// feature gates as the hooks do.
-func Ensure(ctx context.Context, client kubernetes.Interface, workers int) (Result, error) {
-	items := policyItems(client)
+// Served says whether the apiserver serves a resource: the hooks are registered only for the
+// API groups that have storage, so objects of a resource --runtime-config turned off are not
+// written. Nil serves all.
+type Served func(schema.GroupVersionResource) bool
+
+// Ensure creates, or adds what is missing to, every object the apiserver's RBAC and
+// PriorityClass bootstrap hooks write, as they would: a protected object is left as it is. The
+// policy is read from upstream when Ensure is called, so it follows the process's feature gates
+// as the hooks do.
+func Ensure(ctx context.Context, client kubernetes.Interface, workers int, served Served) (Result, error) {
+	items := policyItems(client, served)
 	var created, updated atomic.Int32
 	var mu sync.Mutex
 	var errs []error
+	var protected []string
 	workqueue.ParallelizeUntil(ctx, workers, len(items), func(i int) {
-		var op reconciliation.ReconcileOperation
+		var out outcome
 		// As the hooks do: a conflict, or an apiserver briefly refusing writes, is retried.
 		err := retry.OnError(retry.DefaultBackoff, func(err error) bool {
 			return apierrors.IsConflict(err) || apierrors.IsServiceUnavailable(err)
 		}, func() error {
 			var err error
-			op, err = items[i].reconcile(ctx)
+			out, err = items[i].reconcile(ctx)
 			return err
 		})
 		switch {
@@ -69,13 +77,18 @@ func Ensure(ctx context.Context, client kubernetes.Interface, workers int) (Resu
 			mu.Lock()
 			errs = append(errs, fmt.Errorf("%s: %w", items[i].name, err))
 			mu.Unlock()
-		case op == reconciliation.ReconcileCreate:
+		case out.protected:
+			mu.Lock()
+			protected = append(protected, items[i].name)
+			mu.Unlock()
+		case out.op == reconciliation.ReconcileCreate:
 			created.Add(1)
-		case op == reconciliation.ReconcileUpdate, op == reconciliation.ReconcileRecreate:
+		case out.op == reconciliation.ReconcileUpdate, out.op == reconciliation.ReconcileRecreate:
 			updated.Add(1)
 		}
 	})
-	result := Result{Created: int(created.Load()), Updated: int(updated.Load())}
+	sort.Strings(protected)
+	result := Result{Created: int(created.Load()), Updated: int(updated.Load()), Protected: protected}
 	if len(errs) > 0 {
 		// One cause is enough to act on; they usually share it.
 		return result, fmt.Errorf("%d of %d bootstrap policy objects failed, first %w", len(errs), len(items), errs[0])
@@ -83,78 +96,106 @@ func Ensure(ctx context.Context, client kubernetes.Interface, workers int) (Resu
 	return result, ctx.Err()
 }
 
-type item struct {
-	name      string
-	reconcile func(context.Context) (reconciliation.ReconcileOperation, error)
+// outcome is what reconciling one object did; protected says it was left alone although it
+// lacks some of upstream's rules or subjects.
+type outcome struct {
+	op        reconciliation.ReconcileOperation
+	protected bool
 }
 
-// policyItems is the work of the rbac/bootstrap-roles and
-// scheduling/bootstrap-system-priority-classes hooks, one item per object.
-func policyItems(client kubernetes.Interface) []item {
+type item struct {
+	name      string
+	reconcile func(context.Context) (outcome, error)
+}
+
+// policyItems is the work of the two hooks, one item per object of a served resource.
+func policyItems(client kubernetes.Interface, served Served) []item {
+	if served == nil {
+		served = func(schema.GroupVersionResource) bool { return true }
+	}
 	rbac := client.RbacV1()
 	namespaces := client.CoreV1().Namespaces()
+	rbacResource := func(resource string) bool { return served(rbacv1.SchemeGroupVersion.WithResource(resource)) }
 	var items []item
+	// The reconciler takes no context: an object in flight finishes when ctx ends.
 	role := func(name string, opts reconciliation.ReconcileRoleOptions) {
 		opts.Confirm = true
-		items = append(items, item{name, func(context.Context) (reconciliation.ReconcileOperation, error) {
+		items = append(items, item{name, func(context.Context) (outcome, error) {
 			r, err := opts.Run()
-			if err != nil || r.Protected {
-				return reconciliation.ReconcileNone, err
+			if err != nil {
+				return outcome{}, err
 			}
-			return r.Operation, nil
+			if r.Protected {
+				return outcome{protected: r.Operation != reconciliation.ReconcileNone}, nil
+			}
+			return outcome{op: r.Operation}, nil
 		}})
 	}
 	binding := func(name string, opts reconciliation.ReconcileRoleBindingOptions) {
 		opts.Confirm = true
-		items = append(items, item{name, func(context.Context) (reconciliation.ReconcileOperation, error) {
+		items = append(items, item{name, func(context.Context) (outcome, error) {
 			r, err := opts.Run()
-			if err != nil || r.Protected {
-				return reconciliation.ReconcileNone, err
+			if err != nil {
+				return outcome{}, err
 			}
-			return r.Operation, nil
+			if r.Protected {
+				return outcome{protected: r.Operation != reconciliation.ReconcileNone}, nil
+			}
+			return outcome{op: r.Operation}, nil
 		}})
 	}
-	for _, r := range append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...) {
-		role("clusterrole/"+r.Name, reconciliation.ReconcileRoleOptions{
-			Role:   reconciliation.ClusterRoleRuleOwner{ClusterRole: &r},
-			Client: reconciliation.ClusterRoleModifier{Client: rbac.ClusterRoles()},
-		})
-	}
-	for _, b := range append(bootstrappolicy.ClusterRoleBindings(), bootstrappolicy.ControllerRoleBindings()...) {
-		binding("clusterrolebinding/"+b.Name, reconciliation.ReconcileRoleBindingOptions{
-			RoleBinding: reconciliation.ClusterRoleBindingAdapter{ClusterRoleBinding: &b},
-			Client:      reconciliation.ClusterRoleBindingClientAdapter{Client: rbac.ClusterRoleBindings()},
-		})
-	}
-	for namespace, roles := range bootstrappolicy.NamespaceRoles() {
-		for _, r := range roles {
-			role("role/"+namespace+"/"+r.Name, reconciliation.ReconcileRoleOptions{
-				Role:   reconciliation.RoleRuleOwner{Role: &r},
-				Client: reconciliation.RoleModifier{Client: rbac, NamespaceClient: namespaces},
+	if rbacResource("clusterroles") {
+		for _, r := range append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...) {
+			role("clusterrole/"+r.Name, reconciliation.ReconcileRoleOptions{
+				Role:   reconciliation.ClusterRoleRuleOwner{ClusterRole: &r},
+				Client: reconciliation.ClusterRoleModifier{Client: rbac.ClusterRoles()},
 			})
 		}
 	}
-	for namespace, bindings := range bootstrappolicy.NamespaceRoleBindings() {
-		for _, b := range bindings {
-			binding("rolebinding/"+namespace+"/"+b.Name, reconciliation.ReconcileRoleBindingOptions{
-				RoleBinding: reconciliation.RoleBindingAdapter{RoleBinding: &b},
-				Client:      reconciliation.RoleBindingClientAdapter{Client: rbac, NamespaceClient: namespaces},
+	if rbacResource("clusterrolebindings") {
+		for _, b := range append(bootstrappolicy.ClusterRoleBindings(), bootstrappolicy.ControllerRoleBindings()...) {
+			binding("clusterrolebinding/"+b.Name, reconciliation.ReconcileRoleBindingOptions{
+				RoleBinding: reconciliation.ClusterRoleBindingAdapter{ClusterRoleBinding: &b},
+				Client:      reconciliation.ClusterRoleBindingClientAdapter{Client: rbac.ClusterRoleBindings()},
 			})
 		}
+	}
+	if rbacResource("roles") {
+		for namespace, roles := range bootstrappolicy.NamespaceRoles() {
+			for _, r := range roles {
+				role("role/"+namespace+"/"+r.Name, reconciliation.ReconcileRoleOptions{
+					Role:   reconciliation.RoleRuleOwner{Role: &r},
+					Client: reconciliation.RoleModifier{Client: rbac, NamespaceClient: namespaces},
+				})
+			}
+		}
+	}
+	if rbacResource("rolebindings") {
+		for namespace, bindings := range bootstrappolicy.NamespaceRoleBindings() {
+			for _, b := range bindings {
+				binding("rolebinding/"+namespace+"/"+b.Name, reconciliation.ReconcileRoleBindingOptions{
+					RoleBinding: reconciliation.RoleBindingAdapter{RoleBinding: &b},
+					Client:      reconciliation.RoleBindingClientAdapter{Client: rbac, NamespaceClient: namespaces},
+				})
+			}
+		}
+	}
+	if !served(schedulingv1api.SchemeGroupVersion.WithResource("priorityclasses")) {
+		return items
 	}
 	classes := client.SchedulingV1().PriorityClasses()
 	for _, pc := range schedulingv1.SystemPriorityClasses() {
 		// The hook only creates them: their value is fixed, and an existing one is kept.
-		items = append(items, item{"priorityclass/" + pc.Name, func(ctx context.Context) (reconciliation.ReconcileOperation, error) {
+		items = append(items, item{"priorityclass/" + pc.Name, func(ctx context.Context) (outcome, error) {
 			_, err := classes.Get(ctx, pc.Name, metav1.GetOptions{})
 			if !apierrors.IsNotFound(err) {
-				return reconciliation.ReconcileNone, err
+				return outcome{}, err
 			}
 			_, err = classes.Create(ctx, pc, metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
-				return reconciliation.ReconcileNone, nil
+				return outcome{}, nil
 			}
-			return reconciliation.ReconcileCreate, err
+			return outcome{op: reconciliation.ReconcileCreate}, err
 		}})
 	}
 	return items

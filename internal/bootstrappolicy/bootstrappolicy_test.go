@@ -3,7 +3,8 @@ package bootstrappolicy
 import (
 	"context"
 	"errors"
-	"strings"
+	"regexp"
+	"slices"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -42,11 +43,11 @@ func TestEnsureCreatesUpstreamPolicyThenChangesNothing(t *testing.T) {
 		t.Fatalf("upstream policy looks wrong: %v", want)
 	}
 
-	got, err := Ensure(ctx, client, Workers)
+	got, err := Ensure(ctx, client, Workers, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != (Result{Created: total}) {
+	if got.Created != total || got.Updated != 0 || len(got.Protected) != 0 {
 		t.Fatalf("first Ensure: %+v, want %d created", got, total)
 	}
 	lists := map[string]int{}
@@ -70,8 +71,8 @@ func TestEnsureCreatesUpstreamPolicyThenChangesNothing(t *testing.T) {
 		t.Errorf("kube-public: %v", err)
 	}
 
-	got, err = Ensure(ctx, client, Workers)
-	if err != nil || got != (Result{}) {
+	got, err = Ensure(ctx, client, Workers, nil)
+	if err != nil || got.Created != 0 || got.Updated != 0 || len(got.Protected) != 0 {
 		t.Fatalf("second Ensure: %+v, %v; want no change", got, err)
 	}
 }
@@ -79,7 +80,7 @@ func TestEnsureCreatesUpstreamPolicyThenChangesNothing(t *testing.T) {
 func TestEnsureRestoresRulesButKeepsAProtectedRole(t *testing.T) {
 	ctx := context.Background()
 	client := fake.NewClientset()
-	if _, err := Ensure(ctx, client, Workers); err != nil {
+	if _, err := Ensure(ctx, client, Workers, nil); err != nil {
 		t.Fatal(err)
 	}
 	roles := client.RbacV1().ClusterRoles()
@@ -98,12 +99,12 @@ func TestEnsureRestoresRulesButKeepsAProtectedRole(t *testing.T) {
 	strip("system:kube-scheduler", map[string]string{rbacv1.AutoUpdateAnnotationKey: "true"})
 	strip("system:node", map[string]string{rbacv1.AutoUpdateAnnotationKey: "false"})
 
-	got, err := Ensure(ctx, client, Workers)
+	got, err := Ensure(ctx, client, Workers, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != (Result{Updated: 1}) {
-		t.Fatalf("Ensure: %+v, want the unprotected role updated", got)
+	if got.Created != 0 || got.Updated != 1 || !slices.Equal(got.Protected, []string{"clusterrole/system:node"}) {
+		t.Fatalf("Ensure: %+v, want the unprotected role updated and the protected one reported", got)
 	}
 	if r, _ := roles.Get(ctx, "system:kube-scheduler", metav1.GetOptions{}); len(r.Rules) == 0 {
 		t.Error("system:kube-scheduler: rules not restored")
@@ -130,7 +131,7 @@ func TestEnsureToleratesARacingCreator(t *testing.T) {
 		}
 		return true, nil, apierrors.NewAlreadyExists(schema.GroupResource{Group: "rbac.authorization.k8s.io", Resource: "clusterroles"}, obj.Name)
 	})
-	got, err := Ensure(ctx, client, Workers)
+	got, err := Ensure(ctx, client, Workers, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +145,8 @@ func TestEnsureReportsWhatFailed(t *testing.T) {
 	client.PrependReactor("create", "priorityclasses", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "priorityclasses"}, "", errors.New("denied"))
 	})
-	_, err := Ensure(context.Background(), client, Workers)
-	if err == nil || !strings.Contains(err.Error(), "2 of ") || !strings.Contains(err.Error(), "priorityclass/system-") {
+	_, err := Ensure(context.Background(), client, Workers, nil)
+	if err == nil || !regexp.MustCompile(`^2 of \d+ bootstrap policy objects failed, first priorityclass/system-`).MatchString(err.Error()) {
 		t.Fatalf("got %v; want both priority classes reported", err)
 	}
 }
@@ -156,4 +157,21 @@ func totalObjects() int {
 		n += c
 	}
 	return n
+}
+
+// A resource the apiserver does not serve (--runtime-config) is left out, as its hook would be.
+func TestEnsureWritesOnlyServedResources(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	served := func(r schema.GroupVersionResource) bool { return r.Resource != "priorityclasses" }
+	got, err := Ensure(ctx, client, Workers, served)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := totalObjects() - upstreamCounts()["priorityclasses"]; got.Created != want {
+		t.Fatalf("created %d, want %d", got.Created, want)
+	}
+	if pcs, _ := client.SchedulingV1().PriorityClasses().List(ctx, metav1.ListOptions{}); len(pcs.Items) != 0 {
+		t.Fatalf("%d priority classes written, their resource is not served", len(pcs.Items))
+	}
 }

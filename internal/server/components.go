@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"time"
@@ -25,6 +26,8 @@ import (
 	cmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 	schedulerapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
 	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	rbacrest "k8s.io/kubernetes/pkg/registry/rbac/rest"
+	schedulingrest "k8s.io/kubernetes/pkg/registry/scheduling/rest"
 
 	"github.com/k1s-io/k1s/internal/bootstrappolicy"
 	"github.com/k1s-io/k1s/internal/component"
@@ -87,8 +90,9 @@ func newAPIServer(argv []string, admin *kubeclient.Lazy, quorumLost func() strin
 			return err
 		}
 		kubeAPIs := config.KubeAPIs.ControlPlane.Generic
-		kubeAPIs.DisabledPostStartHooks.Insert(bootstrappolicy.UpstreamHooks()...)
-		if err := kubeAPIs.AddPostStartHook(bootstrapPolicyHook, ensureBootstrapPolicy); err != nil {
+		kubeAPIs.DisabledPostStartHooks.Insert(rbacrest.PostStartHookName, schedulingrest.PostStartHookName)
+		served := config.KubeAPIs.ControlPlane.APIResourceConfigSource.ResourceEnabled
+		if err := kubeAPIs.AddPostStartHook(bootstrapPolicyHook, ensureBootstrapPolicy(served)); err != nil {
 			return err
 		}
 		if quorumLost != nil {
@@ -131,33 +135,51 @@ func newAPIServer(argv []string, admin *kubeclient.Lazy, quorumLost func() strin
 	return component.NewFunc("kube-apiserver", run, ready), nil
 }
 
-// bootstrapPolicyHook does the work of the hooks bootstrappolicy.UpstreamHooks, which k1s
-// disables; /healthz and /readyz wait for it as they did for them.
+// bootstrapPolicyHook does the work of the apiserver's hooks rbac/bootstrap-roles and
+// scheduling/bootstrap-system-priority-classes, which k1s disables (see
+// internal/bootstrappolicy); /healthz, /livez and /readyz wait for it as they did for them.
 const bootstrapPolicyHook = "k1s/bootstrap-policy"
 
-func ensureBootstrapPolicy(hook genericapiserver.PostStartHookContext) error {
-	client, err := kubernetes.NewForConfig(hook.LoopbackClientConfig)
-	if err != nil {
-		return err
-	}
-	// Retried until it succeeds, for as long as the apiserver runs: upstream's hooks give up
-	// after 30 s and take the process down with them, while k1s keeps reporting what the
-	// apiserver still waits for.
-	logger, start := klog.FromContext(hook), time.Now()
-	return wait.PollUntilContextCancel(hook, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		result, err := bootstrappolicy.Ensure(ctx, client, bootstrappolicy.Workers)
-		if err != nil {
-			// Quiet while the apiserver may still be starting; then it says why it is not ready.
-			v := 2
-			if time.Since(start) > 5*time.Second {
-				v = 0
+// ensureBootstrapPolicy retries until it succeeds, for as long as the apiserver runs: upstream's
+// hooks give up after 30 s and take the process down with them, while k1s keeps saying what the
+// apiserver waits for. It returns nil when the apiserver stops: a hook's error is fatal.
+func ensureBootstrapPolicy(served bootstrappolicy.Served) genericapiserver.PostStartHookFunc {
+	return func(hook genericapiserver.PostStartHookContext) error {
+		logger, start := klog.FromContext(hook), time.Now()
+		var lastReport time.Time
+		backoff := wait.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Cap: 10 * time.Second, Steps: math.MaxInt32}
+		for {
+			result, err := writeBootstrapPolicy(hook, hook.LoopbackClientConfig, served)
+			if err == nil {
+				for _, name := range result.Protected {
+					// As upstream's hook says it.
+					klog.Warningf("skipped reconcile-protected %s with missing permissions or subjects", name)
+				}
+				logger.V(2).Info("Wrote the bootstrap policy", "created", result.Created, "updated", result.Updated)
+				return nil
 			}
-			logger.V(v).Info("Writing the bootstrap policy failed, retrying", "err", err)
-			return false, nil
+			// Quiet while the apiserver may still be starting; then an error every 10 s.
+			if time.Since(start) > 5*time.Second && time.Since(lastReport) >= 10*time.Second {
+				logger.Error(err, "Writing the bootstrap policy (RBAC roles and bindings, system priority classes) failed, retrying")
+				lastReport = time.Now()
+			} else {
+				logger.V(2).Info("Writing the bootstrap policy failed, retrying", "err", err)
+			}
+			select {
+			case <-hook.Done():
+				return nil
+			case <-time.After(backoff.Step()):
+			}
 		}
-		logger.V(2).Info("Wrote the bootstrap policy", "created", result.Created, "updated", result.Updated)
-		return true, nil
-	})
+	}
+}
+
+func writeBootstrapPolicy(ctx context.Context, loopback *rest.Config, served bootstrappolicy.Served) (bootstrappolicy.Result, error) {
+	client, err := kubernetes.NewForConfig(loopback)
+	if err != nil {
+		return bootstrappolicy.Result{}, err
+	}
+	return bootstrappolicy.Ensure(ctx, client, bootstrappolicy.Workers, served)
 }
 
 func newControllerManager(argv []string, healthURL string) (component.Component, error) {
