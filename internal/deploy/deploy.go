@@ -306,8 +306,9 @@ func Task(name string, config func() (*rest.Config, error), fsys fs.FS, addons [
 			return err
 		}
 		// A task applies a fixed handful of objects once, on the path to a Ready node: not
-		// throttled by the client (5 requests a second after a burst of 10 cost it ~0.4 s),
-		// only by the apiserver's priority and fairness.
+		// throttled by the client (5 requests a second after a burst of 10 cost it ~0.4 s).
+		// Its bound is the add-ons' size; priority and fairness exempts k1s's supervisor
+		// (system:masters).
 		cfg = rest.CopyConfig(cfg)
 		cfg.QPS = -1
 		a, err := newApplier(cfg)
