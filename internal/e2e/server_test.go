@@ -3,16 +3,20 @@
 package e2e
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/k1s-io/k1s/internal/layout"
 )
 
 func TestVersion(t *testing.T) {
@@ -70,6 +74,35 @@ func TestControlPlane(t *testing.T) {
 		for _, k := range keys {
 			if info, err := os.Stat(k); err != nil || info.Mode().Perm() != 0o600 {
 				t.Errorf("%s: mode %v (%v), want 0600", k, info.Mode().Perm(), err)
+			}
+		}
+	})
+
+	// k1s's hook writes the built-in policy in place of upstream's two hooks.
+	t.Run("built-in policy", func(t *testing.T) {
+		out, err := s.kubectl("get", "--raw", "/readyz?verbose")
+		if err != nil || !strings.Contains(out, "[+]poststarthook/k1s/bootstrap-policy ok") ||
+			strings.Contains(out, "rbac/bootstrap-roles") || strings.Contains(out, "bootstrap-system-priority-classes") {
+			t.Fatalf("/readyz?verbose (%v):\n%s", err, out)
+		}
+		for _, obj := range [][]string{{"clusterrole", "system:kube-controller-manager"}, {"clusterrolebinding", "system:node-proxier"},
+			{"role", "-n", "kube-system", "system:controller:bootstrap-signer"}, {"priorityclass", "system-node-critical"}} {
+			if out, err := s.kubectl(append([]string{"get", "-o", "name"}, obj...)...); err != nil {
+				t.Errorf("%v: %v %s", obj, err, out)
+			}
+		}
+	})
+
+	// The controller-manager and the scheduler serve certificates of the server CA: kubectl,
+	// where the server runs, verifies them.
+	t.Run("component serving certificates", func(t *testing.T) {
+		ca := filepath.Join(s.dataDir, "server", "tls", "server-ca.crt")
+		for flag, port := range map[string]int{"--kube-controller-manager-arg": layout.ControllerManagerPort, "--kube-scheduler-arg": layout.SchedulerPort} {
+			port := cmp.Or(componentArg(s.args, flag, "secure-port"), strconv.Itoa(port))
+			out, err := s.kubectl("--server", "https://127.0.0.1:"+port, "--certificate-authority", ca,
+				"get", "--raw", "/healthz")
+			if err != nil || strings.TrimSpace(out) != "ok" {
+				t.Errorf("%s secure-port=%s: %v %s", flag, port, err, out)
 			}
 		}
 	})
@@ -365,4 +398,15 @@ func TestKillallRefusesForeignDirectory(t *testing.T) {
 	if data, err := os.ReadFile(filepath.Join(sub, "keep")); err != nil || string(data) != "data" {
 		t.Errorf("the mount under the directory was touched: %q %v", data, err)
 	}
+}
+
+// componentArg is the value of an upstream component's flag in a k1s command line
+// ("--kube-scheduler-arg", "secure-port"), "" if it is not there.
+func componentArg(args []string, flag, name string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if v, ok := strings.CutPrefix(args[i+1], name+"="); args[i] == flag && ok {
+			return v
+		}
+	}
+	return ""
 }
