@@ -103,6 +103,24 @@ type outcome struct {
 	protected bool
 }
 
+// reconcileWith runs a reconciler (of a role or of a binding) whose result gives, through
+// fields, the operation it chose and whether the object was protected. The reconciler takes
+// no context: an object in flight finishes when ctx ends.
+func reconcileWith[R any](run func() (*R, error), fields func(*R) (reconciliation.ReconcileOperation, bool)) func(context.Context) (outcome, error) {
+	return func(context.Context) (outcome, error) {
+		r, err := run()
+		if err != nil {
+			return outcome{}, err
+		}
+		op, protected := fields(r)
+		if protected {
+			// Left alone: worth a word only when it lacks something.
+			return outcome{protected: op != reconciliation.ReconcileNone}, nil
+		}
+		return outcome{op: op}, nil
+	}
+}
+
 type item struct {
 	name      string
 	reconcile func(context.Context) (outcome, error)
@@ -117,32 +135,17 @@ func policyItems(client kubernetes.Interface, served Served) []item {
 	namespaces := client.CoreV1().Namespaces()
 	rbacResource := func(resource string) bool { return served(rbacv1.SchemeGroupVersion.WithResource(resource)) }
 	var items []item
-	// The reconciler takes no context: an object in flight finishes when ctx ends.
 	role := func(name string, opts reconciliation.ReconcileRoleOptions) {
 		opts.Confirm = true
-		items = append(items, item{name, func(context.Context) (outcome, error) {
-			r, err := opts.Run()
-			if err != nil {
-				return outcome{}, err
-			}
-			if r.Protected {
-				return outcome{protected: r.Operation != reconciliation.ReconcileNone}, nil
-			}
-			return outcome{op: r.Operation}, nil
-		}})
+		items = append(items, item{name, reconcileWith(opts.Run, func(r *reconciliation.ReconcileClusterRoleResult) (reconciliation.ReconcileOperation, bool) {
+			return r.Operation, r.Protected
+		})})
 	}
 	binding := func(name string, opts reconciliation.ReconcileRoleBindingOptions) {
 		opts.Confirm = true
-		items = append(items, item{name, func(context.Context) (outcome, error) {
-			r, err := opts.Run()
-			if err != nil {
-				return outcome{}, err
-			}
-			if r.Protected {
-				return outcome{protected: r.Operation != reconciliation.ReconcileNone}, nil
-			}
-			return outcome{op: r.Operation}, nil
-		}})
+		items = append(items, item{name, reconcileWith(opts.Run, func(r *reconciliation.ReconcileClusterRoleBindingResult) (reconciliation.ReconcileOperation, bool) {
+			return r.Operation, r.Protected
+		})})
 	}
 	if rbacResource("clusterroles") {
 		for _, r := range append(bootstrappolicy.ClusterRoles(), bootstrappolicy.ControllerRoles()...) {
