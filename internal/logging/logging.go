@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	stdlog "log"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -33,8 +35,14 @@ type Logs struct {
 }
 
 // Stopping demotes upstream warnings and errors to debug lines: once k1s stops its
-// components, their loops report every call cut short by the stop.
-func (l *Logs) Stopping() { l.stopping.Store(true) }
+// components, their loops report every call cut short by the stop. It also disarms klog's
+// Fatal (see Setup), and its dump of every goroutine's stack: the apiserver's post-start hooks
+// call it when the stop cancels them before they are done.
+func (l *Logs) Stopping() {
+	l.stopping.Store(true)
+	// With a logger set, this only keeps Fatal from writing the stacks to stderr.
+	klog.LogToStderr(true)
+}
 
 // Setup configures the process-wide loggers and returns the root logger. It must be called
 // once, before any upstream component is constructed: klog is a process-global.
@@ -67,6 +75,15 @@ func Setup(opts Options) (*Logs, error) {
 	logs := &Logs{Logger: log}
 	klog.SetLogger(logr.New(&klogSink{log: log, verbosity: opts.Verbosity, stopping: &logs.stopping}))
 	klog.SetOutput(io.Discard)
+	// A Fatal while k1s stops (SIGTERM during the apiserver's start) would end the process in
+	// the middle of its stop, with exit code 255: the goroutine that called it ends instead,
+	// and the stop goes on. At other times Fatal exits as upstream expects.
+	klog.OsExit = func(code int) {
+		if logs.stopping.Load() {
+			runtime.Goexit()
+		}
+		os.Exit(code)
+	}
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(stdlogWriter{log})
 	return logs, nil

@@ -2,11 +2,13 @@ package logging
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	stdlog "log"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"k8s.io/klog/v2"
@@ -144,5 +146,27 @@ func TestStdlogRouting(t *testing.T) {
 	stdlog.Printf("http: panic serving 192.0.2.1:4321: boom")
 	if s := out.String(); !strings.Contains(s, "level=info") || !strings.Contains(s, `msg="http: panic serving 192.0.2.1:4321: boom"`) {
 		t.Errorf("a log line is not shown at info: %q", s)
+	}
+}
+
+// An upstream Fatal while k1s stops ends only its own goroutine: the stop goes on. (Without
+// that, this test binary would exit with 255.)
+func TestFatalWhileStoppingEndsOnlyItsGoroutine(t *testing.T) {
+	var out bytes.Buffer
+	logs, err := Setup(Options{Output: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs.Stopping()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		klog.Fatalf("PostStartHook %q failed: %v", "start-service-ip-repair-controllers", context.Canceled)
+		t.Error("klog.Fatalf returned")
+	}()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the goroutine that called klog.Fatalf did not end")
 	}
 }
