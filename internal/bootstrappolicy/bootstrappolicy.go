@@ -19,8 +19,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"sync"
-	"sync/atomic"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	schedulingv1api "k8s.io/api/scheduling/v1"
@@ -58,40 +56,37 @@ type Served func(schema.GroupVersionResource) bool
 // as the hooks do.
 func Ensure(ctx context.Context, client kubernetes.Interface, workers int, served Served) (Result, error) {
 	items := policyItems(client, served)
-	var created, updated atomic.Int32
-	var mu sync.Mutex
-	var errs []error
-	var protected []string
+	// Each worker writes only its items' slots; the tally follows.
+	outcomes := make([]outcome, len(items))
+	errs := make([]error, len(items))
 	workqueue.ParallelizeUntil(ctx, workers, len(items), func(i int) {
-		var out outcome
 		// As the hooks do: a conflict, or an apiserver briefly refusing writes, is retried.
-		err := retry.OnError(retry.DefaultBackoff, func(err error) bool {
+		errs[i] = retry.OnError(retry.DefaultBackoff, func(err error) bool {
 			return apierrors.IsConflict(err) || apierrors.IsServiceUnavailable(err)
 		}, func() error {
 			var err error
-			out, err = items[i].reconcile(ctx)
+			outcomes[i], err = items[i].reconcile(ctx)
 			return err
 		})
-		switch {
-		case err != nil:
-			mu.Lock()
-			errs = append(errs, fmt.Errorf("%s: %w", items[i].name, err))
-			mu.Unlock()
-		case out.protected:
-			mu.Lock()
-			protected = append(protected, items[i].name)
-			mu.Unlock()
-		case out.op == reconciliation.ReconcileCreate:
-			created.Add(1)
-		case out.op == reconciliation.ReconcileUpdate, out.op == reconciliation.ReconcileRecreate:
-			updated.Add(1)
-		}
 	})
-	sort.Strings(protected)
-	result := Result{Created: int(created.Load()), Updated: int(updated.Load()), Protected: protected}
-	if len(errs) > 0 {
+	var result Result
+	var failed []error
+	for i, out := range outcomes {
+		switch {
+		case errs[i] != nil:
+			failed = append(failed, fmt.Errorf("%s: %w", items[i].name, errs[i]))
+		case out.protected:
+			result.Protected = append(result.Protected, items[i].name)
+		case out.op == reconciliation.ReconcileCreate:
+			result.Created++
+		case out.op == reconciliation.ReconcileUpdate, out.op == reconciliation.ReconcileRecreate:
+			result.Updated++
+		}
+	}
+	sort.Strings(result.Protected)
+	if len(failed) > 0 {
 		// One cause is enough to act on; they usually share it.
-		return result, fmt.Errorf("%d of %d bootstrap policy objects failed, first %w", len(errs), len(items), errs[0])
+		return result, fmt.Errorf("%d of %d bootstrap policy objects failed, first %w", len(failed), len(items), failed[0])
 	}
 	return result, ctx.Err()
 }
