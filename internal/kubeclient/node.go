@@ -3,13 +3,21 @@ package kubeclient
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 )
 
 // AnnotateNode sets (or, for a nil value, removes) annotations on the node's own Node object,
@@ -38,4 +46,44 @@ func Retry(ctx context.Context, log logrus.FieldLogger, what string, try func(co
 		}
 		return err == nil, nil
 	})
+}
+
+// WaitPodCIDR returns the node's pod CIDR once the controller-manager has allocated it,
+// telling waiting what it still waits for. It watches the Node, so it returns the moment the
+// CIDR is written: on a first start the node's Ready condition waits on it.
+func WaitPodCIDR(ctx context.Context, client kubernetes.Interface, node string, waiting func(string)) (*net.IPNet, error) {
+	waiting(fmt.Sprintf("node %s to register", node))
+	byName := fields.OneTermEqualSelector(metav1.ObjectNameField, node).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			opts.FieldSelector = byName
+			return client.CoreV1().Nodes().List(ctx, opts)
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.FieldSelector = byName
+			return client.CoreV1().Nodes().Watch(ctx, opts)
+		},
+	}
+	var cidr *net.IPNet
+	// The wrapper lets a fake clientset (tests) say it cannot stream its initial list.
+	_, err := watchtools.UntilWithSync(ctx, cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Node{}, nil, func(ev watch.Event) (bool, error) {
+		n, ok := ev.Object.(*corev1.Node)
+		switch {
+		case !ok || n.Name != node:
+			return false, nil
+		case n.Spec.PodCIDR == "":
+			waiting(fmt.Sprintf("a pod CIDR for node %s from the controller-manager", node))
+			return false, nil
+		}
+		_, c, err := net.ParseCIDR(n.Spec.PodCIDR)
+		if err != nil {
+			return false, fmt.Errorf("node %s has a malformed pod CIDR %q", node, n.Spec.PodCIDR)
+		}
+		cidr = c
+		return true, nil
+	})
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return cidr, err
 }

@@ -14,13 +14,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	utiliptables "k8s.io/kubernetes/pkg/util/iptables"
 	"sigs.k8s.io/knftables"
 
@@ -103,7 +100,7 @@ func New(config func() (Config, error)) component.Component {
 			o, err := newOverlay(ctx, cfg, ext)
 			overlayStarted <- started{o, err}
 		}()
-		podCIDR, err := waitPodCIDR(ctx, client, cfg.NodeName, progress)
+		podCIDR, err := kubeclient.WaitPodCIDR(ctx, client, cfg.NodeName, progress)
 		if err != nil {
 			return err
 		}
@@ -260,30 +257,6 @@ func ensureNFTMasquerade(cfg Config) error {
 		return fmt.Errorf("adding the nftables masquerade rule: %w", err)
 	}
 	return nil
-}
-
-// waitPodCIDR waits until the controller-manager has given this node a pod CIDR.
-func waitPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName string, progress component.Progress) (*net.IPNet, error) {
-	for {
-		node, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
-		switch {
-		case err != nil:
-			progress(fmt.Sprintf("node %s to register (%v)", nodeName, err))
-		case node.Spec.PodCIDR == "":
-			progress(fmt.Sprintf("a pod CIDR for node %s from the controller-manager", nodeName))
-		default:
-			_, cidr, err := net.ParseCIDR(node.Spec.PodCIDR)
-			if err != nil {
-				return nil, fmt.Errorf("node %s has a malformed pod CIDR %q", nodeName, node.Spec.PodCIDR)
-			}
-			return cidr, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 func writeConfList(cfg Config, podCIDR *net.IPNet, mtu int) error {

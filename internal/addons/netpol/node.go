@@ -13,7 +13,6 @@ import (
 	"github.com/sirupsen/logrus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -60,7 +59,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	var podCIDR *net.IPNet
 	if datapath == DatapathIPTables {
-		if podCIDR, err = n.waitPodCIDR(ctx, client); err != nil {
+		if podCIDR, err = kubeclient.WaitPodCIDR(ctx, client, n.NodeName, func(string) {}); err != nil {
 			return err
 		}
 	}
@@ -166,22 +165,4 @@ func (n *Node) waitAllowed(ctx context.Context, client kubernetes.Interface) err
 		_, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{Limit: 1})
 		return err
 	})
-}
-
-// waitPodCIDR waits for the node's pod CIDR (the controller-manager allocates it).
-func (n *Node) waitPodCIDR(ctx context.Context, client kubernetes.Interface) (*net.IPNet, error) {
-	var cidr *net.IPNet
-	err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		node, err := client.CoreV1().Nodes().Get(ctx, n.NodeName, metav1.GetOptions{})
-		if err != nil || node.Spec.PodCIDR == "" {
-			return false, nil
-		}
-		_, c, err := net.ParseCIDR(node.Spec.PodCIDR)
-		if err != nil {
-			return false, fmt.Errorf("node %s has a malformed pod CIDR %q", n.NodeName, node.Spec.PodCIDR)
-		}
-		cidr = c
-		return true, nil
-	})
-	return cidr, err
 }
