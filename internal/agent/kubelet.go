@@ -165,6 +165,9 @@ func (a *Agent) newKubelet(argv []string) (*kubelet, error) {
 		if err != nil {
 			return err
 		}
+		if err := usePodSources(ctx, server, deps); err != nil {
+			return err
+		}
 		return kubeletapp.Run(ctx, server, deps, utilfeature.DefaultFeatureGate)
 	}
 	health := "http://" + net.JoinHostPort(loopbackFor(k.scratch.HealthzBindAddress), strconv.Itoa(int(k.scratch.HealthzPort))) + "/healthz"
