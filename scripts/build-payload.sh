@@ -88,9 +88,9 @@ echo "payload: pause $PAUSE_VERSION and CoreDNS $COREDNS_VERSION images"
 	# mkimage runs here, so it is built for the host.
 	CGO_ENABLED=0 GOARCH=$host_arch go build -o "$work/build/mkimage" ./mkimage
 )
-"$work/build/mkimage" -ref "k1s.local/pause:$PAUSE_VERSION" -entrypoint /pause -arch "$GOARCH" \
+"$work/build/mkimage" -oci -ref "k1s.local/pause:$PAUSE_VERSION" -entrypoint /pause -arch "$GOARCH" \
 	-o "$work/images/pause.tar" "/pause=$work/build/pause"
-"$work/build/mkimage" -ref "k1s.local/coredns:$COREDNS_VERSION" -entrypoint /coredns -arch "$GOARCH" \
+"$work/build/mkimage" -oci -ref "k1s.local/coredns:$COREDNS_VERSION" -entrypoint /coredns -arch "$GOARCH" \
 	-o "$work/images/coredns.tar" "/coredns=$work/build/coredns"
 cat > "$work/images.txt" <<LIST
 pause k1s.local/pause:$PAUSE_VERSION

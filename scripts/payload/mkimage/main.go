@@ -1,8 +1,13 @@
-// Command mkimage writes a single-layer container image as a tarball that containerd imports
-// (docker-archive format), from files on this machine. k1s's system images (pause, CoreDNS)
-// and the test images are built with it: nothing is ever pulled.
+// Command mkimage writes a single-layer container image as a tarball that containerd imports,
+// from files on this machine. k1s's system images (pause, CoreDNS) and the test images are
+// built with it: nothing is ever pulled.
 //
-//	mkimage -ref k1s.local/pause:3.10 -o pause.tar -entrypoint /pause /pause=bin/pause
+// The default is docker-archive with a gzip layer, which every tool reads. With -oci it is an
+// OCI image layout with a zstd layer: what the payload ships, because a node unpacks it at its
+// first start while the control plane starts beside it, and zstd decompresses several times
+// faster than gzip for less CPU (CoreDNS: 55 MB unpacked, 15 MB compressed instead of 19).
+//
+//	mkimage -oci -ref k1s.local/pause:3.10 -o pause.tar -entrypoint /pause /pause=bin/pause
 //	mkimage -ref k1s.local/busybox:1 -o busybox.tar -link /bin/sh=busybox /bin/busybox=/bin/busybox
 package main
 
@@ -12,17 +17,23 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 type list []string
@@ -37,6 +48,7 @@ func main() {
 		entrypoint = flag.String("entrypoint", "", "entrypoint, space separated")
 		cmd        = flag.String("cmd", "", "default command, space separated")
 		arch       = flag.String("arch", runtime.GOARCH, "image architecture")
+		oci        = flag.Bool("oci", false, "write an OCI image layout with a zstd layer instead of docker-archive")
 		links      list
 	)
 	flag.Var(&links, "link", "symlink in the image, /path=target (repeatable)")
@@ -45,24 +57,30 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: mkimage -ref REF -o OUT [-entrypoint CMD] [-link /p=t]... /path/in/image=file...")
 		os.Exit(2)
 	}
-	if err := build(*ref, *out, *entrypoint, *cmd, *arch, links, flag.Args()); err != nil {
+	if err := build(*ref, *out, *entrypoint, *cmd, *arch, *oci, links, flag.Args()); err != nil {
 		fmt.Fprintf(os.Stderr, "mkimage: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func build(ref, out, entrypoint, cmd, arch string, links, files []string) error {
+func build(ref, out, entrypoint, cmd, arch string, oci bool, links, files []string) error {
 	layerTar, err := layer(links, files)
 	if err != nil {
 		return err
 	}
+	base := empty.Image
+	var opts []tarball.LayerOption
+	if oci {
+		base = mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+		opts = append(opts, tarball.WithCompression(compression.ZStd), tarball.WithMediaType(types.OCILayerZStd))
+	}
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(layerTar)), nil
-	})
+	}, opts...)
 	if err != nil {
 		return err
 	}
-	img, err := mutate.AppendLayers(empty.Image, l)
+	img, err := mutate.AppendLayers(base, l)
 	if err != nil {
 		return err
 	}
@@ -86,7 +104,73 @@ func build(ref, out, entrypoint, cmd, arch string, links, files []string) error 
 	if err != nil {
 		return err
 	}
+	if oci {
+		return writeOCI(out, tag, img)
+	}
 	return tarball.WriteToFile(out, tag, img)
+}
+
+// writeOCI writes img as an OCI image layout in a tarball, named for containerd's importer.
+func writeOCI(out string, tag name.Tag, img v1.Image) error {
+	dir, err := os.MkdirTemp("", "mkimage-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return err
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{
+		"io.containerd.image.name":          tag.Name(),
+		"org.opencontainers.image.ref.name": tag.TagStr(),
+	})); err != nil {
+		return err
+	}
+	var names []string
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && p != dir {
+			names = append(names, p)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	for _, p := range names {
+		rel, _ := filepath.Rel(dir, p)
+		info, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o644, Size: info.Size(), ModTime: time.Unix(0, 0)}
+		if info.IsDir() {
+			hdr = &tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: 0o755, ModTime: time.Unix(0, 0)}
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !info.IsDir() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if _, err := tw.Write(data); err != nil {
+				return err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // layer builds a reproducible tar of the given files and symlinks, with parent directories.
