@@ -240,6 +240,12 @@ func TestNode(t *testing.T) {
 		if out := s.mustKubectl("exec", "client", "--", "echo", "exec-works"); strings.TrimSpace(out) != "exec-works" {
 			t.Errorf("exec: %q", out)
 		}
+		// containerd sets the pod's lo up itself (use_internal_loopback); port-forward below
+		// dials the pod's localhost too.
+		flags := strings.TrimSpace(s.mustKubectl("exec", "client", "--", "cat", "/sys/class/net/lo/flags"))
+		if v, err := strconv.ParseUint(strings.TrimPrefix(flags, "0x"), 16, 32); err != nil || v&1 == 0 {
+			t.Errorf("the pod's lo is not up: flags %q", flags)
+		}
 		local := freePort(t)
 		pf := exec.Command(*k1sBinary, "kubectl", "--kubeconfig", s.kubeconfig, "port-forward", "deployment/web", fmt.Sprintf("%d:8080", local))
 		pf.Env = append(os.Environ(), "KUBECONFIG=")
