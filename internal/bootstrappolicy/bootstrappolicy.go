@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
+	rbacv1client "k8s.io/client-go/kubernetes/typed/rbac/v1"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/component-helpers/auth/rbac/reconciliation"
@@ -55,7 +56,14 @@ type Served func(schema.GroupVersionResource) bool
 // policy is read from upstream when Ensure is called, so it follows the process's feature gates
 // as the hooks do.
 func Ensure(ctx context.Context, client kubernetes.Interface, workers int, served Served) (Result, error) {
-	items := policyItems(client, served)
+	if served == nil {
+		served = func(schema.GroupVersionResource) bool { return true }
+	}
+	rbac, err := listRBAC(ctx, client.RbacV1(), rbacServed(served))
+	if err != nil {
+		return Result{}, fmt.Errorf("listing the RBAC objects: %w", err)
+	}
+	items := policyItems(client, rbac, served)
 	// Each worker writes only its items' slots; the tally follows.
 	outcomes := make([]outcome, len(items))
 	errs := make([]error, len(items))
@@ -121,14 +129,16 @@ type item struct {
 	reconcile func(context.Context) (outcome, error)
 }
 
-// policyItems is the work of the two hooks, one item per object of a served resource.
-func policyItems(client kubernetes.Interface, served Served) []item {
-	if served == nil {
-		served = func(schema.GroupVersionResource) bool { return true }
-	}
-	rbac := client.RbacV1()
+// rbacServed says whether an RBAC resource is served.
+func rbacServed(served Served) func(resource string) bool {
+	return func(resource string) bool { return served(rbacv1.SchemeGroupVersion.WithResource(resource)) }
+}
+
+// policyItems is the work of the two hooks, one item per object of a served resource; rbac is
+// the client the RBAC reconcilers use.
+func policyItems(client kubernetes.Interface, rbac rbacv1client.RbacV1Interface, served Served) []item {
 	namespaces := client.CoreV1().Namespaces()
-	rbacResource := func(resource string) bool { return served(rbacv1.SchemeGroupVersion.WithResource(resource)) }
+	rbacResource := rbacServed(served)
 	var items []item
 	role := func(name string, opts reconciliation.ReconcileRoleOptions) {
 		opts.Confirm = true

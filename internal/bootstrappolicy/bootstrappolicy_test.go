@@ -3,6 +3,7 @@ package bootstrappolicy
 import (
 	"context"
 	"errors"
+	"maps"
 	"regexp"
 	"slices"
 	"testing"
@@ -173,5 +174,55 @@ func TestEnsureWritesOnlyServedResources(t *testing.T) {
 	}
 	if pcs, _ := client.SchedulingV1().PriorityClasses().List(ctx, metav1.ListOptions{}); len(pcs.Items) != 0 {
 		t.Fatalf("%d priority classes written, their resource is not served", len(pcs.Items))
+	}
+}
+
+// RBAC objects are read with one List per resource; only a retry reads an object again.
+func TestEnsureReadsTheRBACObjectsWithLists(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset()
+	if _, err := Ensure(ctx, client, Workers, nil); err != nil {
+		t.Fatal(err)
+	}
+	roles := client.RbacV1().ClusterRoles()
+	r, err := roles.Get(ctx, "system:kube-scheduler", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Rules = nil
+	if _, err := roles.Update(ctx, r, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The first write of the stripped role meets another writer's change.
+	conflicts := 0
+	client.PrependReactor("update", "clusterroles", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.(k8stesting.UpdateAction).GetObject().(*rbacv1.ClusterRole).Name != "system:kube-scheduler" || conflicts > 0 {
+			return false, nil, nil
+		}
+		conflicts++
+		return true, nil, apierrors.NewConflict(rbacv1.Resource("clusterroles"), "system:kube-scheduler", errors.New("changed"))
+	})
+	client.ClearActions()
+
+	got, err := Ensure(ctx, client, Workers, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conflicts != 1 || got.Updated != 1 {
+		t.Fatalf("conflicts %d, %+v; want the role updated after one conflict", conflicts, got)
+	}
+	reads := map[string]int{}
+	for _, a := range client.Actions() {
+		if a.GetResource().Group == rbacv1.GroupName && (a.GetVerb() == "get" || a.GetVerb() == "list") {
+			reads[a.GetVerb()+" "+a.GetResource().Resource]++
+		}
+	}
+	want := map[string]int{"list clusterroles": 1, "list clusterrolebindings": 1, "list roles": 1, "list rolebindings": 1,
+		"get clusterroles": 1} // the retry after the conflict
+	if !maps.Equal(reads, want) {
+		t.Errorf("RBAC reads %v, want %v", reads, want)
+	}
+	if r, _ := roles.Get(ctx, "system:kube-scheduler", metav1.GetOptions{}); len(r.Rules) == 0 {
+		t.Error("system:kube-scheduler: rules not restored")
 	}
 }
