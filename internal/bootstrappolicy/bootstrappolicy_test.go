@@ -85,20 +85,8 @@ func TestEnsureRestoresRulesButKeepsAProtectedRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	roles := client.RbacV1().ClusterRoles()
-	strip := func(name string, annotations map[string]string) {
-		t.Helper()
-		r, err := roles.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Rules = nil
-		r.Annotations = annotations
-		if _, err := roles.Update(ctx, r, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	strip("system:kube-scheduler", map[string]string{rbacv1.AutoUpdateAnnotationKey: "true"})
-	strip("system:node", map[string]string{rbacv1.AutoUpdateAnnotationKey: "false"})
+	stripRules(t, client, "system:kube-scheduler", map[string]string{rbacv1.AutoUpdateAnnotationKey: "true"})
+	stripRules(t, client, "system:node", map[string]string{rbacv1.AutoUpdateAnnotationKey: "false"})
 
 	got, err := Ensure(ctx, client, Workers, nil)
 	if err != nil {
@@ -184,15 +172,7 @@ func TestEnsureReadsTheRBACObjectsWithLists(t *testing.T) {
 	if _, err := Ensure(ctx, client, Workers, nil); err != nil {
 		t.Fatal(err)
 	}
-	roles := client.RbacV1().ClusterRoles()
-	r, err := roles.Get(ctx, "system:kube-scheduler", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Rules = nil
-	if _, err := roles.Update(ctx, r, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	stripRules(t, client, "system:kube-scheduler", nil)
 	// The first write of the stripped role meets another writer's change.
 	conflicts := 0
 	client.PrependReactor("update", "clusterroles", func(action k8stesting.Action) (bool, runtime.Object, error) {
@@ -222,7 +202,23 @@ func TestEnsureReadsTheRBACObjectsWithLists(t *testing.T) {
 	if !maps.Equal(reads, want) {
 		t.Errorf("RBAC reads %v, want %v", reads, want)
 	}
-	if r, _ := roles.Get(ctx, "system:kube-scheduler", metav1.GetOptions{}); len(r.Rules) == 0 {
+	if r, _ := client.RbacV1().ClusterRoles().Get(ctx, "system:kube-scheduler", metav1.GetOptions{}); len(r.Rules) == 0 {
 		t.Error("system:kube-scheduler: rules not restored")
+	}
+}
+
+// stripRules takes a ClusterRole's rules away and sets its annotations, as an admin might.
+func stripRules(t *testing.T, client *fake.Clientset, name string, annotations map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	roles := client.RbacV1().ClusterRoles()
+	r, err := roles.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Rules = nil
+	r.Annotations = annotations
+	if _, err := roles.Update(ctx, r, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
