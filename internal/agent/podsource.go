@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -15,8 +16,6 @@ import (
 	kubeletpods "k8s.io/kubernetes/pkg/kubelet/config"
 	kubetypes "k8s.io/kubernetes/pkg/kubelet/types"
 	kubeletutil "k8s.io/kubernetes/pkg/kubelet/util"
-
-	"github.com/k1s-io/k1s/internal/kubeclient"
 )
 
 // nodeKnownPoll is how often the kubelet's pod source looks for its node in the kubelet's
@@ -36,13 +35,9 @@ const nodeKnownPoll = 50 * time.Millisecond
 func usePodSources(ctx context.Context, server *kubeletoptions.KubeletServer, deps *kubeletpkg.Dependencies) error {
 	hostname, err := nodeutil.GetHostname(server.HostnameOverride)
 	if err != nil {
-		return err
+		return fmt.Errorf("the kubelet's node name: %w", err)
 	}
 	nodeName := types.NodeName(hostname)
-	client, err := kubeclient.New(server.KubeConfig)
-	if err != nil {
-		return err
-	}
 	if deps.PodStartupLatencyTracker == nil {
 		deps.PodStartupLatencyTracker = kubeletutil.NewPodStartupLatencyTracker()
 	}
@@ -71,16 +66,20 @@ func usePodSources(ctx context.Context, server *kubeletoptions.KubeletServer, de
 			kubeletpods.NewSourceURL(logger, kc.StaticPodURL, header, nodeName, kc.HTTPCheckFrequency.Duration, ch)
 		})
 	}
-	fromAPI := pods.Channel(ctx, kubetypes.ApiserverSource)
-	sources = append(sources, func(logger klog.Logger, k *kubeletpkg.Kubelet) {
-		nodeKnown := func() bool {
-			return wait.PollUntilContextCancel(ctx, nodeKnownPoll, true, func(ctx context.Context) (bool, error) {
-				_, err := k.GetNode(ctx)
-				return err == nil, nil
-			}) == nil
-		}
-		kubeletpods.NewSourceApiserver(logger, client, nodeName, nodeKnown, fromAPI)
-	})
+	// As upstream: no API source for a kubelet without a kubeconfig (standalone), whose
+	// client the kubelet leaves nil. The source uses the kubelet's own client, made by then.
+	if server.KubeConfig != "" {
+		fromAPI := pods.Channel(ctx, kubetypes.ApiserverSource)
+		sources = append(sources, func(logger klog.Logger, k *kubeletpkg.Kubelet) {
+			nodeKnown := func() bool {
+				return wait.PollUntilContextCancel(ctx, nodeKnownPoll, true, func(ctx context.Context) (bool, error) {
+					_, err := k.GetNode(ctx)
+					return err == nil, nil
+				}) == nil
+			}
+			kubeletpods.NewSourceApiserver(logger, deps.KubeClient, nodeName, nodeKnown, fromAPI)
+		})
+	}
 	deps.Options = append(deps.Options, func(k *kubeletpkg.Kubelet) {
 		recorder.EventRecorderLogger = deps.Recorder
 		for _, start := range sources {
