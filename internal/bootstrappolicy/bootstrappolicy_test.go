@@ -165,7 +165,7 @@ func TestEnsureWritesOnlyServedResources(t *testing.T) {
 	}
 }
 
-// RBAC objects are read with one List per resource; only a retry reads an object again.
+// RBAC objects are read with Lists; only a retry reads an object again.
 func TestEnsureReadsTheRBACObjectsWithLists(t *testing.T) {
 	ctx := context.Background()
 	client := fake.NewClientset()
@@ -197,8 +197,10 @@ func TestEnsureReadsTheRBACObjectsWithLists(t *testing.T) {
 			reads[a.GetVerb()+" "+a.GetResource().Resource]++
 		}
 	}
-	want := map[string]int{"list clusterroles": 1, "list clusterrolebindings": 1, "list roles": 1, "list rolebindings": 1,
-		"get clusterroles": 1} // the retry after the conflict
+	want := map[string]int{"list clusterroles": 1, "list clusterrolebindings": 1, "get clusterroles": 1} // the retry after the conflict
+	// Namespaced: one List per namespace upstream's policy writes to.
+	want["list roles"] = len(bootstrappolicy.NamespaceRoles())
+	want["list rolebindings"] = len(bootstrappolicy.NamespaceRoleBindings())
 	if !maps.Equal(reads, want) {
 		t.Errorf("RBAC reads %v, want %v", reads, want)
 	}

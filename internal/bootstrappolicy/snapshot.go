@@ -9,11 +9,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	rbacv1client "k8s.io/client-go/kubernetes/typed/rbac/v1"
+	"k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac/bootstrappolicy"
 )
 
 // snapshot serves each object's first Get from one List. Upstream's reconciler Gets every
 // object before it decides to write it: ~140 requests at every start of the apiserver, where
-// four Lists do. A name's later Gets (the reconciler trying again after a conflict or a racing
+// a few Lists do. A name's later Gets (the reconciler trying again after a conflict or a racing
 // create) go to the apiserver, so a retry always sees the object as it is.
 type snapshot[T any] struct {
 	mu    sync.Mutex
@@ -77,19 +78,29 @@ func listRBAC(ctx context.Context, client rbacv1client.RbacV1Interface, served f
 		}
 		l.clusterRoleBindings = newSnapshot(list.Items, func(o *rbacv1.ClusterRoleBinding) string { return o.Name })
 	}
+	// Namespaced objects only in the namespaces upstream's policy writes to (kube-system,
+	// kube-public), whatever the size of the cluster's own RBAC.
 	if served("roles") {
-		list, err := client.Roles(metav1.NamespaceAll).List(ctx, all)
-		if err != nil {
-			return nil, err
+		var items []rbacv1.Role
+		for namespace := range bootstrappolicy.NamespaceRoles() {
+			list, err := client.Roles(namespace).List(ctx, all)
+			if err != nil {
+				return nil, err
+			}
+			items = append(items, list.Items...)
 		}
-		l.roles = newSnapshot(list.Items, func(o *rbacv1.Role) string { return o.Namespace + "/" + o.Name })
+		l.roles = newSnapshot(items, func(o *rbacv1.Role) string { return o.Namespace + "/" + o.Name })
 	}
 	if served("rolebindings") {
-		list, err := client.RoleBindings(metav1.NamespaceAll).List(ctx, all)
-		if err != nil {
-			return nil, err
+		var items []rbacv1.RoleBinding
+		for namespace := range bootstrappolicy.NamespaceRoleBindings() {
+			list, err := client.RoleBindings(namespace).List(ctx, all)
+			if err != nil {
+				return nil, err
+			}
+			items = append(items, list.Items...)
 		}
-		l.roleBindings = newSnapshot(list.Items, func(o *rbacv1.RoleBinding) string { return o.Namespace + "/" + o.Name })
+		l.roleBindings = newSnapshot(items, func(o *rbacv1.RoleBinding) string { return o.Namespace + "/" + o.Name })
 	}
 	return l, nil
 }
