@@ -50,7 +50,8 @@ func Retry(ctx context.Context, log logrus.FieldLogger, what string, try func(co
 
 // WaitPodCIDR returns the node's pod CIDR once the controller-manager has allocated it,
 // telling waiting what it still waits for. It watches the Node, so it returns the moment the
-// CIDR is written: on a first start the node's Ready condition waits on it.
+// CIDR is written: on a first start the node's Ready condition waits on it. A failing List or
+// watch is retried with client-go's backoff (0.8 s, doubling), until ctx ends.
 func WaitPodCIDR(ctx context.Context, client kubernetes.Interface, node string, waiting func(string)) (*net.IPNet, error) {
 	waiting(fmt.Sprintf("node %s to register", node))
 	byName := fields.OneTermEqualSelector(metav1.ObjectNameField, node).String()

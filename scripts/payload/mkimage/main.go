@@ -138,13 +138,13 @@ func writeOCI(out string, tag name.Tag, img v1.Image) error {
 		return err
 	}
 	sort.Strings(names)
-	f, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(f)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
 	for _, p := range names {
-		rel, _ := filepath.Rel(dir, p)
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
 		info, err := os.Stat(p)
 		if err != nil {
 			return err
@@ -167,10 +167,13 @@ func writeOCI(out string, tag name.Tag, img v1.Image) error {
 		}
 	}
 	if err := tw.Close(); err != nil {
-		f.Close()
 		return err
 	}
-	return f.Close()
+	// Whole or not at all: the payload's build packs whatever file is there.
+	if err := os.WriteFile(out+".tmp", buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", out, err)
+	}
+	return os.Rename(out+".tmp", out)
 }
 
 // layer builds a reproducible tar of the given files and symlinks, with parent directories.
