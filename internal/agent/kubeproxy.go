@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	nodeutil "k8s.io/component-helpers/node/util"
 	"k8s.io/klog/v2"
 	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
 
 	"github.com/k1s-io/k1s/internal/args"
 	"github.com/k1s-io/k1s/internal/component"
+	"github.com/k1s-io/k1s/internal/kubeclient"
 	"github.com/k1s-io/k1s/internal/network"
 )
 
@@ -85,6 +89,7 @@ func (a *Agent) newKubeProxy() (component.Component, network.ListenPort, error) 
 		if err := opts.Validate(); err != nil {
 			return fmt.Errorf("kube-proxy configuration: %w", err)
 		}
+		waitNodeAddresses(ctx, argv)
 		errCh := make(chan error, 1)
 		go func() { errCh <- opts.Run(ctx) }()
 		select {
@@ -98,4 +103,31 @@ func (a *Agent) newKubeProxy() (component.Component, network.ListenPort, error) 
 	}
 	health := "http://" + net.JoinHostPort(loopbackFor(host), port) + "/healthz"
 	return component.NewFunc("kube-proxy", run, component.HTTPReady(health, false)), listen, nil
+}
+
+// nodeAddressesWait bounds waitNodeAddresses as kube-proxy bounds its own wait, after which it
+// runs without the node's addresses.
+const nodeAddressesWait = 30 * time.Second
+
+// waitNodeAddresses waits, watching, until the kubelet has registered kube-proxy's node with its
+// addresses. kube-proxy's own wait (its NodeManager) looks once a second, so on a new node it
+// wrote the Services' rules up to a second after the node registered, and a pod started
+// meanwhile (CoreDNS on a first start) had its first connections to a Service dropped. Errors
+// are kube-proxy's to report: it makes the same client.
+func waitNodeAddresses(ctx context.Context, argv []string) {
+	kubeconfig, _ := args.Value(argv, "kubeconfig")
+	override, _ := args.Value(argv, "hostname-override")
+	node, err := nodeutil.GetHostname(override) // as kube-proxy names its node
+	if err != nil {
+		return
+	}
+	client, err := kubeclient.New(kubeconfig)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, nodeAddressesWait)
+	defer cancel()
+	_ = kubeclient.WaitNode(ctx, client, node, func(n *corev1.Node) (bool, error) {
+		return len(n.Status.Addresses) > 0, nil
+	})
 }

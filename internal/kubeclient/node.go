@@ -48,12 +48,11 @@ func Retry(ctx context.Context, log logrus.FieldLogger, what string, try func(co
 	})
 }
 
-// WaitPodCIDR returns the node's pod CIDR once the controller-manager has allocated it,
-// telling waiting what it still waits for. It watches the Node, so it returns the moment the
-// CIDR is written: on a first start the node's Ready condition waits on it. A failing List or
-// watch is retried with client-go's backoff (0.8 s, doubling), until ctx ends.
-func WaitPodCIDR(ctx context.Context, client kubernetes.Interface, node string, waiting func(string)) (*net.IPNet, error) {
-	waiting(fmt.Sprintf("node %s to register", node))
+// WaitNode watches the node's Node object until done says it is as wanted, or done or ctx
+// fails. It returns the moment the change is written, where a poll would see it up to a
+// period later. A failing List or watch is retried with client-go's backoff (0.8 s,
+// doubling).
+func WaitNode(ctx context.Context, client kubernetes.Interface, node string, done func(*corev1.Node) (bool, error)) error {
 	byName := fields.OneTermEqualSelector(metav1.ObjectNameField, node).String()
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
@@ -65,14 +64,28 @@ func WaitPodCIDR(ctx context.Context, client kubernetes.Interface, node string, 
 			return client.CoreV1().Nodes().Watch(ctx, opts)
 		},
 	}
-	var cidr *net.IPNet
 	// The wrapper lets a fake clientset (tests) say it cannot stream its initial list.
 	_, err := watchtools.UntilWithSync(ctx, cache.ToListWatcherWithWatchListSemantics(lw, client), &corev1.Node{}, nil, func(ev watch.Event) (bool, error) {
 		n, ok := ev.Object.(*corev1.Node)
-		switch {
-		case !ok || n.Name != node:
+		if !ok || n.Name != node || ev.Type == watch.Deleted {
 			return false, nil
-		case n.Spec.PodCIDR == "":
+		}
+		return done(n)
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// WaitPodCIDR returns the node's pod CIDR once the controller-manager has allocated it,
+// telling waiting what it still waits for. On a first start the node's Ready condition waits
+// on it.
+func WaitPodCIDR(ctx context.Context, client kubernetes.Interface, node string, waiting func(string)) (*net.IPNet, error) {
+	waiting(fmt.Sprintf("node %s to register", node))
+	var cidr *net.IPNet
+	err := WaitNode(ctx, client, node, func(n *corev1.Node) (bool, error) {
+		if n.Spec.PodCIDR == "" {
 			waiting(fmt.Sprintf("a pod CIDR for node %s from the controller-manager", node))
 			return false, nil
 		}
@@ -83,8 +96,5 @@ func WaitPodCIDR(ctx context.Context, client kubernetes.Interface, node string, 
 		cidr = c
 		return true, nil
 	})
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
 	return cidr, err
 }
