@@ -354,10 +354,10 @@ func Prepare(completed CompletedConfig) (*Agent, error) {
 			a.cluster.DisabledAddons), nil
 	})
 	// Neither the pod network nor kube-proxy needs the kubelet, only the joined cluster's
-	// settings: they set up the host and sync while the kubelet starts and registers the node
-	// and the controller-manager gives it a pod CIDR.
-	a.onNode = append(a.lbAfterJoin, component.Background(podNetwork), a.kubelet.component,
-		component.Background(kubeProxy), component.Await(podNetwork), component.Await(kubeProxy), nodeAddons)
+	// settings: they set up the host while the kubelet starts and registers the node (which
+	// kube-proxy then finds at once) and the controller-manager gives it a pod CIDR.
+	a.onNode = append(a.lbAfterJoin, component.Background(podNetwork), component.Background(kubeProxy),
+		a.kubelet.component, component.Await(podNetwork), component.Await(kubeProxy), nodeAddons)
 	return a, nil
 }
 
