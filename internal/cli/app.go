@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/k1s-io/k1s/internal/component"
@@ -124,7 +125,7 @@ func runComponents(logs *logging.Logs, components []component.Component) error {
 		// `systemctl start k1s` returns once the cluster (and the node) is usable.
 		OnReady: func() {
 			systemd.notify(daemon.SdNotifyReady)
-			gotune.ReturnStartGarbage()
+			go settle(ctx, logs.Logger)
 		},
 		OnStop: func() {
 			systemd.notify(daemon.SdNotifyStopping)
@@ -136,4 +137,16 @@ func runComponents(logs *logging.Logs, components []component.Component) error {
 	}
 	logs.Logger.Info("k1s stopped")
 	return nil
+}
+
+// settle gives the start's memory back once the process has been ready for a while.
+func settle(ctx context.Context, log logrus.FieldLogger) {
+	released, err := gotune.Settle(ctx)
+	if err != nil {
+		log.Warnf("returning the start's memory to the system: %v", err)
+		return
+	}
+	if released > 0 {
+		log.Debugf("returned the start's garbage and released %d MB of the executable's mappings", released>>20)
+	}
 }

@@ -19,6 +19,11 @@ import (
 // handlers of its own.
 func Main(args []string) int {
 	gotune.Apply()
+	go func() {
+		if _, err := gotune.Settle(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, "containerd: returning the start's memory to the system:", err)
+		}
+	}()
 	if err := command.App().Run(context.Background(), args); err != nil {
 		fmt.Fprintln(os.Stderr, "containerd:", err)
 		return 1

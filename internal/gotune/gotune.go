@@ -6,10 +6,12 @@ package gotune
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const (
@@ -59,10 +61,23 @@ func Apply() Settings {
 	return s
 }
 
-// ReturnStartGarbage collects and returns to the system what a start left behind (tens of MB:
-// the apiserver builds its OpenAPI documents, the components their informers); the runtime
-// would otherwise keep it for reuse for minutes.
-func ReturnStartGarbage() { debug.FreeOSMemory() }
+// Settle waits SettleDelay, unless ctx ends first, then returns to the system what the start
+// left behind: its garbage (tens of MB: the apiserver builds its OpenAPI documents, the
+// components their informers; the runtime would otherwise keep it for reuse for minutes) and
+// the executable's pages only the start used (ReleaseStartPages). It returns the bytes of
+// mappings released. Waiting keeps the forced collection and the pages faulting back in off the
+// path of the node's first pods.
+func Settle(ctx context.Context) (int64, error) {
+	t := time.NewTimer(SettleDelay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return 0, nil
+	case <-t.C:
+	}
+	debug.FreeOSMemory()
+	return ReleaseStartPages()
+}
 
 // totalMemory is MemTotal from /proc/meminfo in bytes, or 0.
 func totalMemory() uint64 {
