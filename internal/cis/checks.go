@@ -214,6 +214,14 @@ var checks = []check{
 				return fail("%s: clients connect over plain HTTP", showFlag("listen-client-urls", v, ok, "http://localhost:2379"))
 			}
 		}
+		// etcd's HTTP endpoints, when apart from the client port, include its JSON gateway to
+		// the whole database.
+		httpURLs, _ := c.flag(etcd, "listen-client-http-urls")
+		for _, u := range splitList(httpURLs) {
+			if strings.HasPrefix(u, "http://") {
+				return fail("--listen-client-http-urls=%s: clients connect over plain HTTP", httpURLs)
+			}
+		}
 		return setFlags(etcd, "cert-file", "key-file")(c)
 	}},
 	{"2.2", "Ensure that the --client-cert-auth argument is set to true", automated, etcd, boolFlag(etcd, "client-cert-auth", true, false)},

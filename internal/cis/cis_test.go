@@ -199,6 +199,7 @@ anonymous:
 		"--client-cert-auth=true",
 		"--data-dir=" + d + "/server/db/etcd",
 		"--key-file=" + tls + "/etcd/server-client.key",
+		"--listen-client-http-urls=https://127.0.0.1:2382",
 		"--listen-client-urls=https://127.0.0.1:2379",
 		"--listen-metrics-urls=",
 		"--listen-peer-urls=",
@@ -589,6 +590,13 @@ func TestEtcdPeerListener(t *testing.T) {
 	results = n.results()
 	wantStatus(t, results, "2.4", Pass, "--peer-cert-file=/p.crt, --peer-key-file=/p.key")
 	wantStatus(t, results, "2.5", Pass, "--peer-client-cert-auth=true")
+}
+
+func TestEtcdHTTPEndpoints(t *testing.T) {
+	n := newNode(t, defaultProfile)
+	wantStatus(t, n.results(), "2.1", Pass, "--cert-file=")
+	n.etcdArgs = append(removeFlag(n.etcdArgs, "listen-client-http-urls"), "--listen-client-http-urls=http://127.0.0.1:2382")
+	wantStatus(t, n.results(), "2.1", Fail, "--listen-client-http-urls=http://127.0.0.1:2382: clients connect over plain HTTP")
 }
 
 func TestEncryptionProviders(t *testing.T) {

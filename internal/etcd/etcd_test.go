@@ -40,3 +40,30 @@ func TestSingleMemberElectsQuickly(t *testing.T) {
 		})
 	}
 }
+
+func TestHTTPEndpointsApartFromGRPC(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		want  string
+	}{
+		{"default", nil, "https://127.0.0.1:2382"},
+		{"the user's port", []string{"listen-client-http-urls=https://127.0.0.1:12382"}, "https://127.0.0.1:12382"},
+		{"turned off: both on the client port", []string{"listen-client-http-urls="}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(Config{Name: "n", DataDir: t.TempDir(), ClientPort: 2379, HTTPPort: 2382, PeerURL: "http://127.0.0.1:2380",
+				ExtraArgs: tc.extra, Log: &logrus.Logger{Out: io.Discard, Formatter: new(logrus.TextFormatter), Level: logrus.InfoLevel}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if u := s.HTTPListenURL(); u != nil {
+				got = u.String()
+			}
+			if got != tc.want {
+				t.Fatalf("etcd's HTTP endpoints at %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -102,7 +102,7 @@ func Prepare(ctx context.Context, completed CompletedConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, lock: lock}
-	if err := s.prepareHost(argv, etcdServer.Args(), etcdURL, etcdServer.PeerListenURL()); err != nil {
+	if err := s.prepareHost(argv, etcdServer); err != nil {
 		lock.Release()
 		return nil, err
 	}
@@ -155,6 +155,7 @@ func newEtcd(cfg *completedConfig, initialCluster string) (*etcd.Server, error) 
 		Name:       cfg.NodeName,
 		DataDir:    cfg.files.EtcdDataDir(),
 		ClientPort: layout.EtcdClientPort,
+		HTTPPort:   layout.EtcdHTTPPort,
 		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", layout.EtcdPeerPort),
 		CAFile:     cfg.files.EtcdCA().Cert,
 		CertFile:   cfg.files.EtcdServing().Cert,
@@ -259,8 +260,9 @@ func stoppedEtcd(completed CompletedConfig) (*completedConfig, *etcd.Server, *da
 }
 
 // prepareHost checks the ports and writes the PKI, the join token and the policies.
-func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, etcdPeerURL *url.URL) error {
+func (s *Server) prepareHost(argv *componentArgs, e *etcd.Server) error {
 	cfg := s.cfg
+	etcdURL := e.ClientURL()
 	ports := []network.ListenPort{
 		{Host: cfg.BindAddress.String(), Port: strconv.Itoa(cfg.HTTPSPort), Owner: "kube-apiserver", Flag: "--https-listen-port"},
 		{Host: etcdURL.Hostname(), Port: etcdURL.Port(), Owner: "etcd client", Flag: "--etcd-arg listen-client-urls=…"},
@@ -270,8 +272,11 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 	if !slices.Contains(cfg.Disable, "metrics-server") {
 		ports = append(ports, network.ListenPort{Host: cfg.NodeIP.String(), Port: strconv.Itoa(cfg.MetricsServerPort), Owner: "metrics-server", Flag: "--metrics-server-port (or --disable metrics-server)"})
 	}
-	if etcdPeerURL != nil {
-		ports = append(ports, network.ListenPort{Host: etcdPeerURL.Hostname(), Port: etcdPeerURL.Port(), Owner: "etcd peer", Flag: "--etcd-arg listen-peer-urls=…"})
+	if u := e.HTTPListenURL(); u != nil {
+		ports = append(ports, network.ListenPort{Host: u.Hostname(), Port: u.Port(), Owner: "etcd HTTP endpoints", Flag: "--etcd-arg listen-client-http-urls=…"})
+	}
+	if u := e.PeerListenURL(); u != nil {
+		ports = append(ports, network.ListenPort{Host: u.Hostname(), Port: u.Port(), Owner: "etcd peer", Flag: "--etcd-arg listen-peer-urls=…"})
 	}
 	if err := network.CheckPortsFree(ports); err != nil {
 		return err
@@ -317,7 +322,7 @@ func (s *Server) prepareHost(argv *componentArgs, etcdArgs []string, etcdURL, et
 		return err
 	}
 	for name, argv := range map[string][]string{"kube-apiserver": argv.apiserver, "kube-controller-manager": argv.controllerManager,
-		"kube-scheduler": argv.scheduler, "etcd": etcdArgs} {
+		"kube-scheduler": argv.scheduler, "etcd": e.Args()} {
 		if err := datadir.RecordArgs(cfg.dir, layout.PartServer, name, argv); err != nil {
 			return err
 		}
