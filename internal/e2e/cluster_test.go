@@ -670,7 +670,8 @@ func (n *clusterNode) newProcess(role, name string, extra ...string) *process {
 			"--kube-controller-manager-arg", "secure-port="+strconv.Itoa(freePort(t)),
 			"--kube-scheduler-arg", "secure-port="+strconv.Itoa(freePort(t)),
 			"--lb-server-port", strconv.Itoa(freePort(t)),
-			"--etcd-arg", "listen-client-urls="+etcdURLs)
+			"--etcd-arg", "listen-client-urls="+etcdURLs,
+			"--etcd-arg", "listen-client-http-urls=https://127.0.0.1:"+strconv.Itoa(freePort(t)))
 	}
 	if !p.runsNode {
 		p.args = append(p.args, "--disable-agent")
