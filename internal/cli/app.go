@@ -143,10 +143,10 @@ func runComponents(logs *logging.Logs, components []component.Component) error {
 func settle(ctx context.Context, log logrus.FieldLogger) {
 	released, err := gotune.Settle(ctx)
 	if err != nil {
-		log.Warnf("returning the start's memory to the system: %v", err)
+		log.Warnf("returning the start's memory to the system: %v (harmless: the pages stay mapped)", err)
 		return
 	}
 	if released > 0 {
-		log.Debugf("returned the start's garbage and released %d MB of the executable's mappings", released>>20)
+		log.Debugf("returned the start's garbage; released %d MB of the executable's resident pages", released>>20)
 	}
 }

@@ -21,7 +21,7 @@ func Main(args []string) int {
 	gotune.Apply()
 	go func() {
 		if _, err := gotune.Settle(context.Background()); err != nil {
-			fmt.Fprintln(os.Stderr, "containerd: returning the start's memory to the system:", err)
+			fmt.Fprintln(os.Stderr, "containerd: returning the start's memory to the system:", err, "(harmless: the pages stay mapped)")
 		}
 	}()
 	if err := command.App().Run(context.Background(), args); err != nil {

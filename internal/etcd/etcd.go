@@ -35,12 +35,13 @@ type Config struct {
 	DataDir string
 	// ClientPort is the client port on 127.0.0.1.
 	ClientPort int
-	// HTTPPort is the port of etcd's HTTP endpoints on 127.0.0.1. Served on the client port
-	// beside gRPC, etcd hands every gRPC stream to Go's HTTP/2 server and then to gRPC's
-	// handler transport, which costs goroutines and CPU on each of the apiserver's ~65
-	// connections (one per resource); on a port of their own the client port serves gRPC
-	// natively (etcd's --listen-client-http-urls). Measured on a one-node server: 117 fewer
-	// goroutines and 5 % less CPU to a ready node.
+	// HTTPPort is the port of etcd's HTTP endpoints (health, version, metrics, the JSON
+	// gateway) on 127.0.0.1. Served on the client port beside gRPC, etcd hands every gRPC
+	// stream to Go's HTTP/2 server and then to gRPC's handler transport, which costs
+	// goroutines and CPU on each of the apiserver's ~65 connections (one per resource); on a
+	// port of their own the client port serves gRPC natively (etcd's
+	// --listen-client-http-urls). Measured on a one-node server: 117 fewer goroutines and 5 %
+	// less CPU to a ready node.
 	HTTPPort int
 	// PeerURL is the member's peer address. A single server never listens on it: etcd's raft
 	// peers are other servers, and an open peer port would be an unauthenticated way into the

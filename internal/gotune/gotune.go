@@ -64,9 +64,9 @@ func Apply() Settings {
 // Settle waits SettleDelay, unless ctx ends first, then returns to the system what the start
 // left behind: its garbage (tens of MB: the apiserver builds its OpenAPI documents, the
 // components their informers; the runtime would otherwise keep it for reuse for minutes) and
-// the executable's pages only the start used (ReleaseStartPages). It returns the bytes of
-// mappings released. Waiting keeps the forced collection and the pages faulting back in off the
-// path of the node's first pods.
+// the executable's pages only the start used (ReleaseStartPages). It returns the bytes of the
+// executable's resident pages released. Waiting keeps the forced collection and the pages
+// faulting back in off the path of the node's first pods.
 func Settle(ctx context.Context) (int64, error) {
 	t := time.NewTimer(SettleDelay)
 	defer t.Stop()

@@ -32,9 +32,8 @@ const (
 	ControllerManagerPort = 10257
 	SchedulerPort         = 10259
 	EtcdClientPort        = 2379
-	// EtcdHTTPPort serves etcd's HTTP endpoints (health, version, the JSON gateway) on
-	// 127.0.0.1, apart from the client port: there etcd then serves gRPC with gRPC's own
-	// server instead of through Go's HTTP/2 server.
+	// EtcdHTTPPort serves etcd's HTTP endpoints on 127.0.0.1, apart from its gRPC (see
+	// etcd.Config.HTTPPort).
 	EtcdHTTPPort = 2382
 	// EtcdPeerPort is in a single server's advertised peer URL only: it opens no peer
 	// listener unless --etcd-arg listen-peer-urls=… asks for one.
