@@ -11,13 +11,17 @@ var noise = []struct {
 	component string
 	// message is the start of the line's message; empty matches any.
 	message string
+	// messageHas, if set, must occur in the message (raft's lines start with the member's ID).
+	messageHas string
 	// errorHas, if set, must occur in the line's error: the same message with another error
 	// is worth seeing.
 	errorHas string
 	why      string
 }{
 	{component: "etcd", message: "Running http and grpc server on single port",
-		why: "etcd's only client is the apiserver in the same process, over loopback gRPC; the advice is for HTTP clients competing with gRPC ones"},
+		why: "printed only when --etcd-arg listen-client-http-urls= puts etcd's HTTP endpoints back on the client port; its clients are the apiserver in the same process and the other servers' k1s, all gRPC, and the advice is for HTTP clients competing with gRPC ones"},
+	{component: "etcd", messageHas: " cannot campaign at term ",
+		why: "at a restart raft campaigns one tick after start (etcd's initial-election-tick-advance), and on a loaded machine etcd may still be applying the membership entries of its log; raft declines and campaigns again one election timeout later (0.25–0.5 s for a single server)"},
 	{component: "etcd", message: "simple token is not cryptographically signed",
 		why: "etcd's own authentication is off: its clients are authenticated by TLS client certificates, so no token is ever issued"},
 	{component: "etcd", errorHas: "missing term information",
@@ -80,7 +84,7 @@ func isNoise(component, message, errText string) bool {
 		if n.component != "" && n.component != component {
 			continue
 		}
-		if !strings.HasPrefix(message, n.message) {
+		if !strings.HasPrefix(message, n.message) || !strings.Contains(message, n.messageHas) {
 			continue
 		}
 		if n.errorHas != "" && !strings.Contains(errText, n.errorHas) {
