@@ -13,6 +13,8 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 
 	"github.com/k1s-io/k1s/internal/containerd"
+	// Imported for its init: before kubectl's packages translate their texts.
+	_ "github.com/k1s-io/k1s/internal/cli/kubectli18n"
 	"github.com/k1s-io/k1s/internal/layout"
 )
 
