@@ -434,7 +434,7 @@ func checkWorkloads(t *testing.T, s *process) (clusterIP, nodeIP, nodePort strin
 }
 
 // childPID finds the child of parent called name (argv[0]).
-func childPID(t *testing.T, parent int, name string) int {
+func childPID(t testing.TB, parent int, name string) int {
 	t.Helper()
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
