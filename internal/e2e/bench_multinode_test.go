@@ -140,11 +140,10 @@ func processTreeMemory(pid int, dataDir string) (pss, rss float64) {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	var shims []int
 	for _, p := range procs {
-		stat, err := os.ReadFile(p + "/stat")
-		if err != nil {
+		fields := procStat(p)
+		if fields == nil {
 			continue
 		}
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
 		n, _ := strconv.Atoi(filepath.Base(p))
 		if len(fields) > 1 {
 			ppid, _ := strconv.Atoi(fields[1])

@@ -327,13 +327,8 @@ func memory(s *process) (pss, rss float64, detail string) {
 	parents := map[string]string{}
 	for _, p := range procs {
 		pid := filepath.Base(p)
-		if st, err := os.ReadFile(p + "/stat"); err == nil {
-			// pid (comm) state ppid …: comm may hold spaces, so split after its ')'.
-			if i := strings.LastIndexByte(string(st), ')'); i > 0 {
-				if f := strings.Fields(string(st[i+1:])); len(f) > 1 {
-					parents[pid] = f[1]
-				}
-			}
+		if f := procStat(p); len(f) > 1 {
+			parents[pid] = f[1]
 		}
 		exe, err := os.Readlink(p + "/exe")
 		if err != nil {
@@ -442,13 +437,7 @@ const userHZ = 100
 // procCPU is a process's own CPU time and that of the children it has reaped, in seconds
 // (0 when it is gone).
 func procCPU(proc string) (own, children float64) {
-	stat, err := os.ReadFile(proc + "/stat")
-	if err != nil {
-		return 0, 0
-	}
-	// pid (comm) state ppid …: utime, stime, cutime and cstime are the 12th to 15th fields
-	// after comm.
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	f := procStat(proc)
 	if len(f) < 15 {
 		return 0, 0
 	}

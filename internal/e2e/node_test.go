@@ -438,11 +438,7 @@ func childPID(t testing.TB, parent int, name string) int {
 	t.Helper()
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
-		stat, err := os.ReadFile(p + "/stat")
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+		fields := procStat(p)
 		cmdline, _ := os.ReadFile(p + "/cmdline")
 		if len(fields) > 1 && fields[1] == strconv.Itoa(parent) && strings.SplitN(string(cmdline), "\x00", 2)[0] == name {
 			pid, _ := strconv.Atoi(filepath.Base(p))
@@ -451,6 +447,17 @@ func childPID(t testing.TB, parent int, name string) int {
 	}
 	t.Fatalf("no child %q of %d", name, parent)
 	return 0
+}
+
+// procStat is a process's /proc/PID/stat after its name, from its state on: fields[1] is its
+// parent, fields[11] to fields[14] its CPU times. The name may hold spaces, so the fields
+// start after its last ')'. Nil when the process is gone.
+func procStat(proc string) []string {
+	stat, err := os.ReadFile(proc + "/stat")
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 }
 
 func writeTemp(t *testing.T, name, content string) string {
